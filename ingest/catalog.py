@@ -1,0 +1,289 @@
+"""The ingestion catalog: what was seen, what is done, what failed (SQLite, versioned schema).
+
+Media are keyed by content hash, so a rename or a copy points a new path at vectors that already
+exist. Paths carry what the filesystem said (size, mtime) so an unchanged file is skipped without
+reading it. Each write to Milvus is recorded per collection, segment id by segment id.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE media (
+        id TEXT PRIMARY KEY,            -- content hash (xxh3-128, hex)
+        modality TEXT NOT NULL,
+        format TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'done')),
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE paths (
+        path TEXT PRIMARY KEY,          -- absolute path
+        display TEXT NOT NULL,          -- the path as the user gave it to `ingest`
+        root TEXT NOT NULL,             -- the ingest root it was found under (for --prune)
+        media_id TEXT REFERENCES media(id),
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        error TEXT,                     -- why the file could not be ingested, if it could not
+        seen_at REAL NOT NULL
+    );
+    CREATE INDEX paths_media ON paths(media_id);
+    CREATE INDEX paths_root ON paths(root);
+    CREATE TABLE segments (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        media_id TEXT NOT NULL REFERENCES media(id),
+        PRIMARY KEY (collection, id)
+    );
+    CREATE INDEX segments_media ON segments(media_id);
+    """,
+}
+
+
+@dataclass(frozen=True)
+class PathRecord:
+    path: str
+    display: str
+    media_id: str | None
+    size: int
+    mtime_ns: int
+    error: str | None
+    seen_at: float
+
+
+class Catalog:
+    """Thread-safe: the ingest runner's reader and writer threads share one connection."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- schema ------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            current = self.version
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"catalog {self.file} has schema v{current}, newer than this mmrag "
+                    f"(v{SCHEMA_VERSION}); upgrade mmrag"
+                )
+            for v in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[v].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {v}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    def _all(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def path_record(self, path: str) -> PathRecord | None:
+        row = self._one("SELECT * FROM paths WHERE path = ?", (path,))
+        return _path_record(row) if row else None
+
+    def media_done(self, media_id: str, collections: Iterable[str]) -> bool:
+        """Done, with segments in one of the given collections (a new model means redo)."""
+        names = list(collections)
+        marks = ",".join("?" * len(names))
+        row = self._one(
+            "SELECT 1 FROM media m WHERE m.id = ? AND m.status = 'done' AND EXISTS "
+            f"(SELECT 1 FROM segments s WHERE s.media_id = m.id AND s.collection IN ({marks}))",
+            (media_id, *names),
+        )
+        return row is not None
+
+    def media_status(self, media_id: str) -> str | None:
+        row = self._one("SELECT status FROM media WHERE id = ?", (media_id,))
+        return row["status"] if row else None
+
+    def is_orphan(self, media_id: str) -> bool:
+        return self._one("SELECT 1 FROM paths WHERE media_id = ?", (media_id,)) is None
+
+    def collections_of(self, media_id: str) -> list[str]:
+        rows = self._all("SELECT DISTINCT collection FROM segments WHERE media_id = ?", (media_id,))
+        return [r["collection"] for r in rows]
+
+    def segment_ids(self, media_id: str, collection: str | None = None) -> list[str]:
+        sql, args = "SELECT id FROM segments WHERE media_id = ?", (media_id,)
+        if collection:
+            sql, args = sql + " AND collection = ?", (media_id, collection)
+        return [r["id"] for r in self._all(sql + " ORDER BY rowid", args)]
+
+    def display_paths(self, media_ids: Iterable[str]) -> dict[str, PathRecord]:
+        """For each media, its most recently seen path: where a hit is shown to live."""
+        ids = list(dict.fromkeys(media_ids))
+        out: dict[str, PathRecord] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._all(
+                f"SELECT * FROM paths WHERE media_id IN ({marks}) ORDER BY seen_at ASC", tuple(part)
+            )
+            for row in rows:  # later rows (newer) win
+                out[row["media_id"]] = _path_record(row)
+        return out
+
+    def media_matching(self, accept: Callable[[PathRecord], bool]) -> set[str]:
+        """Media ids with at least one path that `accept`s (path globs, date ranges)."""
+        rows = self._all("SELECT * FROM paths WHERE media_id IS NOT NULL")
+        return {r["media_id"] for r in rows if accept(_path_record(r))}
+
+    def paths_under(self, root: str) -> list[PathRecord]:
+        rows = self._all("SELECT * FROM paths WHERE root = ?", (root,))
+        return [_path_record(r) for r in rows]
+
+    def failures(self) -> list[PathRecord]:
+        rows = self._all("SELECT * FROM paths WHERE error IS NOT NULL ORDER BY display")
+        return [_path_record(r) for r in rows]
+
+    def orphan_media(self) -> list[str]:
+        rows = self._all(
+            "SELECT id FROM media WHERE NOT EXISTS (SELECT 1 FROM paths WHERE media_id = media.id)"
+        )
+        return [r["id"] for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        q = {
+            "paths": "SELECT count(*) FROM paths WHERE media_id IS NOT NULL",
+            "media": "SELECT count(*) FROM media WHERE status = 'done'",
+            "pending": "SELECT count(*) FROM media WHERE status = 'pending'",
+            "failed": "SELECT count(*) FROM paths WHERE error IS NOT NULL",
+            "segments": "SELECT count(*) FROM segments",
+        }
+        return {k: int(self._one(sql)[0]) for k, sql in q.items()}
+
+    def media_by_modality(self) -> dict[str, int]:
+        rows = self._all("SELECT modality, count(*) n FROM media WHERE status='done' GROUP BY 1")
+        return {r["modality"]: r["n"] for r in rows}
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def begin_media(self, media_id: str, modality: str, fmt: str, size: int) -> None:
+        """Mark content as being written: a crash now leaves it 'pending', redone next run."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO media(id, modality, format, size, status, updated_at) "
+                "VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT(id) DO UPDATE SET "
+                "status='pending', updated_at=excluded.updated_at",
+                (media_id, modality, fmt, size, time.time()),
+            )
+
+    def finish_media(self, media_id: str, collection: str, segment_ids: list[str]) -> None:
+        """Record the segments now in Milvus and mark the media done, atomically."""
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM segments WHERE media_id = ? AND collection = ?", (media_id, collection)
+            )
+            db.executemany(
+                "INSERT INTO segments(collection, id, media_id) VALUES (?, ?, ?)",
+                [(collection, sid, media_id) for sid in segment_ids],
+            )
+            db.execute(
+                "UPDATE media SET status='done', updated_at=? WHERE id=?", (time.time(), media_id)
+            )
+
+    def link_path(
+        self, path: str, display: str, root: str, media_id: str, size: int, mtime_ns: int
+    ) -> str | None:
+        """Point a path at content; return the media it pointed at before, if different."""
+        with self.transaction() as db:
+            row = db.execute("SELECT media_id FROM paths WHERE path=?", (path,)).fetchone()
+            db.execute(
+                "INSERT INTO paths(path, display, root, media_id, size, mtime_ns, error, seen_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, NULL, ?) ON CONFLICT(path) DO UPDATE SET "
+                "display=excluded.display, root=excluded.root, media_id=excluded.media_id, "
+                "size=excluded.size, mtime_ns=excluded.mtime_ns, error=NULL, "
+                "seen_at=excluded.seen_at",
+                (path, display, root, media_id, size, mtime_ns, time.time()),
+            )
+        old = row["media_id"] if row else None
+        return old if old and old != media_id else None
+
+    def touch_path(self, path: str, display: str, root: str) -> None:
+        """An unchanged file was seen again: refresh when and how it was named."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE paths SET seen_at=?, display=?, root=? WHERE path=?",
+                (time.time(), display, root, path),
+            )
+
+    def fail_path(
+        self, path: str, display: str, root: str, size: int, mtime_ns: int, error: str
+    ) -> str | None:
+        """Record why a file could not be ingested; return the media it pointed at before."""
+        with self.transaction() as db:
+            row = db.execute("SELECT media_id FROM paths WHERE path=?", (path,)).fetchone()
+            db.execute(
+                "INSERT INTO paths(path, display, root, media_id, size, mtime_ns, error, seen_at) "
+                "VALUES (?, ?, ?, NULL, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                "display=excluded.display, root=excluded.root, media_id=NULL, size=excluded.size, "
+                "mtime_ns=excluded.mtime_ns, error=excluded.error, seen_at=excluded.seen_at",
+                (path, display, root, size, mtime_ns, error, time.time()),
+            )
+        return row["media_id"] if row else None
+
+    def remove_paths(self, paths: Iterable[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM paths WHERE path=?", [(p,) for p in paths])
+
+    def forget_media(self, media_id: str) -> None:
+        """Drop content whose segments have been deleted from Milvus."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM segments WHERE media_id=?", (media_id,))
+            db.execute("UPDATE paths SET media_id=NULL WHERE media_id=?", (media_id,))
+            db.execute("DELETE FROM media WHERE id=?", (media_id,))
+
+
+def _path_record(row: sqlite3.Row) -> PathRecord:
+    return PathRecord(
+        path=row["path"],
+        display=row["display"],
+        media_id=row["media_id"],
+        size=row["size"],
+        mtime_ns=row["mtime_ns"],
+        error=row["error"],
+        seen_at=row["seen_at"],
+    )

@@ -1,0 +1,391 @@
+"""The bulk ingest driver: scan -> read (threads) -> encode (batched across files) -> write.
+
+Reader threads decide what each file needs (skip, link, or process) and do the CPU work of
+decoding and cutting it; the main thread batches pieces from many files through the model; one
+writer thread owns every Milvus write and catalog update, in order. Crash safety comes from the
+order of writes: a media is marked pending before its segments go to Milvus (with deterministic
+ids), and done only after; a pending media is rewritten from scratch on the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest.catalog import Catalog
+from ingest.detect import MediaKind, UnsupportedContent, detect_kind
+from ingest.scan import FoundFile, ScanProblem, content_hash, scan
+from pipelines.base import Piece, Pipeline
+from pipelines.milvus_store import MilvusStore
+from pipelines.text_extract import ExtractionError
+
+
+@dataclass
+class IngestReport:
+    scanned: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    reused: int = 0  # renamed, moved or copied content: vectors reused, nothing re-embedded
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed_before: int = 0  # unchanged files that failed on an earlier run (see `mmrag status`)
+    skipped: dict[str, int] = field(default_factory=dict)  # modality -> files with no pipeline
+    pruned: int = 0
+    removed_media: int = 0
+    segments: int = 0
+    seconds: float = 0.0
+
+
+# -- what a reader thread decides about one file -------------------------------------------------
+
+
+@dataclass
+class _Unchanged:
+    file: FoundFile
+
+
+@dataclass
+class _KnownFailure:
+    file: FoundFile
+
+
+@dataclass
+class _Link:
+    file: FoundFile
+    media_id: str
+    changed: bool
+
+
+@dataclass
+class _Fail:
+    file: FoundFile
+    reason: str
+
+
+@dataclass
+class _Skip:
+    file: FoundFile
+    modality: str
+
+
+@dataclass
+class _Job:
+    file: FoundFile
+    media_id: str
+    kind: MediaKind
+    pipeline: Pipeline
+    pieces: list[Piece]
+    changed: bool
+    vectors: list[np.ndarray | None] = field(default_factory=list)
+    followers: list[FoundFile] = field(default_factory=list)  # same content, other paths
+    missing: int = 0
+
+
+Progress = Callable[[str, int], None]  # event ("file" | "segments"), amount
+
+
+class IngestRunner:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: MilvusStore,
+        pipelines: list[Pipeline],
+        *,
+        prefix: str = "mmrag",
+        read_workers: int = 2,
+        embed_batch: int = 64,
+        write_batch: int = 512,
+        retry_failed: bool = False,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.pipelines = {m: p for p in pipelines for m in p.modalities}
+        self.collections = {p.name: p.collection(prefix) for p in pipelines}
+        self.read_workers = read_workers
+        self.embed_batch = embed_batch
+        self.write_batch = write_batch
+        self.retry_failed = retry_failed
+        self._ready: set[str] = set()  # collections created/loaded this run
+        self._inflight: dict[str, _Job] = {}
+        self._inflight_lock = threading.Lock()
+
+    # -- entry point -----------------------------------------------------------------------
+
+    def run(
+        self,
+        roots: list[str],
+        *,
+        prune: bool = False,
+        on_start: Callable[[int], None] | None = None,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        t0 = time.perf_counter()
+        report = IngestReport()
+        tick = progress or (lambda _event, _n: None)
+        files: list[FoundFile] = []
+        bad_roots: set[str] = set()
+        for item in scan(roots):
+            if isinstance(item, ScanProblem):
+                report.failed.append((item.display, item.reason))
+                bad_roots.update(r for r in roots if item.display.startswith(r))
+            else:
+                files.append(item)
+        report.scanned = len(files)
+        if on_start:
+            on_start(len(files))
+
+        writes: queue.Queue[Any] = queue.Queue(maxsize=64)
+        writer_error: list[BaseException] = []
+        writer = threading.Thread(
+            target=self._writer, args=(writes, report, tick, writer_error), daemon=True
+        )
+        writer.start()
+        try:
+            self._read_and_encode(files, report, writes, tick, writer_error)
+        finally:
+            writes.put(None)
+            writer.join()
+        if writer_error:
+            raise writer_error[0]
+
+        if prune:
+            report.pruned = self._prune(roots, files, bad_roots, report)
+        report.removed_media += self._collect(self.catalog.orphan_media())
+        for name in self._ready:
+            self.store.flush(name)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    # -- reading (reader threads) ----------------------------------------------------------
+
+    def _decide(self, f: FoundFile) -> Any:
+        known = self.catalog.path_record(f.path)
+        same_stat = known is not None and (known.size, known.mtime_ns) == (f.size, f.mtime_ns)
+        if same_stat and known.media_id and self._done(known.media_id):
+            return _Unchanged(f)
+        if same_stat and known.error and not self.retry_failed:
+            return _KnownFailure(f)
+        changed = bool(known and known.media_id)
+        try:
+            media_id = content_hash(f.path)
+            with open(f.path, "rb") as fh:
+                head = fh.read(65536)
+        except OSError as exc:
+            return _Fail(f, f"cannot read: {exc.strerror or exc}")
+        if self._done(media_id):
+            return _Link(f, media_id, changed)
+        try:
+            kind = detect_kind(Path(f.path), head=head)
+        except UnsupportedContent as exc:
+            return _Fail(f, str(exc))
+        pipeline = self.pipelines.get(kind.modality)
+        if pipeline is None:
+            return _Skip(f, kind.modality)
+        try:
+            pieces = pipeline.prepare(f.path, kind.format)
+        except ExtractionError as exc:
+            return _Fail(f, str(exc))
+        except Exception as exc:  # a decoder bug must not stop the run; say what it was
+            return _Fail(f, f"{kind.format} could not be processed: {type(exc).__name__}: {exc}")
+        if not pieces:
+            return _Fail(f, "no content to index")
+        return _Job(f, media_id, kind, pipeline, pieces, changed)
+
+    def _done(self, media_id: str) -> bool:
+        return self.catalog.media_done(media_id, self.collections.values())
+
+    # -- encoding (main thread) ------------------------------------------------------------
+
+    def _read_and_encode(
+        self,
+        files: list[FoundFile],
+        report: IngestReport,
+        writes: queue.Queue,
+        tick: Progress,
+        writer_error: list[BaseException],
+    ) -> None:
+        batches: dict[str, list[tuple[_Job, int]]] = {}
+        window = 4 * self.read_workers + 4  # files read ahead of the model
+        with ThreadPoolExecutor(self.read_workers, thread_name_prefix="mmrag-read") as pool:
+            pending: deque[Future] = deque()
+            todo = iter(files)
+            for f in _take(todo, window):
+                pending.append(pool.submit(self._decide, f))
+            while pending:
+                if writer_error:
+                    pool.shutdown(cancel_futures=True)
+                    return
+                outcome = pending.popleft().result()
+                for f in _take(todo, 1):
+                    pending.append(pool.submit(self._decide, f))
+                self._dispatch(outcome, report, writes, tick, batches)
+            for name, batch in batches.items():
+                if batch:
+                    self._encode(name, batch, writes)
+
+    def _dispatch(
+        self,
+        outcome: Any,
+        report: IngestReport,
+        writes: queue.Queue,
+        tick: Progress,
+        batches: dict[str, list[tuple[_Job, int]]],
+    ) -> None:
+        if isinstance(outcome, _Unchanged):
+            report.unchanged += 1
+            writes.put(("touch", outcome.file))
+        elif isinstance(outcome, _KnownFailure):
+            report.failed_before += 1
+            tick("file", 1)
+        elif isinstance(outcome, _Skip):
+            report.skipped[outcome.modality] = report.skipped.get(outcome.modality, 0) + 1
+            tick("file", 1)
+        elif isinstance(outcome, _Fail):
+            report.failed.append((outcome.file.display, outcome.reason))
+            writes.put(("fail", outcome.file, outcome.reason))
+        elif isinstance(outcome, _Link):
+            report.reused += 1
+            writes.put(("link", outcome.file, outcome.media_id))
+        elif isinstance(outcome, _Job):
+            with self._inflight_lock:
+                leader = self._inflight.get(outcome.media_id)
+                if leader:  # same content read twice in one run: embed once, link both
+                    leader.followers.append(outcome.file)
+                    report.reused += 1
+                    return
+                self._inflight[outcome.media_id] = outcome
+            if outcome.changed:
+                report.changed += 1
+            else:
+                report.new += 1
+            job = outcome
+            job.vectors = [None] * len(job.pieces)
+            job.missing = len(job.pieces)
+            batch = batches.setdefault(job.pipeline.name, [])
+            batch.extend((job, i) for i in range(len(job.pieces)))
+            while len(batch) >= self.embed_batch:
+                self._encode(job.pipeline.name, batch[: self.embed_batch], writes)
+                del batch[: self.embed_batch]
+
+    def _encode(self, _name: str, batch: list[tuple[_Job, int]], writes: queue.Queue) -> None:
+        pipeline = batch[0][0].pipeline
+        vectors = pipeline.encode([job.pieces[i].payload for job, i in batch])
+        for (job, i), vec in zip(batch, vectors, strict=True):
+            job.vectors[i] = vec
+            job.missing -= 1
+            if job.missing == 0:
+                writes.put(("job", job))
+
+    # -- writing (writer thread) -----------------------------------------------------------
+
+    def _writer(
+        self, writes: queue.Queue, report: IngestReport, tick: Progress, errors: list[BaseException]
+    ) -> None:
+        while (op := writes.get()) is not None:
+            if errors:
+                continue  # drain so the producer never blocks
+            try:
+                self._write(op, report, tick)
+            except BaseException as exc:
+                errors.append(exc)
+
+    def _write(self, op: tuple, report: IngestReport, tick: Progress) -> None:
+        kind, f = op[0], op[1]
+        if kind == "touch":
+            self.catalog.touch_path(f.path, f.display, f.root)
+        elif kind == "fail":
+            old = self.catalog.fail_path(f.path, f.display, f.root, f.size, f.mtime_ns, op[2])
+            self._release(old)
+        elif kind == "link":
+            self._release(self._link(f, op[2]))
+        elif kind == "job":
+            job: _Job = f
+            n = self._store_job(job)
+            report.segments += n
+            tick("segments", n)
+            with self._inflight_lock:
+                self._inflight.pop(job.media_id, None)
+                followers = list(job.followers)
+            self._release(self._link(job.file, job.media_id))
+            for other in followers:
+                self._release(self._link(other, job.media_id))
+                tick("file", 1)
+        tick("file", 1)
+
+    def _store_job(self, job: _Job) -> int:
+        pipeline = job.pipeline
+        name = self.collections[pipeline.name]
+        if name not in self._ready:
+            self.store.ensure_space(pipeline.space)
+            self._ready.add(name)
+        had_rows = self.catalog.media_status(job.media_id) is not None
+        self.catalog.begin_media(job.media_id, job.kind.modality, job.kind.format, job.file.size)
+        if had_rows:  # leftovers of an interrupted or older write of this content
+            self.store.delete_media(name, [job.media_id])
+        segments = [
+            piece.segment(job.media_id, pipeline.name, i, vec)
+            for i, (piece, vec) in enumerate(zip(job.pieces, job.vectors, strict=True))
+        ]
+        self.store.upsert(name, segments, batch=self.write_batch)
+        self.catalog.finish_media(job.media_id, name, [s.id for s in segments])
+        return len(segments)
+
+    def _link(self, f: FoundFile, media_id: str) -> str | None:
+        return self.catalog.link_path(f.path, f.display, f.root, media_id, f.size, f.mtime_ns)
+
+    def _release(self, old_media: str | None) -> None:
+        """A path stopped pointing at `old_media`: drop it if no other path does."""
+        if old_media and self.catalog.is_orphan(old_media):
+            self._collect([old_media])
+
+    def _collect(self, media_ids: Iterable[str]) -> int:
+        """Delete media (no path points at them) from every collection, then from the catalog."""
+        n = 0
+        existing = set(self.store.existing_collections())
+        for media_id in media_ids:
+            # Recorded collections, and this run's: a pending media has rows but no record yet.
+            names = set(self.catalog.collections_of(media_id)) | set(self.collections.values())
+            for collection in names & existing:
+                self.store.delete_media(collection, [media_id])
+            self.catalog.forget_media(media_id)
+            n += 1
+        return n
+
+    # -- pruning ---------------------------------------------------------------------------
+
+    def _prune(
+        self, roots: list[str], files: list[FoundFile], bad_roots: set[str], report: IngestReport
+    ) -> int:
+        """Forget catalogued paths under the roots that no longer exist on disk."""
+        seen = {f.path for f in files}
+        gone: list[str] = []
+        for given in roots:
+            if given in bad_roots:
+                report.failed.append((given, "not pruned: part of the folder could not be read"))
+                continue
+            root = os.path.abspath(given)
+            for rec in self.catalog.paths_under(root):
+                if rec.path not in seen and not os.path.exists(rec.path):
+                    gone.append(rec.path)
+        self.catalog.remove_paths(gone)
+        return len(gone)
+
+
+def _take(it: Any, n: int) -> list[Any]:
+    out = []
+    for _ in range(n):
+        try:
+            out.append(next(it))
+        except StopIteration:
+            break
+    return out

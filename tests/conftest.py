@@ -1,0 +1,109 @@
+"""Shared fixtures: a real Milvus Lite store and catalog per test, the real MiniLM weights once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ingest.catalog import Catalog
+from ingest.runner import IngestReport, IngestRunner
+from mmrag.settings import Settings
+from pipelines.milvus_store import MilvusStore
+from pipelines.text_encoder import TextEncoder
+from pipelines.text_pipeline import TextPipeline
+from search.query import Searcher
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests see no user configuration: no MMRAG_* variables, no mmrag.toml."""
+    for key in list(os.environ):
+        if key.startswith("MMRAG_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("MMRAG_CONFIG", str(tmp_path / "no-such-mmrag.toml"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def minilm() -> TextEncoder:
+    """The real all-MiniLM-L6-v2 (offline pack here; cache or hub elsewhere), loaded once."""
+    encoder = TextEncoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    encoder.model  # noqa: B018
+    return encoder
+
+
+@dataclass
+class Env:
+    """A store, a catalog and a pipeline over one temporary folder."""
+
+    root: Path
+    settings: Settings
+    catalog: Catalog
+    store: MilvusStore
+    text: TextPipeline
+
+    def ingest(self, *paths: Path | str, prune: bool = False, **kw: object) -> IngestReport:
+        runner = IngestRunner(
+            self.catalog,
+            self.store,
+            [self.text],
+            prefix=self.settings.collection_prefix,
+            read_workers=2,
+            embed_batch=16,
+            **kw,  # type: ignore[arg-type]
+        )
+        return runner.run([str(p) for p in paths], prune=prune)
+
+    def searcher(self) -> Searcher:
+        return Searcher(self.store, self.catalog, self.text, self.settings.collection_prefix)
+
+    @property
+    def collection(self) -> str:
+        return self.text.collection(self.settings.collection_prefix)
+
+    def ids(self) -> list[str]:
+        return self.store.ids(self.collection)
+
+
+@pytest.fixture
+def make_env(tmp_path: Path, minilm: TextEncoder) -> Iterator[Callable[..., Env]]:
+    """Build an Env over tmp_path; small chunks by default so short test files make several."""
+    made: list[Env] = []
+
+    def make(**overrides: object) -> Env:
+        fields: dict[str, object] = {
+            "milvus_uri": str(tmp_path / "milvus.db"),
+            "catalog": tmp_path / "catalog.sqlite",
+            "chunk_tokens": 64,
+            "chunk_overlap": 8,
+        }
+        settings = Settings(**(fields | overrides))
+        catalog = Catalog(settings.catalog)
+        store = MilvusStore(settings.milvus_uri)
+        made.append(Env(tmp_path, settings, catalog, store, TextPipeline(settings, encoder=minilm)))
+        return made[-1]
+
+    yield make
+    for e in made:
+        e.store.close()
+        e.catalog.close()
+
+
+@pytest.fixture
+def env(make_env: Callable[..., Env]) -> Env:
+    return make_env()
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
