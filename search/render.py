@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
-from rich.table import Table
+from rich.padding import Padding
+from rich.text import Text
 
 from search.query import Hit
 
@@ -25,17 +26,23 @@ def _clock(seconds: float) -> str:
 
 
 def print_hits(console: Console, query: str, hits: list[Hit], mode: str) -> None:
-    table = Table(title=f"{query!r}  ({mode})", title_justify="left", show_lines=True, expand=True)
-    table.add_column("#", justify="right", width=3)
-    table.add_column("score", justify="right", width=7)
-    table.add_column("file", overflow="fold", ratio=2)
-    table.add_column("where", ratio=1)
-    table.add_column("snippet", ratio=5)
-    for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.4f}", h.path, location(h), h.snippet)
+    """One block per hit: rank, score, file and place on a line, then the snippet."""
+    console.print(Text.assemble(("query ", "dim"), (query, "bold"), (f"  [{mode}]", "dim")))
     if not hits:
-        table.add_row("", "", "(no results)", "", "")
-    console.print(table)
+        console.print("  (no results)\n")
+        return
+    for h in hits:
+        console.print(
+            Text.assemble(
+                (f"{h.rank:>3}. ", "bold"),
+                (f"{h.score:.4f}  ", "cyan"),
+                (h.path, "green"),
+                (f"  {location(h)}", "yellow"),
+            ),
+            overflow="fold",
+        )
+        console.print(Padding(Text(h.snippet), (0, 0, 0, 5)))
+    console.print()
 
 
 def hits_json(hits: list[Hit]) -> list[dict]:
