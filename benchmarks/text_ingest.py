@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--text-model", help="model id or folder (default: the configured one)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -93,6 +94,7 @@ def main() -> None:
             catalog=work / "catalog.sqlite",
             device=args.device,
             embed_batch_size=args.batch,
+            **({"text_model": args.text_model} if args.text_model else {}),
         )
         encoder = TextEncoder(settings.text_model, settings.device)
         encoder.encode(["warm up the model"] * args.batch, batch_size=args.batch)
@@ -136,6 +138,8 @@ def main() -> None:
         "chunk_tokens": text.chunk_tokens,
         "batch": args.batch,
         "device": encoder.device,
+        "model": settings.text_model,
+        "workers": args.workers,
         "pipeline_s": round(pipeline_s, 2),
         "pipeline_chunks_per_s": round(chunks / pipeline_s, 1),
         "model_only_s": [round(s, 2) for s in model_s],

@@ -139,6 +139,16 @@ class Catalog:
         row = self._one("SELECT status FROM media WHERE id = ?", (media_id,))
         return row["status"] if row else None
 
+    def known_media(self, media_ids: list[str]) -> set[str]:
+        """Which of these contents the catalog has any record of (pending or done)."""
+        found: set[str] = set()
+        for i in range(0, len(media_ids), 500):
+            part = media_ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._all(f"SELECT id FROM media WHERE id IN ({marks})", tuple(part))
+            found.update(r["id"] for r in rows)
+        return found
+
     def is_orphan(self, media_id: str) -> bool:
         return self._one("SELECT 1 FROM paths WHERE media_id = ?", (media_id,)) is None
 
@@ -202,28 +212,39 @@ class Catalog:
     # -- writes ------------------------------------------------------------------------------
 
     def begin_media(self, media_id: str, modality: str, fmt: str, size: int) -> None:
-        """Mark content as being written: a crash now leaves it 'pending', redone next run."""
+        self.begin_media_many([(media_id, modality, fmt, size)])
+
+    def begin_media_many(self, items: list[tuple[str, str, str, int]]) -> None:
+        """Mark contents (id, modality, format, size) as being written: a crash now leaves
+        them 'pending', and pending content is rewritten from scratch on the next run."""
+        now = time.time()
         with self.transaction() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO media(id, modality, format, size, status, updated_at) "
                 "VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT(id) DO UPDATE SET "
                 "status='pending', updated_at=excluded.updated_at",
-                (media_id, modality, fmt, size, time.time()),
+                [(*item, now) for item in items],
             )
 
     def finish_media(self, media_id: str, collection: str, segment_ids: list[str]) -> None:
-        """Record the segments now in Milvus and mark the media done, atomically."""
+        self.finish_media_many(collection, {media_id: segment_ids})
+
+    def finish_media_many(self, collection: str, written: dict[str, list[str]]) -> None:
+        """Record the segments now in Milvus and mark their media done, atomically."""
+        now = time.time()
         with self.transaction() as db:
-            db.execute(
-                "DELETE FROM segments WHERE media_id = ? AND collection = ?", (media_id, collection)
-            )
-            db.executemany(
-                "INSERT INTO segments(collection, id, media_id) VALUES (?, ?, ?)",
-                [(collection, sid, media_id) for sid in segment_ids],
-            )
-            db.execute(
-                "UPDATE media SET status='done', updated_at=? WHERE id=?", (time.time(), media_id)
-            )
+            for media_id, segment_ids in written.items():
+                db.execute(
+                    "DELETE FROM segments WHERE media_id = ? AND collection = ?",
+                    (media_id, collection),
+                )
+                db.executemany(
+                    "INSERT INTO segments(collection, id, media_id) VALUES (?, ?, ?)",
+                    [(collection, sid, media_id) for sid in segment_ids],
+                )
+                db.execute(
+                    "UPDATE media SET status='done', updated_at=? WHERE id=?", (now, media_id)
+                )
 
     def link_path(
         self, path: str, display: str, root: str, media_id: str, size: int, mtime_ns: int

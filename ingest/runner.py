@@ -291,15 +291,36 @@ class IngestRunner:
     def _writer(
         self, writes: queue.Queue, report: IngestReport, tick: Progress, errors: list[BaseException]
     ) -> None:
-        while (op := writes.get()) is not None:
-            if errors:
-                continue  # drain so the producer never blocks
+        """Take what is queued (up to about write_batch rows) and write it in one go: one
+        Milvus upsert and two catalog transactions for many small files, not per file."""
+        done = False
+        while not done:
+            ops = [writes.get()]
+            rows = 0
+            while ops[-1] is not None and rows < self.write_batch:
+                if ops[-1][0] == "job":
+                    rows += len(ops[-1][1].pieces)
+                try:
+                    ops.append(writes.get_nowait())
+                except queue.Empty:
+                    break
+            if ops[-1] is None:
+                done = True
+                ops.pop()
+            if errors or not ops:
+                continue  # after a failure, drain so the producer never blocks
             try:
-                self._write(op, report, tick)
+                jobs = [op[1] for op in ops if op[0] == "job"]
+                if jobs:
+                    self._store_jobs(jobs, report, tick)
+                for op in ops:
+                    if op[0] != "job":
+                        self._write(op)
+                        tick("file", 1)
             except BaseException as exc:
                 errors.append(exc)
 
-    def _write(self, op: tuple, report: IngestReport, tick: Progress) -> None:
+    def _write(self, op: tuple) -> None:
         kind, f = op[0], op[1]
         if kind == "touch":
             self.catalog.touch_path(f.path, f.display, f.root)
@@ -308,37 +329,43 @@ class IngestRunner:
             self._release(old)
         elif kind == "link":
             self._release(self._link(f, op[2]))
-        elif kind == "job":
-            job: _Job = f
-            n = self._store_job(job)
-            report.segments += n
-            tick("segments", n)
-            with self._inflight_lock:
-                self._inflight.pop(job.media_id, None)
-                followers = list(job.followers)
-            self._release(self._link(job.file, job.media_id))
-            for other in followers:
-                self._release(self._link(other, job.media_id))
-                tick("file", 1)
-        tick("file", 1)
 
-    def _store_job(self, job: _Job) -> int:
-        pipeline = job.pipeline
-        name = self.collections[pipeline.name]
-        if name not in self._ready:
-            self.store.ensure_space(pipeline.space)
-            self._ready.add(name)
-        had_rows = self.catalog.media_status(job.media_id) is not None
-        self.catalog.begin_media(job.media_id, job.kind.modality, job.kind.format, job.file.size)
-        if had_rows:  # leftovers of an interrupted or older write of this content
-            self.store.delete_media(name, [job.media_id])
-        segments = [
-            piece.segment(job.media_id, pipeline.name, i, vec)
-            for i, (piece, vec) in enumerate(zip(job.pieces, job.vectors, strict=True))
-        ]
-        self.store.upsert(name, segments, batch=self.write_batch)
-        self.catalog.finish_media(job.media_id, name, [s.id for s in segments])
-        return len(segments)
+    def _store_jobs(self, jobs: list[_Job], report: IngestReport, tick: Progress) -> None:
+        by_space: dict[str, list[_Job]] = {}
+        for job in jobs:
+            by_space.setdefault(job.pipeline.name, []).append(job)
+        for space, group in by_space.items():
+            name = self.collections[space]
+            if name not in self._ready:
+                self.store.ensure_space(group[0].pipeline.space)
+                self._ready.add(name)
+            ids = [j.media_id for j in group]
+            redo = self.catalog.known_media(ids)  # leftovers of an interrupted or older write
+            self.catalog.begin_media_many(
+                [(j.media_id, j.kind.modality, j.kind.format, j.file.size) for j in group]
+            )
+            if redo:
+                self.store.delete_media(name, sorted(redo))
+            written: dict[str, list[str]] = {}
+            segments = []
+            for j in group:
+                segs = [
+                    piece.segment(j.media_id, space, i, vec)
+                    for i, (piece, vec) in enumerate(zip(j.pieces, j.vectors, strict=True))
+                ]
+                written[j.media_id] = [s.id for s in segs]
+                segments.extend(segs)
+            self.store.upsert(name, segments, batch=self.write_batch)
+            self.catalog.finish_media_many(name, written)
+            report.segments += len(segments)
+            tick("segments", len(segments))
+            for job in group:
+                with self._inflight_lock:
+                    self._inflight.pop(job.media_id, None)
+                    followers = list(job.followers)
+                for f in [job.file, *followers]:
+                    self._release(self._link(f, job.media_id))
+                    tick("file", 1)
 
     def _link(self, f: FoundFile, media_id: str) -> str | None:
         return self.catalog.link_path(f.path, f.display, f.root, media_id, f.size, f.mtime_ns)

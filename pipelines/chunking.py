@@ -53,14 +53,32 @@ def _chunk_one(block: TextBlock, tokenizer: Tokenizer, size: int, overlap: int) 
         end = min(start + size, n)
         if end < n:
             end = _sentence_end(block.text, offsets, start, end, size)
+            end = _word_start(block.text, offsets, end, start + 1)
         cs, ce = offsets[start][0], offsets[end - 1][1]
         text = block.text[cs:ce]
         if text.strip():
             out.append(Chunk(text, block.page, block.char_start + cs, block.char_start + ce))
         if end >= n:
             break
-        start = max(end - overlap, start + 1)
+        start = _word_start(block.text, offsets, max(end - overlap, start + 1), start + 1)
     return out
+
+
+def _word_start(text: str, offsets: list[tuple[int, int]], i: int, lo: int) -> int:
+    """Move token index `i` back to the first word piece of its word, not below `lo`, so a chunk
+    neither starts nor ends inside a word; a word longer than that is cut where `i` was."""
+    j = i
+    while j > lo and _continues_word(text, offsets, j):
+        j -= 1
+    return i if _continues_word(text, offsets, j) else j
+
+
+def _continues_word(text: str, offsets: list[tuple[int, int]], i: int) -> bool:
+    """Token `i` is a later piece of the word before it (e.g. "##yn" in "photosynthesis")."""
+    if not 0 < i < len(offsets):
+        return False
+    s = offsets[i][0]
+    return 0 < s == offsets[i - 1][1] and text[s - 1].isalnum() and text[s].isalnum()
 
 
 def _sentence_end(

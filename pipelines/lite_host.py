@@ -100,20 +100,27 @@ def acquire(store: Path) -> LiteHost:
             state = _start(store, host)
             state_file.write_text(json.dumps(state))
         (host / "leases" / str(os.getpid())).touch()
-    if store not in _held:
-        _held.add(store)
-        atexit.register(release, store)
+        _held[store] = _held.get(store, 0) + 1
+    if store not in _exit_hooks:
+        _exit_hooks.add(store)
+        atexit.register(release, store, every_handle=True)
     return LiteHost(store, f"http://127.0.0.1:{state['port']}", state["pid"])
 
 
-def release(store: Path) -> None:
-    """Drop this process's lease; stop the server when no live process holds one."""
+def release(store: Path, *, every_handle: bool = False) -> None:
+    """Drop one of this process's handles on the store; with the last one (or `every_handle`, at
+    exit) drop its lease, and stop the server when no live process holds one."""
     store = store.resolve()
-    _held.discard(store)
     host = _host_dir(store)
     if not host.exists():
+        _held.pop(store, None)
         return
     with FileLock(host / "lock", timeout=60):
+        left = 0 if every_handle else _held.get(store, 1) - 1
+        if left > 0:  # another handle in this process still uses the server
+            _held[store] = left
+            return
+        _held.pop(store, None)
         (host / "leases" / str(os.getpid())).unlink(missing_ok=True)
         if _live_leases(host / "leases"):
             return
@@ -132,7 +139,8 @@ def server_info(store: Path) -> dict | None:
     return {**state, "leases": _live_leases(host / "leases")}
 
 
-_held: set[Path] = set()
+_held: dict[Path, int] = {}  # open handles per store in this process (one lease file for all)
+_exit_hooks: set[Path] = set()
 
 
 def _read_state(path: Path) -> dict | None:
