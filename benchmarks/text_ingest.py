@@ -76,6 +76,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--text-model", help="model id or folder (default: the configured one)")
+    ap.add_argument(
+        "--null-model",
+        action="store_true",
+        help="replace the model with random unit vectors: the pipeline's ceiling without a model",
+    )
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -86,6 +91,7 @@ def main() -> None:
     from pipelines.text_encoder import TextEncoder
     from pipelines.text_pipeline import TextPipeline
 
+    NullModelPipeline = _null_pipeline()
     work = Path(tempfile.mkdtemp(prefix="mmrag-bench-"))
     try:
         files = build_library(work / "lib", args.copies)
@@ -98,7 +104,7 @@ def main() -> None:
         )
         encoder = TextEncoder(settings.text_model, settings.device)
         encoder.encode(["warm up the model"] * args.batch, batch_size=args.batch)
-        text = TextPipeline(settings, encoder=encoder)
+        text = (NullModelPipeline if args.null_model else TextPipeline)(settings, encoder=encoder)
         store = MilvusStore(settings.milvus_uri)
         store.ensure_space(text.space)  # collection creation is one-off setup, not throughput
         catalog = Catalog(settings.catalog)
@@ -145,16 +151,33 @@ def main() -> None:
         "model_only_s": [round(s, 2) for s in model_s],
         "model_only_chunks_per_s": round(chunks / best_model, 1),
         "ratio": round(best_model / pipeline_s, 3),
+        "null_model": args.null_model,
         "machine": machine(),
     }
     print(json.dumps(result, indent=2))
+    what = "pipeline with a null model (its ceiling)" if args.null_model else "pipeline"
     print(
-        f"\npipeline {result['pipeline_chunks_per_s']} chunks/s, model only "
+        f"\n{what} {result['pipeline_chunks_per_s']} chunks/s, model only "
         f"{result['model_only_chunks_per_s']} chunks/s, ratio {result['ratio']} "
         f"({chunks} chunks from {files} files on {encoder.device})"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+
+
+def _null_pipeline():
+    import numpy as np
+
+    from pipelines.text_pipeline import TextPipeline
+
+    class NullModel(TextPipeline):
+        """Everything real but the model: shows what the rest of the pipeline can sustain."""
+
+        def encode(self, payloads: list) -> np.ndarray:
+            v = np.random.default_rng(0).random((len(payloads), self.encoder.dim), np.float32)
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    return NullModel
 
 
 def _fmt(path: Path) -> str:

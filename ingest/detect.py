@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.text_extract import BOMS, is_readable
+
 HEAD_BYTES = 64 * 1024
 """How much of a file detection looks at."""
 
@@ -199,23 +201,13 @@ def _is_bmp(head: bytes) -> bool:
 
 # --- text ----------------------------------------------------------------------------------
 
-_BOMS: tuple[tuple[bytes, str], ...] = (
-    (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16 LE: it starts with the same two bytes
-    (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
-# C0/C1 control characters other than tab, newlines, form feed and ESC (ANSI-coloured logs).
-_CONTROL_CHARS = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
-_MAX_CONTROL_RATIO = 0.02
 _HTML_MARKERS = ("<html", "<body", "<head")
 
 
 def _as_text(head: bytes) -> str | None:
     """The head decoded, or None when it is not text: NUL bytes (without a UTF-16/32 BOM), no
     plausible encoding, or too many control characters once decoded."""
-    for bom, encoding in _BOMS:
+    for bom, encoding in BOMS:
         if head.startswith(bom):
             return _readable(_decode_prefix(head[len(bom) :], encoding))
     if b"\x00" in head:
@@ -240,8 +232,7 @@ def _decode_prefix(data: bytes, encoding: str) -> str | None:
 def _readable(text: str | None) -> str | None:
     if text is None:
         return None
-    controls = len(_CONTROL_CHARS.findall(text))
-    return text if controls <= _MAX_CONTROL_RATIO * max(len(text), 1) else None
+    return text if is_readable(text) else None
 
 
 def _text_kind(text: str, path: Path) -> MediaKind:

@@ -86,15 +86,23 @@ def _mb(n: int) -> str:
 
 # --- decoding --------------------------------------------------------------------------------
 
-_BOMS: tuple[tuple[bytes, str], ...] = (
+BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16 LE: it starts with the same two bytes
     (codecs.BOM_UTF32_BE, "utf-32-be"),
     (codecs.BOM_UTF8, "utf-8"),
     (codecs.BOM_UTF16_LE, "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
+# C0/C1 control characters other than tab, newlines, form feed and ESC (ANSI-coloured logs).
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
 _MAX_CONTROL_RATIO = 0.02
+
+
+def is_readable(text: str) -> bool:
+    """Binary data decoded as some code page shows up as control characters."""
+    return len(_CONTROL_CHARS.findall(text)) <= _MAX_CONTROL_RATIO * max(len(text), 1)
+
+
 # Detectors rank Western single-byte code pages almost at random on short text (cp1252 French
 # comes back as cp1250 "nińo"); among equally plausible guesses, prefer the most common one.
 _PREFERRED_ON_TIE = "cp1252"
@@ -104,7 +112,7 @@ _TIE_CHAOS = 0.02
 def decode_text(data: bytes, declared: str | None = None) -> str:
     """Bytes -> str: byte-order mark, then the `declared` charset, then UTF-8, then the best guess
     of charset-normalizer. Raises ExtractionError when nothing gives readable text."""
-    for bom, encoding in _BOMS:
+    for bom, encoding in BOMS:
         if data.startswith(bom):
             try:
                 return data[len(bom) :].decode(encoding)
@@ -142,7 +150,7 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
     ties = [m for m in matches if m.chaos <= least_chaos + _TIE_CHAOS]
     best = next((m for m in ties if m.encoding == _PREFERRED_ON_TIE), ties[0])
     text = str(best)
-    if len(_CONTROL_CHARS.findall(text)) > _MAX_CONTROL_RATIO * max(len(text), 1):
+    if not is_readable(text):
         raise ExtractionError(
             f"could not decode text ({tried}, detected {best.encoding} "
             "but the result is not readable text)"
