@@ -227,24 +227,27 @@ class Catalog:
             )
 
     def finish_media(self, media_id: str, collection: str, segment_ids: list[str]) -> None:
-        self.finish_media_many(collection, {media_id: segment_ids})
+        self.finish_media_many({collection: {media_id: segment_ids}})
 
-    def finish_media_many(self, collection: str, written: dict[str, list[str]]) -> None:
-        """Record the segments now in Milvus and mark their media done, atomically."""
+    def finish_media_many(self, written: dict[str, dict[str, list[str]]]) -> None:
+        """Record the segments now in Milvus ({collection: {media: ids}}) and mark those
+        media done, in one transaction: done means written to every space it feeds."""
         now = time.time()
         with self.transaction() as db:
-            for media_id, segment_ids in written.items():
-                db.execute(
-                    "DELETE FROM segments WHERE media_id = ? AND collection = ?",
-                    (media_id, collection),
-                )
-                db.executemany(
-                    "INSERT INTO segments(collection, id, media_id) VALUES (?, ?, ?)",
-                    [(collection, sid, media_id) for sid in segment_ids],
-                )
-                db.execute(
-                    "UPDATE media SET status='done', updated_at=? WHERE id=?", (now, media_id)
-                )
+            for collection, per_media in written.items():
+                for media_id, segment_ids in per_media.items():
+                    db.execute(
+                        "DELETE FROM segments WHERE media_id = ? AND collection = ?",
+                        (media_id, collection),
+                    )
+                    db.executemany(
+                        "INSERT INTO segments(collection, id, media_id) VALUES (?, ?, ?)",
+                        [(collection, sid, media_id) for sid in segment_ids],
+                    )
+            media = {m for per_media in written.values() for m in per_media}
+            db.executemany(
+                "UPDATE media SET status='done', updated_at=? WHERE id=?", [(now, m) for m in media]
+            )
 
     def link_path(
         self, path: str, display: str, root: str, media_id: str, size: int, mtime_ns: int

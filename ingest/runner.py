@@ -25,7 +25,7 @@ import numpy as np
 from ingest.catalog import Catalog
 from ingest.detect import MediaKind, UnsupportedContent, detect_kind
 from ingest.scan import FoundFile, ScanProblem, content_hash, scan
-from pipelines.base import Piece, Pipeline
+from pipelines.base import Piece, Pipeline, SpaceEncoder
 from pipelines.milvus_store import MilvusStore
 from pipelines.text_extract import ExtractionError
 
@@ -83,7 +83,6 @@ class _Job:
     file: FoundFile
     media_id: str
     kind: MediaKind
-    pipeline: Pipeline
     pieces: list[Piece]
     changed: bool
     vectors: list[np.ndarray | None] = field(default_factory=list)
@@ -110,7 +109,10 @@ class IngestRunner:
         self.catalog = catalog
         self.store = store
         self.pipelines = {m: p for p in pipelines for m in p.modalities}
-        self.collections = {p.name: p.collection(prefix) for p in pipelines}
+        self.encoders: dict[str, SpaceEncoder] = {
+            name: enc for p in pipelines for name, enc in p.encoders().items()
+        }
+        self.collections = {name: e.collection(prefix) for name, e in self.encoders.items()}
         self.read_workers = read_workers
         self.embed_batch = embed_batch
         self.write_batch = write_batch
@@ -199,7 +201,7 @@ class IngestRunner:
             return _Fail(f, f"{kind.format} could not be processed: {type(exc).__name__}: {exc}")
         if not pieces:
             return _Fail(f, "no content to index")
-        return _Job(f, media_id, kind, pipeline, pieces, changed)
+        return _Job(f, media_id, kind, pieces, changed)
 
     def _done(self, media_id: str) -> bool:
         return self.catalog.media_done(media_id, self.collections.values())
@@ -271,15 +273,15 @@ class IngestRunner:
             job = outcome
             job.vectors = [None] * len(job.pieces)
             job.missing = len(job.pieces)
-            batch = batches.setdefault(job.pipeline.name, [])
-            batch.extend((job, i) for i in range(len(job.pieces)))
-            while len(batch) >= self.embed_batch:
-                self._encode(job.pipeline.name, batch[: self.embed_batch], writes)
-                del batch[: self.embed_batch]
+            for i, piece in enumerate(job.pieces):
+                batch = batches.setdefault(piece.space, [])
+                batch.append((job, i))
+                if len(batch) >= self.embed_batch:
+                    self._encode(piece.space, batch, writes)
+                    batch.clear()
 
-    def _encode(self, _name: str, batch: list[tuple[_Job, int]], writes: queue.Queue) -> None:
-        pipeline = batch[0][0].pipeline
-        vectors = pipeline.encode([job.pieces[i].payload for job, i in batch])
+    def _encode(self, space: str, batch: list[tuple[_Job, int]], writes: queue.Queue) -> None:
+        vectors = self.encoders[space].encode([job.pieces[i].payload for job, i in batch])
         for (job, i), vec in zip(batch, vectors, strict=True):
             job.vectors[i] = vec
             job.missing -= 1
@@ -331,41 +333,37 @@ class IngestRunner:
             self._release(self._link(f, op[2]))
 
     def _store_jobs(self, jobs: list[_Job], report: IngestReport, tick: Progress) -> None:
-        by_space: dict[str, list[_Job]] = {}
-        for job in jobs:
-            by_space.setdefault(job.pipeline.name, []).append(job)
-        for space, group in by_space.items():
+        ids = [j.media_id for j in jobs]
+        redo = self.catalog.known_media(ids)  # leftovers of an interrupted or older write
+        self.catalog.begin_media_many(
+            [(j.media_id, j.kind.modality, j.kind.format, j.file.size) for j in jobs]
+        )
+        by_space: dict[str, dict[str, list]] = {}  # space -> media id -> segments
+        for j in jobs:
+            for piece, vec in zip(j.pieces, j.vectors, strict=True):
+                per_media = by_space.setdefault(piece.space, {}).setdefault(j.media_id, [])
+                per_media.append(piece.segment(j.media_id, piece.space, len(per_media), vec))
+        written: dict[str, dict[str, list[str]]] = {}
+        for space, per_media in by_space.items():
             name = self.collections[space]
             if name not in self._ready:
-                self.store.ensure_space(group[0].pipeline.space)
+                self.store.ensure_space(self.encoders[space].space)
                 self._ready.add(name)
-            ids = [j.media_id for j in group]
-            redo = self.catalog.known_media(ids)  # leftovers of an interrupted or older write
-            self.catalog.begin_media_many(
-                [(j.media_id, j.kind.modality, j.kind.format, j.file.size) for j in group]
-            )
-            if redo:
-                self.store.delete_media(name, sorted(redo))
-            written: dict[str, list[str]] = {}
-            segments = []
-            for j in group:
-                segs = [
-                    piece.segment(j.media_id, space, i, vec)
-                    for i, (piece, vec) in enumerate(zip(j.pieces, j.vectors, strict=True))
-                ]
-                written[j.media_id] = [s.id for s in segs]
-                segments.extend(segs)
+            if stale := sorted(redo & per_media.keys()):
+                self.store.delete_media(name, stale)
+            segments = [s for segs in per_media.values() for s in segs]
             self.store.upsert(name, segments, batch=self.write_batch)
-            self.catalog.finish_media_many(name, written)
+            written[name] = {m: [s.id for s in segs] for m, segs in per_media.items()}
             report.segments += len(segments)
             tick("segments", len(segments))
-            for job in group:
-                with self._inflight_lock:
-                    self._inflight.pop(job.media_id, None)
-                    followers = list(job.followers)
-                for f in [job.file, *followers]:
-                    self._release(self._link(f, job.media_id))
-                    tick("file", 1)
+        self.catalog.finish_media_many(written)
+        for job in jobs:
+            with self._inflight_lock:
+                self._inflight.pop(job.media_id, None)
+                followers = list(job.followers)
+            for f in [job.file, *followers]:
+                self._release(self._link(f, job.media_id))
+                tick("file", 1)
 
     def _link(self, f: FoundFile, media_id: str) -> str | None:
         return self.catalog.link_path(f.path, f.display, f.root, media_id, f.size, f.mtime_ns)

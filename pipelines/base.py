@@ -1,8 +1,10 @@
 """What every modality pipeline provides to the ingest runner.
 
 A pipeline turns one file into `Piece`s (CPU work: decode, extract, cut; runs in reader
-threads) and turns a batch of payloads into vectors (model work: batched across files by the
-runner). The runner, not the pipeline, talks to the catalog and to Milvus.
+threads). Each piece names the space it goes to, and each space has one `SpaceEncoder` that
+turns a batch of payloads into vectors (model work, batched across files by the runner). One
+file may feed several spaces (a photo: `image`, `clip`, and its labels in `text`), and several
+pipelines may share an encoder. The runner, not the pipeline, talks to the catalog and Milvus.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from pipelines.milvus_store import Segment, Space
 class Piece:
     """A segment waiting for its vector."""
 
-    payload: Any  # what the encoder takes: text for the text space
+    payload: Any  # what the space's encoder takes: text for the text space
     modality: str
     start: float
     end: float
     text: str
     page: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    space: str = "text"  # the SpaceEncoder (and so the collection) this piece goes to
 
     def segment(self, media_id: str, space: str, index: int, vector: np.ndarray) -> Segment:
         return Segment(
@@ -41,15 +44,22 @@ class Piece:
         )
 
 
-class Pipeline(Protocol):
-    name: str  # the space it fills, e.g. "text"
-    modalities: frozenset[str]  # MediaKind.modality values it takes
+class SpaceEncoder(Protocol):
+    """The model of one vector space."""
+
+    name: str  # the space kind, e.g. "text"
 
     @property
     def space(self) -> Space: ...  # loads the model (the dimension comes from it)
 
     def collection(self, prefix: str) -> str: ...  # known without loading the model
 
-    def prepare(self, path: str, fmt: str) -> list[Piece]: ...
-
     def encode(self, payloads: list[Any]) -> np.ndarray: ...
+
+
+class Pipeline(Protocol):
+    modalities: frozenset[str]  # MediaKind.modality values it takes
+
+    def encoders(self) -> dict[str, SpaceEncoder]: ...  # every space its pieces go to
+
+    def prepare(self, path: str, fmt: str) -> list[Piece]: ...

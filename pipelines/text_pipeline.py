@@ -19,6 +19,9 @@ from pipelines.text_extract import extract_text
 
 
 class TextPipeline:
+    """A Pipeline for documents and the SpaceEncoder of the `text` space (shared with other
+    pipelines that write text, such as image labels and transcripts)."""
+
     name = "text"
     modalities = frozenset({"text"})
 
@@ -36,6 +39,9 @@ class TextPipeline:
                 self._encoder = TextEncoder(self.settings.text_model, self.settings.device)
                 self._encoder.model  # noqa: B018 - load now, under the lock
             return self._encoder
+
+    def encoders(self) -> dict[str, TextPipeline]:
+        return {self.name: self}
 
     def collection(self, prefix: str) -> str:
         return collection_name(prefix, self.name, self.settings.text_model)
