@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 from fpdf import FPDF
 
 from tests.conftest import Env, write
@@ -178,3 +179,61 @@ def test_filters_by_path_glob_modality_and_date(env: Env) -> None:
     assert str(lib / "plants.txt") not in {h.path for h in hits} and hits
     assert s.search("water", filters=Filters(modality="transcript")) == []
     assert s.search("water", filters=Filters(path_glob="*.nothing")) == []
+
+
+class _SketchEncoder:
+    """A second, tiny vector space (character-trigram hashing, 16-d) for the runner's mechanics."""
+
+    name = "sketch"
+
+    @property
+    def space(self):
+        from pipelines.milvus_store import Space
+
+        return Space("sketch", "test/char-trigrams", 16)
+
+    def collection(self, prefix: str) -> str:
+        from pipelines.milvus_store import collection_name
+
+        return collection_name(prefix, "sketch", "test/char-trigrams")
+
+    def encode(self, payloads: list) -> np.ndarray:
+        out = np.zeros((len(payloads), 16), np.float32)
+        for row, text in zip(out, payloads, strict=True):
+            for i in range(len(text) - 2):
+                row[hash(text[i : i + 3]) % 16] += 1
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def test_one_file_feeding_two_spaces_is_written_and_replaced_in_both(env: Env) -> None:
+    from pipelines.base import Piece
+    from pipelines.text_pipeline import TextPipeline
+
+    sketch = _SketchEncoder()
+
+    class TwoSpaces(TextPipeline):
+        def encoders(self):
+            return {"text": self, "sketch": sketch}
+
+        def prepare(self, path: str, fmt: str) -> list[Piece]:
+            pieces = super().prepare(path, fmt)
+            whole = " ".join(p.text for p in pieces)
+            return [
+                *pieces,
+                Piece(whole[:200], "summary", 0, len(whole), whole[:200], space="sketch"),
+            ]
+
+    env.text = TwoSpaces(env.settings, encoder=env.text.encoder)
+    lib = make_library(env.root)
+    report = env.ingest(lib)
+    text_col, sketch_col = env.collection, sketch.collection(env.settings.collection_prefix)
+    assert env.store.count(sketch_col) == 3
+    assert report.segments == env.store.count(text_col) + 3
+    media = env.catalog.path_record(str(lib / "router.txt")).media_id
+    assert env.catalog.segment_ids(media, sketch_col) == [f"{media}:sketch:0"]
+    assert env.ingest(lib).segments == 0  # unchanged: nothing rewritten in either space
+    write(lib / "router.txt", "Completely different words about a garden shed.")
+    env.ingest(lib)
+    for col in (text_col, sketch_col):
+        assert env.store.count(col, f'media_id == "{media}"') == 0
+    assert env.store.count(sketch_col) == 3
