@@ -95,6 +95,13 @@ def resolve_model(name: str) -> ResolvedModel:
     )
 
 
+# Hub repos often carry the same weights for other runtimes; a PyTorch user needs none of them.
+_OTHER_RUNTIMES = [
+    "onnx/*", "openvino/*", "coreml/*", "*.onnx", "*.h5", "*.msgpack", "*.ot",
+    "tf_model.*", "flax_model.*", "rust_model.*",
+]  # fmt: skip
+
+
 def _hub_allowed() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in {"1", "true", "yes"}
 
@@ -109,7 +116,9 @@ def _from_hf(name: str, *, local_only: bool) -> Path | None:
     except ImportError:  # pragma: no cover - huggingface_hub comes with sentence-transformers
         return None
     try:
-        return Path(snapshot_download(name, local_files_only=local_only))
+        return Path(
+            snapshot_download(name, local_files_only=local_only, ignore_patterns=_OTHER_RUNTIMES)
+        )
     except LocalEntryNotFoundError:
         if local_only:
             return None
