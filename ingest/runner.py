@@ -25,7 +25,7 @@ import numpy as np
 from ingest.catalog import Catalog
 from ingest.detect import MediaKind, UnsupportedContent, detect_kind
 from ingest.scan import FoundFile, ScanProblem, content_hash, scan
-from pipelines.base import Piece, Pipeline, SpaceEncoder
+from pipelines.base import Encoded, Piece, Pipeline, SpaceEncoder
 from pipelines.milvus_store import MilvusStore
 from pipelines.text_extract import ExtractionError
 
@@ -216,7 +216,7 @@ class IngestRunner:
         tick: Progress,
         writer_error: list[BaseException],
     ) -> None:
-        batches: dict[str, list[tuple[_Job, int]]] = {}
+        self._batches: dict[str, list[tuple[_Job, int]]] = {}
         window = 4 * self.read_workers + 4  # files read ahead of the model
         with ThreadPoolExecutor(self.read_workers, thread_name_prefix="mmrag-read") as pool:
             pending: deque[Future] = deque()
@@ -230,10 +230,9 @@ class IngestRunner:
                 outcome = pending.popleft().result()
                 for f in _take(todo, 1):
                     pending.append(pool.submit(self._decide, f))
-                self._dispatch(outcome, report, writes, tick, batches)
-            for name, batch in batches.items():
-                if batch:
-                    self._encode(name, batch, writes)
+                self._dispatch(outcome, report, writes, tick)
+            while self._batches:  # what is left, and what encoding that derives
+                self._flush(next(iter(self._batches)), writes)
 
     def _dispatch(
         self,
@@ -241,7 +240,6 @@ class IngestRunner:
         report: IngestReport,
         writes: queue.Queue,
         tick: Progress,
-        batches: dict[str, list[tuple[_Job, int]]],
     ) -> None:
         if isinstance(outcome, _Unchanged):
             report.unchanged += 1
@@ -273,17 +271,33 @@ class IngestRunner:
             job = outcome
             job.vectors = [None] * len(job.pieces)
             job.missing = len(job.pieces)
-            for i, piece in enumerate(job.pieces):
-                batch = batches.setdefault(piece.space, [])
-                batch.append((job, i))
-                if len(batch) >= self.embed_batch:
-                    self._encode(piece.space, batch, writes)
-                    batch.clear()
+            for i in range(len(job.pieces)):
+                self._queue(job, i, writes)
 
-    def _encode(self, space: str, batch: list[tuple[_Job, int]], writes: queue.Queue) -> None:
-        vectors = self.encoders[space].encode([job.pieces[i].payload for job, i in batch])
-        for (job, i), vec in zip(batch, vectors, strict=True):
+    def _queue(self, job: _Job, i: int, writes: queue.Queue) -> None:
+        """Add piece i of a job to its space's batch; run the model when the batch is full."""
+        space = job.pieces[i].space
+        batch = self._batches.setdefault(space, [])
+        batch.append((job, i))
+        if len(batch) >= self.embed_batch:
+            self._flush(space, writes)
+
+    def _flush(self, space: str, writes: queue.Queue) -> None:
+        batch = self._batches.pop(space, [])
+        if not batch:
+            return
+        out = self.encoders[space].encode([job.pieces[i].payload for job, i in batch])
+        if isinstance(out, Encoded):
+            vectors, derived = out.vectors, out.derived
+        else:
+            vectors, derived = out, [[] for _ in batch]
+        for (job, i), vec, extra in zip(batch, vectors, derived, strict=True):
             job.vectors[i] = vec
+            for piece in extra:  # counted before this piece is, so the job cannot complete early
+                job.pieces.append(piece)
+                job.vectors.append(None)
+                job.missing += 1
+                self._queue(job, len(job.pieces) - 1, writes)
             job.missing -= 1
             if job.missing == 0:
                 writes.put(("job", job))

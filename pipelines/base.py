@@ -44,6 +44,16 @@ class Piece:
         )
 
 
+@dataclass
+class Encoded:
+    """Vectors, plus pieces that the model's output gave rise to, per input (an image's class
+    labels become text pieces). Derived pieces are queued for their own space and written with
+    the same media, so they are redone and deleted together with it."""
+
+    vectors: np.ndarray
+    derived: list[list[Piece]]
+
+
 class SpaceEncoder(Protocol):
     """The model of one vector space."""
 
@@ -54,7 +64,7 @@ class SpaceEncoder(Protocol):
 
     def collection(self, prefix: str) -> str: ...  # known without loading the model
 
-    def encode(self, payloads: list[Any]) -> np.ndarray: ...
+    def encode(self, payloads: list[Any]) -> np.ndarray | Encoded: ...
 
 
 class Pipeline(Protocol):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from fpdf import FPDF
 
+from pipelines.base import Encoded, Piece
 from tests.conftest import Env, write
 
 ROUTER = (
@@ -197,16 +198,21 @@ class _SketchEncoder:
 
         return collection_name(prefix, "sketch", "test/char-trigrams")
 
-    def encode(self, payloads: list) -> np.ndarray:
+    def encode(self, payloads: list) -> Encoded:
         out = np.zeros((len(payloads), 16), np.float32)
         for row, text in zip(out, payloads, strict=True):
             for i in range(len(text) - 2):
                 row[hash(text[i : i + 3]) % 16] += 1
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+        vectors = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+        # Like an image's class labels: text that the model's output gives rise to.
+        labels = [
+            [Piece(f"sketch label {len(t)}", "label", 0, 0, f"sketch label {len(t)}", space="text")]
+            for t in payloads
+        ]
+        return Encoded(vectors, labels)
 
 
 def test_one_file_feeding_two_spaces_is_written_and_replaced_in_both(env: Env) -> None:
-    from pipelines.base import Piece
     from pipelines.text_pipeline import TextPipeline
 
     sketch = _SketchEncoder()
@@ -228,6 +234,7 @@ def test_one_file_feeding_two_spaces_is_written_and_replaced_in_both(env: Env) -
     report = env.ingest(lib)
     text_col, sketch_col = env.collection, sketch.collection(env.settings.collection_prefix)
     assert env.store.count(sketch_col) == 3
+    assert env.store.count(text_col, 'modality == "label"') == 3  # derived from the sketch space
     assert report.segments == env.store.count(text_col) + 3
     media = env.catalog.path_record(str(lib / "router.txt")).media_id
     assert env.catalog.segment_ids(media, sketch_col) == [f"{media}:sketch:0"]
