@@ -26,8 +26,9 @@ from ingest.catalog import Catalog
 from ingest.detect import MediaKind, UnsupportedContent, detect_kind
 from ingest.scan import FoundFile, ScanProblem, content_hash, scan
 from pipelines.base import Encoded, Piece, Pipeline, SpaceEncoder
+from pipelines.media_error import MediaError
 from pipelines.milvus_store import MilvusStore
-from pipelines.text_extract import ExtractionError
+from pipelines.model_resolver import ModelNotAvailable
 
 
 @dataclass
@@ -39,7 +40,8 @@ class IngestReport:
     reused: int = 0  # renamed, moved or copied content: vectors reused, nothing re-embedded
     failed: list[tuple[str, str]] = field(default_factory=list)
     failed_before: int = 0  # unchanged files that failed on an earlier run (see `mmrag status`)
-    skipped: dict[str, int] = field(default_factory=dict)  # modality -> files with no pipeline
+    skipped: dict[str, int] = field(default_factory=dict)  # modality -> files not taken
+    skip_reasons: dict[str, str] = field(default_factory=dict)  # modality -> why
     pruned: int = 0
     removed_media: int = 0
     segments: int = 0
@@ -74,8 +76,12 @@ class _Fail:
 
 @dataclass
 class _Skip:
+    """Not a failure of the file: no pipeline (or no model) for its kind here; not recorded,
+    so the file is taken as soon as one is there."""
+
     file: FoundFile
     modality: str
+    reason: str
 
 
 @dataclass
@@ -192,11 +198,13 @@ class IngestRunner:
             return _Fail(f, str(exc))
         pipeline = self.pipelines.get(kind.modality)
         if pipeline is None:
-            return _Skip(f, kind.modality)
+            return _Skip(f, kind.modality, f"no {kind.modality} pipeline yet")
         try:
-            pieces = pipeline.prepare(f.path, kind.format)
-        except ExtractionError as exc:
+            pieces = pipeline.prepare(f.path, kind.format, media_id)
+        except MediaError as exc:
             return _Fail(f, str(exc))
+        except ModelNotAvailable as exc:
+            return _Skip(f, kind.modality, f"its model is not available: {exc}")
         except Exception as exc:  # a decoder bug must not stop the run; say what it was
             return _Fail(f, f"{kind.format} could not be processed: {type(exc).__name__}: {exc}")
         if not pieces:
@@ -249,6 +257,7 @@ class IngestRunner:
             tick("file", 1)
         elif isinstance(outcome, _Skip):
             report.skipped[outcome.modality] = report.skipped.get(outcome.modality, 0) + 1
+            report.skip_reasons.setdefault(outcome.modality, outcome.reason)
             tick("file", 1)
         elif isinstance(outcome, _Fail):
             report.failed.append((outcome.file.display, outcome.reason))

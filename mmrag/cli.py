@@ -120,13 +120,14 @@ def ingest(
 ) -> None:
     """Scan folders, embed what is new or changed, and write it to Milvus."""
     from ingest.runner import IngestRunner
+    from pipelines.image_pipeline import ImagePipeline
 
     settings = _settings(ctx, read_workers=workers, embed_batch_size=batch_size)
     with _open(settings) as (catalog, store, text):
         runner = IngestRunner(
             catalog,
             store,
-            [text],
+            [text, ImagePipeline(settings, text)],
             prefix=settings.collection_prefix,
             read_workers=settings.read_workers,
             embed_batch=settings.embed_batch_size,
@@ -177,7 +178,7 @@ def _print_report(report) -> None:
         ("unchanged (skipped)", report.unchanged),
         ("failed", len(report.failed)),
         ("failed earlier, unchanged", report.failed_before),
-        *[(f"skipped: no {m} pipeline yet", n) for m, n in sorted(report.skipped.items())],
+        *[(f"{m} files skipped (see below)", n) for m, n in sorted(report.skipped.items())],
         ("deleted files pruned", report.pruned),
         ("content removed from the store", report.removed_media),
         ("segments written", report.segments),
@@ -185,6 +186,8 @@ def _print_report(report) -> None:
     ]:
         t.add_row(label, str(value))
     err.print(t)
+    for modality, reason in sorted(report.skip_reasons.items()):
+        err.print(f"[yellow]{modality} files skipped:[/yellow] {reason}", highlight=False)
     for display, reason in report.failed:
         err.print(f"[yellow]failed:[/yellow] {display}: {reason}", highlight=False, markup=True)
 
@@ -215,35 +218,58 @@ def search(
         str | None, typer.Option(help="Only files modified on/after this date")
     ] = None,
     until: Annotated[str | None, typer.Option(help="Only files modified before this date")] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Find photos like this one (image-to-image)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
     queries: Annotated[
-        Path | None, typer.Option(help='JSONL file of {"id", "text"}: one JSON result per line')
+        Path | None,
+        typer.Option(help='JSONL of {"id", "text"} or {"id", "image"}: one JSON line per query'),
     ] = None,
 ) -> None:
-    """Search the library by text; hits name the file and where in it."""
+    """Search the library by text or by an example image; hits name the file and where in it."""
+    from pipelines.media_error import MediaError
+    from pipelines.model_resolver import ModelNotAvailable
     from search.query import MODES, Filters
     from search.render import dumps, hits_json, print_hits
 
     if mode not in MODES:
         _fail(f"--mode must be one of {', '.join(MODES)}")
-    if (query is None) == (queries is None):
-        _fail("give a QUERY or --queries FILE (one of them)")
+    if sum(x is not None for x in (query, image, queries)) != 1:
+        _fail("give one of: a QUERY, --image PATH, or --queries FILE")
     filters = Filters(modality, path, _parse_date(since, "--since"), _parse_date(until, "--until"))
-    batch = _read_queries(queries) if queries else [{"id": None, "text": query}]
+    if queries:
+        batch = _read_queries(queries)
+    else:
+        batch = [
+            {"id": None, "text": query} if query is not None else {"id": None, "image": str(image)}
+        ]
     settings = _settings(ctx, hybrid_fusion=fusion)
     with _open(settings) as (catalog, store, text):
         searcher = _searcher(settings, store, catalog, text)
         for item in batch:
-            hits = searcher.search(item["text"], mode, limit, filters)  # type: ignore[arg-type]
+            try:
+                if "image" in item:
+                    hits = searcher.search_image(Path(item["image"]), limit, filters)
+                else:
+                    hits = searcher.search(item["text"], mode, limit, filters)  # type: ignore[arg-type]
+            except (MediaError, ModelNotAvailable, ValueError, OSError) as exc:
+                what = item.get("image") or item.get("text")
+                if not queries:
+                    _fail(f"{what}: {exc}")
+                print(dumps({"id": item["id"], "error": f"{what}: {exc}", "hits": []}), flush=True)
+                continue
+            label = item.get("text") or f"image {item['image']}"
             if queries:
                 print(dumps({"id": item["id"], "hits": hits_json(hits)}), flush=True)
             elif as_json:
                 print(dumps(hits_json(hits)))
             else:
-                print_hits(out, item["text"], hits, mode)
+                print_hits(out, label, hits, "image" if "image" in item else mode)
 
 
 def _searcher(settings: Settings, store, catalog, text):
+    from pipelines.image_pipeline import ImageSpace
     from search.query import Searcher
 
     return Searcher(
@@ -253,6 +279,8 @@ def _searcher(settings: Settings, store, catalog, text):
         settings.collection_prefix,
         settings.hybrid_fusion,
         settings.dense_weight,
+        image=ImageSpace(settings),
+        thumbnails=settings.thumbnails,
     )
 
 
@@ -269,8 +297,12 @@ def _read_queries(path: Path) -> list[dict]:
             item = json.loads(line)
         except ValueError as exc:
             _fail(f"{path}:{n}: not JSON ({exc})")
-        if not isinstance(item, dict) or not isinstance(item.get("text"), str) or "id" not in item:
-            _fail(f'{path}:{n}: each line needs "id" and a "text" string')
+        if (
+            not isinstance(item, dict)
+            or "id" not in item
+            or not any(isinstance(item.get(k), str) for k in ("text", "image"))
+        ):
+            _fail(f'{path}:{n}: each line needs "id" and a "text" or "image" string')
         items.append(item)
     return items
 

@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     )
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by neighbouring chunks")
 
+    image_model: str = Field(
+        "resnet50",
+        description="torchvision classifier name or an offline pack (efficientnet-lite0)",
+    )
+    thumbnails: Path = Field(Path("data/thumbs"), description="Thumbnail cache, one per content")
+    max_image_mpx: int = Field(100, ge=1, description="Larger images are refused (bomb guard)")
+    label_top_k: int = Field(5, ge=0, description="ImageNet labels kept per image, as text")
+    label_min_prob: float = Field(0.1, ge=0.0, le=1.0, description="Least probability of a label")
+
     hybrid_fusion: Literal["weighted", "rrf"] = Field(
         "weighted", description="How hybrid search merges dense and BM25 results"
     )

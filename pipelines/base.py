@@ -72,4 +72,4 @@ class Pipeline(Protocol):
 
     def encoders(self) -> dict[str, SpaceEncoder]: ...  # every space its pieces go to
 
-    def prepare(self, path: str, fmt: str) -> list[Piece]: ...
+    def prepare(self, path: str, fmt: str, media_id: str) -> list[Piece]: ...  # MediaError

@@ -28,6 +28,8 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pipelines.media_error import MediaError
+
 WHITE = (255, 255, 255)
 THUMBNAIL_QUALITY = 85
 
@@ -71,7 +73,7 @@ class DecodedImage:
     meta: dict[str, Any] = field(default_factory=dict)  # JSON-safe; only keys that exist
 
 
-class ImageDecodeError(Exception):
+class ImageDecodeError(MediaError):
     """The file yields no usable image; str() says why in plain words."""
 
 

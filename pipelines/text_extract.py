@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from pipelines.media_error import MediaError
+
 log = logging.getLogger(__name__)
 
 SUPPORTED_FORMATS = frozenset({"txt", "md", "html", "pdf"})
@@ -34,7 +36,7 @@ class TextBlock:
     char_start: int  # offset in BLOCK_SEPARATOR.join(block.text for block in blocks)
 
 
-class ExtractionError(Exception):
+class ExtractionError(MediaError):
     """The document yields no usable text; str() says why in plain words."""
 
 

@@ -56,7 +56,7 @@ class TextPipeline:
         limit = self.encoder.max_tokens - 2
         return min(self.settings.chunk_tokens or limit, limit)
 
-    def prepare(self, path: str, fmt: str) -> list[Piece]:
+    def prepare(self, path: str, fmt: str, media_id: str = "") -> list[Piece]:
         blocks = extract_text(Path(path), fmt, max_bytes=self.settings.max_file_mb * 1_000_000)
         chunks = chunk_blocks(
             blocks,

@@ -6,11 +6,16 @@ import fnmatch
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from ingest.catalog import Catalog, PathRecord
+from pipelines.image_decode import decode_image, thumbnail_path
 from pipelines.milvus_store import MilvusStore, quote
 from pipelines.text_pipeline import TextPipeline
+
+if TYPE_CHECKING:
+    from pipelines.image_pipeline import ImageSpace
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "bm25")
@@ -36,12 +41,13 @@ class Hit:
     snippet: str
     media_id: str
     segment_id: str
+    thumbnail: str | None = None  # a JPEG of the image (or shot) this hit comes from
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        if d["page"] is None:
-            del d["page"]
-        return d
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in OPTIONAL}
+
+
+OPTIONAL = ("page", "thumbnail")
 
 
 class Searcher:
@@ -55,6 +61,8 @@ class Searcher:
         prefix: str,
         fusion: str = "weighted",
         dense_weight: float = 0.5,
+        image: ImageSpace | None = None,
+        thumbnails: Path | None = None,
     ):
         self.store = store
         self.catalog = catalog
@@ -62,6 +70,9 @@ class Searcher:
         self.collection = text.collection(prefix)
         self.fusion = fusion
         self.dense_weight = dense_weight
+        self.image = image
+        self.image_collection = image.collection(prefix) if image else None
+        self.thumbnails = thumbnails
 
     def search(
         self, query: str, mode: Mode = "hybrid", limit: int = 10, filters: Filters | None = None
@@ -86,6 +97,22 @@ class Searcher:
                     self.collection, vector, query, limit, expr, self.fusion, self.dense_weight
                 )
         return self._hits(rows, query)
+
+    def search_image(
+        self, path: Path, limit: int = 10, filters: Filters | None = None
+    ) -> list[Hit]:
+        """Photos that look like the one at `path` (image-to-image, the `image` space)."""
+        if self.image is None:
+            raise ValueError("image search needs an image model (setting image_model)")
+        if self.image_collection not in self.store.existing_collections():
+            return []
+        expr = self._filter_expr(filters or Filters())
+        if expr is None:
+            return []
+        query = decode_image(path, max_side=1024)  # ImageDecodeError says what is wrong
+        vector = self.image.encode_images([query.image])[0]
+        rows = self.store.search_dense(self.image_collection, vector[None], limit, expr)[0]
+        return self._hits(rows, "")
 
     def _filter_expr(self, f: Filters) -> str | None:
         """A Milvus filter; None when the catalog filters leave nothing to search."""
@@ -118,9 +145,16 @@ class Searcher:
                     snippet=snippet(row["text"], query),
                     media_id=row["media_id"],
                     segment_id=row["id"],
+                    thumbnail=self._thumbnail(row["media_id"]),
                 )
             )
         return hits
+
+    def _thumbnail(self, media_id: str) -> str | None:
+        if self.thumbnails is None:
+            return None
+        thumb = thumbnail_path(self.thumbnails, media_id)
+        return str(thumb) if thumb.exists() else None
 
 
 def _accept(rec: PathRecord, f: Filters) -> bool:

@@ -13,6 +13,8 @@ from search.query import Hit
 
 def location(hit: Hit) -> str:
     """Where in the file: page and character range for documents (times for timed media)."""
+    if hit.modality in {"image", "label", "ocr"}:
+        return f"image ({hit.modality})" + (f"  thumb {hit.thumbnail}" if hit.thumbnail else "")
     if hit.modality == "document":
         where = f"chars {int(hit.start)}-{int(hit.end)}"
         return f"p.{hit.page} {where}" if hit.page else where

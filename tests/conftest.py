@@ -12,6 +12,7 @@ import pytest
 from ingest.catalog import Catalog
 from ingest.runner import IngestReport, IngestRunner
 from mmrag.settings import Settings
+from pipelines.image_pipeline import ImagePipeline
 from pipelines.milvus_store import MilvusStore
 from pipelines.text_encoder import TextEncoder
 from pipelines.text_pipeline import TextPipeline
@@ -47,12 +48,20 @@ class Env:
     catalog: Catalog
     store: MilvusStore
     text: TextPipeline
+    image: ImagePipeline | None = None  # set by `with_images()`
+
+    def with_images(self) -> Env:
+        """Also ingest photos, with the real EfficientNet-Lite0 weights (offline pack)."""
+        self.settings.image_model = "efficientnet-lite0"
+        self.settings.thumbnails = self.root / "thumbs"
+        self.image = ImagePipeline(self.settings, self.text)
+        return self
 
     def ingest(self, *paths: Path | str, prune: bool = False, **kw: object) -> IngestReport:
         runner = IngestRunner(
             self.catalog,
             self.store,
-            [self.text],
+            [self.text, *([self.image] if self.image else [])],
             prefix=self.settings.collection_prefix,
             read_workers=2,
             embed_batch=16,
@@ -61,7 +70,14 @@ class Env:
         return runner.run([str(p) for p in paths], prune=prune)
 
     def searcher(self) -> Searcher:
-        return Searcher(self.store, self.catalog, self.text, self.settings.collection_prefix)
+        return Searcher(
+            self.store,
+            self.catalog,
+            self.text,
+            self.settings.collection_prefix,
+            image=self.image.image if self.image else None,
+            thumbnails=self.settings.thumbnails,
+        )
 
     @property
     def collection(self) -> str:

@@ -155,7 +155,7 @@ def test_batch_queries_give_one_json_line_per_query_in_order(lib: Lib) -> None:
     [
         (['{"id": 1, "text": "fine"}', '{"id": 2, "text": '], 2, "not JSON"),
         (['{"id": 1, "text": "fine"}', "", '{"text": "no id"}'], 3, '"id"'),
-        (['{"id": 1, "text": 42}'], 1, '"text" string'),
+        (['{"id": 1, "text": 42}'], 1, '"image" string'),
     ],
 )
 def test_malformed_queries_file_names_file_and_line(
@@ -181,7 +181,7 @@ def test_bad_search_arguments_fail_clearly(lib: Lib) -> None:
     assert "--since expects a date" in message and "'last tuesday'" in message
     r = run(lib, "search")
     assert r.exit_code == 2
-    assert "QUERY or --queries" in r.stderr
+    assert "a QUERY, --image PATH, or --queries FILE" in r.stderr
 
 
 def test_status_reports_files_rows_and_failures(lib: Lib) -> None:

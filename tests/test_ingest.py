@@ -221,8 +221,8 @@ def test_one_file_feeding_two_spaces_is_written_and_replaced_in_both(env: Env) -
         def encoders(self):
             return {"text": self, "sketch": sketch}
 
-        def prepare(self, path: str, fmt: str) -> list[Piece]:
-            pieces = super().prepare(path, fmt)
+        def prepare(self, path: str, fmt: str, media_id: str = "") -> list[Piece]:
+            pieces = super().prepare(path, fmt, media_id)
             whole = " ".join(p.text for p in pieces)
             return [
                 *pieces,
@@ -232,6 +232,7 @@ def test_one_file_feeding_two_spaces_is_written_and_replaced_in_both(env: Env) -
     env.text = TwoSpaces(env.settings, encoder=env.text.encoder)
     lib = make_library(env.root)
     report = env.ingest(lib)
+    assert report.failed == []
     text_col, sketch_col = env.collection, sketch.collection(env.settings.collection_prefix)
     assert env.store.count(sketch_col) == 3
     assert env.store.count(text_col, 'modality == "label"') == 3  # derived from the sketch space

@@ -1,0 +1,7 @@
+"""The one error a pipeline raises for a file it cannot read: the run reports it and goes on."""
+
+from __future__ import annotations
+
+
+class MediaError(Exception):
+    """A file cannot be turned into pieces; str() says why, in plain words, for the user."""

@@ -1,0 +1,115 @@
+"""Photos end to end: real decoders, the real EfficientNet-Lite0 weights, real Milvus Lite."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+from skimage import data as skdata
+
+from tests.conftest import Env, write
+
+PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field", "coins"]
+
+
+def photo(name: str) -> Image.Image:
+    arr = getattr(skdata, name)()
+    img = Image.fromarray(arr)
+    return img.convert("RGB")
+
+
+def make_photos(root: Path) -> Path:
+    lib = root / "photos"
+    lib.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(PHOTOS):
+        ext = "jpg" if i % 2 == 0 else "png"
+        photo(name).save(lib / f"{name}.{ext}")
+    return lib
+
+
+def altered(img: Image.Image) -> Image.Image:
+    """Crop 10%, shrink, brighten 20%, re-encode as a poor JPEG."""
+    w, h = img.size
+    out = img.crop((w // 20, h // 20, w - w // 20, h - h // 20)).resize((w * 3 // 5, h * 3 // 5))
+    out = ImageEnhance.Brightness(out).enhance(1.2)
+    buf = io.BytesIO()
+    out.save(buf, "JPEG", quality=40)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+@pytest.fixture
+def images(env: Env) -> Env:
+    return env.with_images()
+
+
+def test_an_altered_copy_finds_its_original_first(images: Env, tmp_path: Path) -> None:
+    lib = make_photos(images.root)
+    report = images.ingest(lib)
+    assert (report.new, report.failed) == (len(PHOTOS), [])
+    for name in ("astronaut", "coffee", "rocket"):
+        query = tmp_path / f"query-{name}.jpg"
+        altered(photo(name)).save(query)
+        hits = images.searcher().search_image(query, limit=3)
+        assert Path(hits[0].path).stem == name, [h.path for h in hits]
+        assert hits[0].modality == "image"
+        assert hits[0].thumbnail and Path(hits[0].thumbnail).is_file()
+        assert hits[0].score > hits[1].score
+
+
+def test_cat_finds_the_cat_photo_through_its_labels(images: Env) -> None:
+    lib = make_photos(images.root)
+    images.ingest(lib)
+    for mode in ("bm25", "hybrid"):
+        hits = images.searcher().search("cat", mode=mode, limit=3)
+        assert Path(hits[0].path).stem == "chelsea", (mode, [(h.path, h.snippet) for h in hits])
+        assert hits[0].modality == "label" and "cat" in hits[0].snippet
+
+
+def test_thumbnails_are_made_once_per_content(images: Env) -> None:
+    lib = make_photos(images.root)
+    (lib / "copy of coffee.jpg").write_bytes((lib / "coffee.jpg").read_bytes())
+    report = images.ingest(lib)
+    assert report.new == len(PHOTOS) and report.reused == 1
+    thumbs = sorted((images.root / "thumbs").rglob("*.jpg"))
+    assert len(thumbs) == len(PHOTOS)
+    assert all(max(Image.open(t).size) == 256 for t in thumbs)
+
+
+def test_awkward_images_are_handled_and_bad_ones_reported(images: Env) -> None:
+    lib = make_photos(images.root)
+    good = (lib / "astronaut.jpg").read_bytes()
+    write(lib / "truncated.jpg", good[: len(good) * 3 // 5])
+    write(lib / "zero.jpg", b"")
+    buf = io.BytesIO()
+    photo("page").save(buf, "PNG")  # content not in the library yet
+    write(lib / "really a png.txt", buf.getvalue())
+    Image.new("1", (20000, 20000)).save(lib / "bomb.png")
+    photo("coffee").convert("CMYK").save(lib / "cmyk.jpg")
+    gradient = np.linspace(0, 65535, 256, dtype=np.uint16)[None, :].repeat(64, 0)
+    Image.fromarray(gradient).save(lib / "sixteen.png")
+    frames = [Image.new("RGB", (64, 64), c) for c in ("red", "green", "blue")]
+    frames[0].save(lib / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    report = images.ingest(lib)
+    reasons = dict(report.failed)
+    assert set(reasons) == {str(lib / n) for n in ("truncated.jpg", "zero.jpg", "bomb.png")}
+    assert "truncated" in reasons[str(lib / "truncated.jpg")]
+    assert "empty" in reasons[str(lib / "zero.jpg")]
+    assert "20000x20000" in reasons[str(lib / "bomb.png")]
+    assert report.new == len(PHOTOS) + 4  # png-as-txt, cmyk, 16-bit, animated gif
+    image_col = images.image.image.collection(images.settings.collection_prefix)
+    assert images.store.count(image_col) == len(PHOTOS) + 4
+
+
+def test_without_the_image_model_photos_are_skipped_not_failed(env: Env) -> None:
+    env.with_images()
+    env.settings.image_model = "resnet50"  # default ImageNet weights: not downloadable here
+    env.image = type(env.image)(env.settings, env.text)
+    lib = make_photos(env.root)
+    write(lib / "notes.txt", "A note about the photos from the trip.")
+    report = env.ingest(lib)
+    assert report.failed == [] and report.new == 1
+    assert report.skipped == {"image": len(PHOTOS)}
+    assert "resnet50" in report.skip_reasons["image"]
