@@ -125,15 +125,20 @@ class Catalog:
         return _path_record(row) if row else None
 
     def media_done(self, media_id: str, collections: Iterable[str]) -> bool:
-        """Done, with segments in one of the given collections (a new model means redo)."""
-        names = list(collections)
+        """Done, with segments in every one of the given collections: a new model in any of
+        them (a new collection) means the content is embedded again."""
+        names = sorted(set(collections))
         marks = ",".join("?" * len(names))
         row = self._one(
-            "SELECT 1 FROM media m WHERE m.id = ? AND m.status = 'done' AND EXISTS "
-            f"(SELECT 1 FROM segments s WHERE s.media_id = m.id AND s.collection IN ({marks}))",
+            "SELECT count(DISTINCT s.collection) FROM media m JOIN segments s ON s.media_id = m.id "
+            f"WHERE m.id = ? AND m.status = 'done' AND s.collection IN ({marks})",
             (media_id, *names),
         )
-        return row is not None
+        return bool(names) and row[0] == len(names)
+
+    def media_modality(self, media_id: str) -> str | None:
+        row = self._one("SELECT modality FROM media WHERE id = ?", (media_id,))
+        return row["modality"] if row else None
 
     def media_status(self, media_id: str) -> str | None:
         row = self._one("SELECT status FROM media WHERE id = ?", (media_id,))

@@ -212,7 +212,12 @@ class IngestRunner:
         return _Job(f, media_id, kind, pieces, changed)
 
     def _done(self, media_id: str) -> bool:
-        return self.catalog.media_done(media_id, self.collections.values())
+        """Stored in every space its pipeline always writes (derived pieces, such as labels,
+        may be absent); a model switch in one of those spaces means embedding again."""
+        pipeline = self.pipelines.get(self.catalog.media_modality(media_id) or "")
+        if pipeline is None:
+            return False
+        return self.catalog.media_done(media_id, [self.collections[s] for s in pipeline.primary])
 
     # -- encoding (main thread) ------------------------------------------------------------
 

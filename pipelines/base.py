@@ -69,6 +69,7 @@ class SpaceEncoder(Protocol):
 
 class Pipeline(Protocol):
     modalities: frozenset[str]  # MediaKind.modality values it takes
+    primary: tuple[str, ...]  # spaces every file it takes is written to (done = in all of them)
 
     def encoders(self) -> dict[str, SpaceEncoder]: ...  # every space its pieces go to
 

@@ -91,6 +91,7 @@ class ImagePipeline:
     """A Pipeline for photos: `image` vectors, labels in `text` (shared with documents)."""
 
     modalities = frozenset({"image"})
+    primary = ("image",)  # labels (text) are derived, and a photo may have none
 
     def __init__(self, settings: Settings, text: SpaceEncoder, image: ImageSpace | None = None):
         self.settings = settings

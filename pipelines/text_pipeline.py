@@ -24,6 +24,7 @@ class TextPipeline:
 
     name = "text"
     modalities = frozenset({"text"})
+    primary = ("text",)
 
     def __init__(self, settings: Settings, encoder: TextEncoder | None = None) -> None:
         self.settings = settings

@@ -186,17 +186,18 @@ class _SketchEncoder:
     """A second, tiny vector space (character-trigram hashing, 16-d) for the runner's mechanics."""
 
     name = "sketch"
+    model = "test/char-trigrams"
 
     @property
     def space(self):
         from pipelines.milvus_store import Space
 
-        return Space("sketch", "test/char-trigrams", 16)
+        return Space("sketch", self.model, 16)
 
     def collection(self, prefix: str) -> str:
         from pipelines.milvus_store import collection_name
 
-        return collection_name(prefix, "sketch", "test/char-trigrams")
+        return collection_name(prefix, "sketch", self.model)
 
     def encode(self, payloads: list) -> Encoded:
         out = np.zeros((len(payloads), 16), np.float32)
@@ -245,3 +246,29 @@ def test_one_file_feeding_two_spaces_is_written_and_replaced_in_both(env: Env) -
     for col in (text_col, sketch_col):
         assert env.store.count(col, f'media_id == "{media}"') == 0
     assert env.store.count(sketch_col) == 3
+
+
+def test_a_new_model_in_a_primary_space_embeds_everything_again(env: Env) -> None:
+    from pipelines.text_pipeline import TextPipeline
+
+    sketch = _SketchEncoder()
+
+    class Both(TextPipeline):
+        primary = ("text", "sketch")
+
+        def encoders(self):
+            return {"text": self, "sketch": sketch}
+
+        def prepare(self, path: str, fmt: str, media_id: str = "") -> list[Piece]:
+            pieces = super().prepare(path, fmt, media_id)
+            return [*pieces, Piece(pieces[0].text, "summary", 0, 1, pieces[0].text, space="sketch")]
+
+    env.text = Both(env.settings, encoder=env.text.encoder)
+    lib = make_library(env.root)
+    assert env.ingest(lib).new == 3
+    assert env.ingest(lib).unchanged == 3
+    sketch.model = "test/char-trigrams-v2"  # a model switch: a new collection beside the old
+    report = env.ingest(lib)
+    assert (report.unchanged, report.changed, report.failed) == (0, 3, [])
+    assert env.store.count(sketch.collection(env.settings.collection_prefix)) == 3
+    assert env.ingest(lib).unchanged == 3
