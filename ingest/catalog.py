@@ -181,6 +181,13 @@ class Catalog:
                 out[row["media_id"]] = _path_record(row)
         return out
 
+    def paths_by_media(self) -> dict[str, list[str]]:
+        """Every indexed content and the paths (as given to ingest) that hold it."""
+        out: dict[str, list[str]] = {}
+        for r in self._all("SELECT media_id, display FROM paths WHERE media_id IS NOT NULL"):
+            out.setdefault(r["media_id"], []).append(r["display"])
+        return out
+
     def media_matching(self, accept: Callable[[PathRecord], bool]) -> set[str]:
         """Media ids with at least one path that `accept`s (path globs, date ranges)."""
         rows = self._all("SELECT * FROM paths WHERE media_id IS NOT NULL")

@@ -377,6 +377,33 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
 
 
 @app.command()
+def duplicates(
+    ctx: typer.Context,
+    threshold: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Least cosine similarity of near duplicates")
+    ] = 0.8,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Groups of duplicate photos: exact (same bytes) and near (similar image vectors)."""
+    from pipelines.image_pipeline import ImageSpace
+    from search.duplicates import exact_duplicates, near_duplicates
+
+    settings = _settings(ctx)
+    with _open(settings) as (catalog, store, _text):
+        collection = ImageSpace(settings).collection(settings.collection_prefix)
+        groups = exact_duplicates(catalog) + near_duplicates(store, catalog, collection, threshold)
+    if as_json:
+        print(json.dumps([g.__dict__ for g in groups], indent=2, ensure_ascii=False))
+        return
+    if not groups:
+        out.print("no duplicates found")
+    for g in groups:
+        out.print(f"[bold]{g.kind}[/bold] ({g.similarity:.3f}):", highlight=False)
+        for p in g.paths:
+            out.print(f"  {p}", highlight=False)
+
+
+@app.command()
 def demo(
     ctx: typer.Context,
     library: Annotated[Path, typer.Option(help="Folder to ingest")] = DEMO_LIBRARY,

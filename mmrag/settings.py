@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     thumbnails: Path = Field(Path("data/thumbs"), description="Thumbnail cache, one per content")
     max_image_mpx: int = Field(100, ge=1, description="Larger images are refused (bomb guard)")
     label_top_k: int = Field(5, ge=0, description="ImageNet labels kept per image, as text")
+    ocr: bool = Field(True, description="Read printed words in images (needs Tesseract)")
+    ocr_lang: str = Field("eng", description="Tesseract language(s), e.g. eng+deu")
     label_min_prob: float = Field(0.1, ge=0.0, le=1.0, description="Least probability of a label")
 
     hybrid_fusion: Literal["weighted", "rrf"] = Field(

@@ -1,4 +1,4 @@
-"""Photos -> the `image` space (a classifier's pooled features), their ImageNet labels as text.
+"""Photos -> the `image` space (a classifier's pooled features); labels and OCR words as text.
 
 Reader threads decode, make the thumbnail (once per content hash) and preprocess to the model's
 input tensor; the runner batches those tensors across files. One forward pass gives both the
@@ -17,6 +17,7 @@ from pipelines.base import Encoded, Piece, SpaceEncoder
 from pipelines.image_decode import decode_image, ensure_thumbnail
 from pipelines.milvus_store import Space, collection_name
 from pipelines.model_resolver import ModelNotAvailable
+from pipelines.ocr import read_text
 
 MODEL_INPUT_SIDE = 1024  # decode big JPEGs reduced: models look at 224-384 px
 
@@ -116,7 +117,7 @@ class ImagePipeline:
             "format": img.format,
             "frames": img.frames,
         }
-        return [
+        pieces = [
             Piece(
                 payload=self.image.preprocess(img.image),
                 modality="image",
@@ -127,3 +128,6 @@ class ImagePipeline:
                 space="image",
             )
         ]
+        if self.settings.ocr and (words := read_text(img.image, self.settings.ocr_lang)):
+            pieces.append(Piece(words, "ocr", 0, 0, words, space="text"))
+        return pieces

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,6 +275,23 @@ class MilvusStore:
         finally:
             it.close()
         return out
+
+    def iter_vectors(
+        self, collection: str, batch: int = 1000
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(media ids, vectors) of every row, a batch at a time (for whole-store scans)."""
+        self._load(collection)
+        it = self.client.query_iterator(
+            collection, batch_size=batch, output_fields=["media_id", "vector"]
+        )
+        try:
+            while rows := it.next():
+                yield (
+                    [r["media_id"] for r in rows],
+                    np.asarray([r["vector"] for r in rows], dtype=np.float32),
+                )
+        finally:
+            it.close()
 
     def search_dense(
         self, collection: str, vectors: np.ndarray, limit: int, expr: str = ""

@@ -113,3 +113,38 @@ def test_without_the_image_model_photos_are_skipped_not_failed(env: Env) -> None
     assert report.failed == [] and report.new == 1
     assert report.skipped == {"image": len(PHOTOS)}
     assert "resnet50" in report.skip_reasons["image"]
+
+
+def test_printed_words_are_found_through_ocr(images: Env) -> None:
+    from PIL import ImageDraw, ImageFont
+
+    lib = make_photos(images.root)
+    scan = Image.new("RGB", (900, 300), "white")
+    draw = ImageDraw.Draw(scan)
+    font = ImageFont.load_default(size=56)
+    draw.text((40, 60), "INVOICE 4471", fill="black", font=font)
+    draw.text((40, 160), "Paid in full", fill="black", font=font)
+    scan.save(lib / "scan.png")
+    images.ingest(lib)
+    for mode in ("bm25", "hybrid"):
+        hit = images.searcher().search("invoice 4471 paid", mode=mode, limit=3)[0]
+        assert (Path(hit.path).name, hit.modality) == ("scan.png", "ocr"), mode
+        assert "INVOICE 4471" in hit.snippet
+
+
+def test_duplicates_exact_and_near(images: Env, tmp_path: Path) -> None:
+    from search.duplicates import exact_duplicates, near_duplicates
+
+    lib = make_photos(images.root)
+    (lib / "coffee again.jpg").write_bytes((lib / "coffee.jpg").read_bytes())
+    altered(photo("astronaut")).save(lib / "astronaut edited.jpg")
+    images.ingest(lib)
+    exact = exact_duplicates(images.catalog)
+    assert [g.paths for g in exact] == [[str(lib / "coffee again.jpg"), str(lib / "coffee.jpg")]]
+    collection = images.image.image.collection(images.settings.collection_prefix)
+    near = near_duplicates(images.store, images.catalog, collection, threshold=0.8)
+    assert [g.paths for g in near] == [
+        [str(lib / "astronaut edited.jpg"), str(lib / "astronaut.jpg")]
+    ]
+    assert 0.8 <= near[0].similarity < 1.0
+    assert near_duplicates(images.store, images.catalog, collection, threshold=0.999) == []
