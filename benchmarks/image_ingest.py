@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ocr", action="store_true")
+    ap.add_argument("--text-model", help="the model that embeds the labels (default: configured)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -85,6 +86,7 @@ def main() -> None:
             device=args.device,
             embed_batch_size=args.batch,
             ocr=args.ocr,
+            **({"text_model": args.text_model} if args.text_model else {}),
         )
         text = TextPipeline(settings)
         image = ImageSpace(settings)
