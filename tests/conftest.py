@@ -19,6 +19,20 @@ from pipelines.text_pipeline import TextPipeline
 from search.query import Searcher
 
 REPO = Path(__file__).resolve().parent.parent
+REPORT: list[str] = []  # measurements tests want shown after the run (search quality)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORT:
+        terminalreporter.section("search quality on data/eval (file-level)")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def report_lines() -> list[str]:
+    """Lines a test wants printed after the run (this module's list, as pytest loaded it)."""
+    return REPORT
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ def test_ndcg_matches_hand_computed_values() -> None:
     assert ndcg_at_k(["x", "y"], grades, 10) == 0.0
 
 
-def test_hybrid_is_at_least_as_good_as_dense_and_bm25(make_env) -> None:
+def test_hybrid_is_at_least_as_good_as_dense_and_bm25(make_env, report_lines: list[str]) -> None:
     env = make_env(chunk_tokens=None)  # the product default: the model's own max length
     report = env.ingest(LIBRARY)
     assert report.failed == [] and report.new >= 30
@@ -29,9 +29,8 @@ def test_hybrid_is_at_least_as_good_as_dense_and_bm25(make_env) -> None:
     rrf = env.searcher()
     rrf.fusion = "rrf"
     scores["hybrid-rrf"] = evaluate(rrf, queries, qrels, LIBRARY, modes=("hybrid",))["hybrid"]
-    print()
-    for mode, s in scores.items():
-        print(
+    for mode, s in scores.items():  # shown at the end of every run (conftest's summary hook)
+        report_lines.append(
             f"{mode:>10}: nDCG@10 {s.ndcg:.3f}  recall@10 {s.recall:.3f}  "
             f"MRR {s.mrr:.3f}  (n={s.queries})"
         )
