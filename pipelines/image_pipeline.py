@@ -43,13 +43,19 @@ class ImageSpace:
             if self._failed:
                 raise self._failed  # tried once this run: do not retry per image
             if self._encoder is None:
-                from pipelines.image_encoders import load_image_encoder
-
                 try:
+                    from pipelines.image_encoders import load_image_encoder
+
                     self._encoder = load_image_encoder(self.model_name, self.settings.device)
                 except ModelNotAvailable as exc:
                     self._failed = exc
                     raise
+                except ImportError as exc:  # torchvision comes with the `image` extra
+                    self._failed = ModelNotAvailable(
+                        f"the image space needs torchvision ({exc}); "
+                        "install it with: pip install 'mmrag[image]'"
+                    )
+                    raise self._failed from exc
             return self._encoder
 
     @property
