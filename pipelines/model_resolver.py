@@ -66,7 +66,7 @@ def resolve_model(name: str) -> ResolvedModel:
         return ResolvedModel(name, cached, "hf cache")
     tried.append("not in the Hugging Face cache")
 
-    if _hub_allowed():
+    if hub_allowed():
         try:
             fetched = _from_hf(name, local_only=False)
         except Exception as exc:  # the hub raises many kinds; all mean "not from here"
@@ -79,7 +79,7 @@ def resolve_model(name: str) -> ResolvedModel:
 
     pack = OFFLINE_PACKS.get(name)
     if pack:
-        found = _from_pack(pack)
+        found = from_pack(pack)
         if found:
             return ResolvedModel(name, found, f"offline pack {pack.distribution}")
         tried.append(f"offline pack {pack.distribution} not installed")
@@ -102,7 +102,7 @@ _OTHER_RUNTIMES = [
 ]  # fmt: skip
 
 
-def _hub_allowed() -> bool:
+def hub_allowed() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in {"1", "true", "yes"}
 
 
@@ -125,7 +125,7 @@ def _from_hf(name: str, *, local_only: bool) -> Path | None:
         raise
 
 
-def _from_pack(pack: OfflinePack) -> Path | None:
+def from_pack(pack: OfflinePack) -> Path | None:
     """The pack's model folder, if installed and its weights hash to the official file."""
     try:
         dist = metadata.distribution(pack.distribution)

@@ -45,7 +45,6 @@ def test_reopening_keeps_everything(tmp_path: Path) -> None:
     again = Catalog(path)
     try:
         assert again.version == SCHEMA_VERSION
-        assert again.media_status("m1") == "done"
         assert again.media_done("m1", ["col"])
         assert not again.media_done("m1", ["another_model_col"])
         assert again.segment_ids("m1") == ids
@@ -129,7 +128,7 @@ def test_orphans_are_media_no_path_points_at(cat: Catalog) -> None:
 
     cat.forget_media("deleted")
     assert cat.orphan_media() == []
-    assert cat.media_status("deleted") is None
+    assert cat.media_modality("deleted") is None  # the row is gone
     assert cat.segment_ids("deleted") == []
     assert cat.counts()["segments"] == 6  # 3 media x 2 segments left
 
@@ -147,9 +146,9 @@ def test_a_failed_transaction_leaves_nothing_behind(cat: Catalog) -> None:
     with pytest.raises(ZeroDivisionError), cat.transaction() as db:
         db.execute("INSERT INTO media VALUES ('x', 'text', 'txt', 1, 'done', 0)")
         1 / 0  # noqa: B018
-    assert cat.media_status("x") is None
+    assert cat.media_modality("x") is None
     done(cat, "y")  # the connection is still usable
-    assert cat.media_status("y") == "done"
+    assert cat.media_done("y", ["col"])
 
 
 def test_two_threads_at_once(cat: Catalog) -> None:
