@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ingest.catalog import Catalog, PathRecord
 from pipelines.image_decode import decode_image, thumbnail_path
+from pipelines.image_pipeline import MODEL_INPUT_SIDE
 from pipelines.milvus_store import MilvusStore, quote
 from pipelines.text_pipeline import TextPipeline
 
@@ -109,7 +110,8 @@ class Searcher:
         expr = self._filter_expr(filters or Filters())
         if expr is None:
             return []
-        query = decode_image(path, max_side=1024)  # ImageDecodeError says what is wrong
+        # Decoded as ingest decodes photos; ImageDecodeError says what is wrong with the file.
+        query = decode_image(path, max_side=MODEL_INPUT_SIDE)
         vector = self.image.encode_images([query.image])[0]
         rows = self.store.search_dense(self.image_collection, vector[None], limit, expr)[0]
         return self._hits(rows, "")
