@@ -24,6 +24,7 @@ from pathlib import Path
 from filelock import FileLock
 
 START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 60.0  # closing flushes and may wait for a background index build
 
 
 class LiteHostError(RuntimeError):
@@ -181,11 +182,14 @@ def _start(store: Path, host: Path) -> dict:
 
 
 def _stop(pid: int) -> None:
+    """Stop the server the way it shuts down cleanly: `milvus-lite server` drains requests and
+    closes its store only on SIGINT (KeyboardInterrupt); SIGTERM would end it at once, possibly
+    in the middle of writing a file (seen: "File is too small" on the next start)."""
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
@@ -195,4 +199,4 @@ def _stop(pid: int) -> None:
             if not _alive(pid):
                 return
         time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)  # a hung server; Lite's files survive SIGKILL between writes
