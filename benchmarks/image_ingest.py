@@ -71,7 +71,7 @@ def main() -> None:
     from ingest.runner import IngestRunner
     from mmrag.settings import Settings
     from pipelines.image_decode import decode_image
-    from pipelines.image_pipeline import MODEL_INPUT_SIDE, ImagePipeline, ImageSpace
+    from pipelines.image_pipeline import ImagePipeline, ImageSpace
     from pipelines.milvus_store import MilvusStore
     from pipelines.text_pipeline import TextPipeline
 
@@ -83,6 +83,7 @@ def main() -> None:
             catalog=work / "catalog.sqlite",
             thumbnails=work / "thumbs",
             image_model=args.model,
+            clip_model="",  # no CLIP weights offline; see docs/benchmarks.md
             device=args.device,
             embed_batch_size=args.batch,
             ocr=args.ocr,
@@ -98,10 +99,11 @@ def main() -> None:
         store.ensure_space(image.space)
         store.ensure_space(text.space)
         catalog = Catalog(settings.catalog)
+        photos = ImagePipeline(settings, text, image)
         runner = IngestRunner(
             catalog,
             store,
-            [text, ImagePipeline(settings, text, image)],
+            [text, photos],
             read_workers=args.workers,
             embed_batch=args.batch,
         )
@@ -113,7 +115,7 @@ def main() -> None:
         files = sorted((work / "lib").iterdir())
         t0 = time.perf_counter()
         tensors = [
-            image.preprocess(decode_image(f, max_side=MODEL_INPUT_SIDE).image)
+            image.preprocess(decode_image(f, short_side=photos.decode_side()).image)
             for f in files
             if detect_kind(f).modality == "image"
         ]

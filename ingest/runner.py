@@ -282,9 +282,12 @@ class IngestRunner:
             else:
                 report.new += 1
             job = outcome
-            job.vectors = [None] * len(job.pieces)
-            job.missing = len(job.pieces)
-            for i in range(len(job.pieces)):
+            job.vectors = [piece.vector for piece in job.pieces]
+            todo = [i for i, vec in enumerate(job.vectors) if vec is None]
+            job.missing = len(todo)
+            if not todo:  # the pipeline embedded everything itself
+                writes.put(("job", job))
+            for i in todo:
                 self._queue(job, i, writes)
 
     def _queue(self, job: _Job, i: int, writes: queue.Queue) -> None:

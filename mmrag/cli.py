@@ -37,6 +37,8 @@ err = Console(stderr=True)
 
 DEMO_LIBRARY = Path("data/library")
 DEMO_QUERIES = Path("data/eval/demo_queries.txt")
+QUERY_KINDS = ("text", "image", "audio")
+SPACES = ("text", "image", "clip", "audio", "speech")  # speech: transcripts, into `text`
 
 
 @app.callback()
@@ -51,16 +53,25 @@ def _global(
         str | None, typer.Option("--text-model", help="HF id or local path")
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", help="Model set: default (public models) or offline (packs)"),
+    ] = None,
 ) -> None:
     """Settings come from mmrag.toml, then MMRAG_* variables, then these flags."""
     ctx.obj = dict(
-        milvus_uri=uri, milvus_token=token, catalog=catalog, text_model=text_model, device=device
+        milvus_uri=uri,
+        milvus_token=token,
+        catalog=catalog,
+        text_model=text_model,
+        device=device,
+        profile=profile,
     )
 
 
 def _settings(ctx: typer.Context, **more: object) -> Settings:
     try:
-        return load_settings(**ctx.obj, **more)
+        return load_settings(**{**ctx.obj, **{k: v for k, v in more.items() if v is not None}})
     except Exception as exc:
         _fail(f"invalid settings: {exc}")
 
@@ -128,12 +139,18 @@ def ingest(
 def _run_ingest(settings, catalog, store, text, paths, prune, retry_failed, quiet):
     """One ingest run with a progress bar, on an open catalog, store and text pipeline."""
     from ingest.runner import IngestRunner
+    from pipelines.audio_pipeline import AudioPipeline
     from pipelines.image_pipeline import ImagePipeline
 
+    pipelines = [text]
+    if settings.image_model or settings.clip_model:
+        pipelines.append(ImagePipeline(settings, text))
+    if settings.audio_model or settings.speech_model:
+        pipelines.append(AudioPipeline(settings, text))
     runner = IngestRunner(
         catalog,
         store,
-        [text, ImagePipeline(settings, text)],
+        pipelines,
         prefix=settings.collection_prefix,
         read_workers=settings.read_workers,
         embed_batch=settings.embed_batch_size,
@@ -226,13 +243,19 @@ def search(
     image: Annotated[
         Path | None, typer.Option("--image", help="Find photos like this one (image-to-image)")
     ] = None,
+    audio: Annotated[
+        Path | None,
+        typer.Option("--audio", help="Find moments that sound like this clip (audio-to-audio)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
     queries: Annotated[
         Path | None,
-        typer.Option(help='JSONL of {"id", "text"} or {"id", "image"}: one JSON line per query'),
+        typer.Option(
+            help='JSONL: one {"id", and "text", "image" or "audio"} object per line',
+        ),
     ] = None,
 ) -> None:
-    """Search the library by text or by an example image; hits name the file and where in it."""
+    """Search by text, an example image or an audio clip; hits name the file and where in it."""
     from pipelines.media_error import MediaError
     from pipelines.model_resolver import ModelNotAvailable
     from search.query import MODES, Filters
@@ -240,41 +263,45 @@ def search(
 
     if mode not in MODES:
         _fail(f"--mode must be one of {', '.join(MODES)}")
-    if sum(x is not None for x in (query, image, queries)) != 1:
-        _fail("give one of: a QUERY, --image PATH, or --queries FILE")
+    if sum(x is not None for x in (query, image, audio, queries)) != 1:
+        _fail("give one of: a QUERY, --image PATH, --audio PATH, or --queries FILE")
     filters = Filters(modality, path, _parse_date(since, "--since"), _parse_date(until, "--until"))
     if queries:
         batch = _read_queries(queries)
+    elif query is not None:
+        batch = [{"id": None, "text": query}]
     else:
-        batch = [
-            {"id": None, "text": query} if query is not None else {"id": None, "image": str(image)}
-        ]
+        batch = [{"id": None, "image": str(image)} if image else {"id": None, "audio": str(audio)}]
     settings = _settings(ctx, hybrid_fusion=fusion)
     with _open(settings) as (catalog, store, text):
         searcher = _searcher(settings, store, catalog, text)
         for item in batch:
+            kind = next(k for k in QUERY_KINDS if isinstance(item.get(k), str))
             try:
-                if "image" in item:
+                if kind == "image":
                     hits = searcher.search_image(Path(item["image"]), limit, filters)
+                elif kind == "audio":
+                    hits = searcher.search_audio(Path(item["audio"]), limit, filters)
                 else:
                     hits = searcher.search(item["text"], mode, limit, filters)  # type: ignore[arg-type]
             except (MediaError, ModelNotAvailable, ValueError, OSError) as exc:
-                what = item.get("image") or item.get("text")
+                what = item[kind]
                 if not queries:
                     _fail(f"{what}: {exc}")
                 print(dumps({"id": item["id"], "error": f"{what}: {exc}", "hits": []}), flush=True)
                 continue
-            label = item.get("text") or f"image {item['image']}"
+            label = item["text"] if kind == "text" else f"{kind} {item[kind]}"
             if queries:
                 print(dumps({"id": item["id"], "hits": hits_json(hits)}), flush=True)
             elif as_json:
                 print(dumps(hits_json(hits)))
             else:
-                print_hits(out, label, hits, "image" if "image" in item else mode)
+                print_hits(out, label, hits, mode if kind == "text" else kind)
 
 
 def _searcher(settings: Settings, store, catalog, text):
-    from pipelines.image_pipeline import ImageSpace
+    from pipelines.audio_pipeline import AudioSpace
+    from pipelines.image_pipeline import ClipSpace, ImageSpace
     from search.query import Searcher
 
     return Searcher(
@@ -284,8 +311,10 @@ def _searcher(settings: Settings, store, catalog, text):
         settings.collection_prefix,
         settings.hybrid_fusion,
         settings.dense_weight,
-        image=ImageSpace(settings),
+        image=ImageSpace(settings) if settings.image_model else None,
         thumbnails=settings.thumbnails,
+        clip=ClipSpace(settings) if settings.clip_model else None,
+        audio=AudioSpace(settings) if settings.audio_model else None,
     )
 
 
@@ -305,9 +334,9 @@ def _read_queries(path: Path) -> list[dict]:
         if (
             not isinstance(item, dict)
             or "id" not in item
-            or not any(isinstance(item.get(k), str) for k in ("text", "image"))
+            or not any(isinstance(item.get(k), str) for k in QUERY_KINDS)
         ):
-            _fail(f'{path}:{n}: each line needs "id" and a "text" or "image" string')
+            _fail(f'{path}:{n}: each line needs "id" and a "text", "image" or "audio" string')
         items.append(item)
     return items
 
@@ -351,34 +380,64 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
 @app.command()
 def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Each space's model: where it came from, dimension, max tokens, parameters, memory."""
-    from pipelines.model_resolver import ModelNotAvailable
-    from pipelines.text_encoder import TextEncoder
-
     settings = _settings(ctx)
-    rows = []
-    try:
-        info = TextEncoder(settings.text_model, settings.device).info()
-        rows.append({"space": "text", **info.__dict__})
-    except ModelNotAvailable as exc:
-        rows.append({"space": "text", "name": settings.text_model, "error": str(exc)})
+    rows = [_model_row(space, settings) for space in SPACES]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    t = Table("space", "model", "source", "dim", "max tokens", "parameters", "memory")
+    out.print(f"profile: {settings.profile}")
+    t = Table("space", "model", "source", "dim", "max tokens", "parameters", "memory", "device")
     for r in rows:
         if "error" in r:
-            t.add_row(r["space"], r["name"], f"[red]{r['error']}[/red]", "", "", "", "")
+            t.add_row(r["space"], r["name"], f"[red]{r['error']}[/red]")
+        elif "off" in r:
+            t.add_row(r["space"], "-", r["off"])
         else:
             t.add_row(
                 r["space"],
                 r["name"],
                 r["source"],
-                str(r["dim"]),
-                str(r["max_tokens"]),
-                f"{r['parameters'] / 1e6:.1f} M",
-                f"{r['memory_mb']} MB",
+                str(r.get("dim") or "-"),
+                str(r.get("max_tokens") or "-"),
+                f"{r['parameters'] / 1e6:.1f} M" if r.get("parameters") else "-",
+                f"{r['memory_mb']} MB" if r.get("memory_mb") else "-",
+                str(r.get("device", "")),
             )
     out.print(t)
+
+
+def _model_row(space: str, settings: Settings) -> dict:
+    """Load one space's model and describe it; a model that cannot be had says why."""
+    from pipelines.audio_pipeline import AudioSpace, Speech
+    from pipelines.image_pipeline import ClipSpace, ImageSpace
+    from pipelines.model_resolver import ModelNotAvailable
+    from pipelines.text_encoder import TextEncoder
+
+    name = getattr(settings, f"{space}_model")
+    if not name:
+        return {"space": space, "name": "", "off": f"off ({space}_model is empty)"}
+    holders = {"image": ImageSpace, "clip": ClipSpace, "audio": AudioSpace, "speech": Speech}
+    try:
+        if space == "text":
+            info = TextEncoder(name, settings.device).info().__dict__
+        elif space == "speech":
+            info = _speech_info(Speech(settings).encoder)
+        else:
+            info = holders[space](settings).encoder.info()
+    except ModelNotAvailable as exc:
+        return {"space": space, "name": name, "error": str(exc)}
+    return {"space": space, **info}
+
+
+def _speech_info(transcriber) -> dict:
+    resolved = getattr(transcriber, "resolved", None)
+    return {
+        "name": transcriber.name,
+        "source": resolved.source if resolved else "OpenAI API",
+        "path": str(resolved.path) if resolved else "",
+        "device": f"{getattr(transcriber, 'device', 'api')} "
+        f"{getattr(transcriber, 'compute_type', '')}".strip(),
+    }
 
 
 @app.command()
@@ -421,6 +480,17 @@ def demo(
     if not library.is_dir():
         _fail(f"{library} is not a folder (run from the repository root)")
     settings = _settings(ctx)
+    if settings.profile == "default":  # an air-gapped machine has none of the public models
+        rows = (_model_row(s, settings) for s in SPACES if s != "text")  # text: same in both
+        missing = [r for r in rows if "error" in r]
+        if missing:
+            names = ", ".join(r["name"] for r in missing)
+            err.print(
+                f"[yellow]{names} not available here: using the offline profile "
+                "(--profile offline: MiniLM, EfficientNet-Lite0, no CLIP, Whisper tiny.en's "
+                "encoder for sounds, Whisper tiny.en for speech)[/yellow]"
+            )
+            settings = _settings(ctx, profile="offline")
     texts = [q.strip() for q in queries.read_text(encoding="utf-8").splitlines() if q.strip()]
     with _open(settings) as (catalog, store, text):  # one store, one model load for both steps
         report = _run_ingest(settings, catalog, store, text, [str(library)], True, False, False)

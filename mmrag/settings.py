@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,6 +15,26 @@ from pydantic_settings import (
 )
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+# Named model sets. `default` names the strong public models (downloaded where online);
+# `offline` uses only what installs from the package index (DESIGN.md §5): no CLIP there, so
+# text finds photos through their labels and OCR. A profile fills only models left unset.
+PROFILES: dict[str, dict[str, str]] = {
+    "default": {
+        "text_model": DEFAULT_TEXT_MODEL,
+        "image_model": "resnet50",
+        "clip_model": "openai/clip-vit-base-patch32",
+        "audio_model": "panns-cnn14",
+        "speech_model": "small",
+    },
+    "offline": {
+        "text_model": DEFAULT_TEXT_MODEL,
+        "image_model": "efficientnet-lite0",
+        "clip_model": "",
+        "audio_model": "whisper-tiny-encoder",
+        "speech_model": "tiny.en",
+    },
+}
 
 
 def config_file() -> Path:
@@ -36,6 +56,9 @@ class Settings(BaseSettings):
     collection_prefix: str = "mmrag"
     index_type: str = Field("HNSW", description="Dense vector index (validated per backend)")
 
+    profile: Literal["default", "offline"] = Field(
+        "default", description="Model set for models not configured one by one (PROFILES)"
+    )
     text_model: str = Field(DEFAULT_TEXT_MODEL, description="Hugging Face id or local path")
     chunk_tokens: int | None = Field(
         None, ge=16, description="Tokens per chunk; default: the model's max sequence length"
@@ -44,7 +67,12 @@ class Settings(BaseSettings):
 
     image_model: str = Field(
         "resnet50",
-        description="torchvision classifier name or an offline pack (efficientnet-lite0)",
+        description="torchvision classifier name or an offline pack (efficientnet-lite0); "
+        "empty: no `image` space",
+    )
+    clip_model: str = Field(
+        "openai/clip-vit-base-patch32",
+        description="CLIP/SigLIP Hugging Face id or local path; empty: no `clip` space",
     )
     thumbnails: Path = Field(Path("data/thumbs"), description="Thumbnail cache, one per content")
     max_image_mpx: int = Field(100, ge=1, description="Larger images are refused (bomb guard)")
@@ -52,6 +80,21 @@ class Settings(BaseSettings):
     ocr: bool = Field(True, description="Read printed words in images (needs Tesseract)")
     ocr_lang: str = Field("eng", description="Tesseract language(s), e.g. eng+deu")
     label_min_prob: float = Field(0.1, ge=0.0, le=1.0, description="Least probability of a label")
+
+    audio_model: str = Field(
+        "panns-cnn14",
+        description="Sound-similarity encoder: panns-cnn14, whisper-tiny-encoder, logmel-stats; "
+        "empty: no `audio` space",
+    )
+    speech_model: str = Field(
+        "small",
+        description="Whisper for transcripts: a faster-whisper size (tiny.en, small, large-v3), "
+        "HF id, local CTranslate2 folder, or openai:whisper-1; empty: no transcripts",
+    )
+    speech_language: str | None = Field(None, description="Spoken language; None: detected")
+    max_media_hours: float = Field(
+        12.0, gt=0, description="Longer recordings and videos are reported, not read"
+    )
 
     hybrid_fusion: Literal["weighted", "rrf"] = Field(
         "weighted", description="How hybrid search merges dense and BM25 results"
@@ -63,6 +106,14 @@ class Settings(BaseSettings):
     read_workers: int = Field(2, ge=1, description="Threads that read, extract and chunk files")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_file_mb: int = Field(200, ge=1, description="Files larger than this are reported, not read")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_profile(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            models = PROFILES.get(str(data.get("profile", "default")), {})
+            data = {**models, **data}
+        return data
 
     @field_validator("milvus_uri")
     @classmethod

@@ -9,12 +9,14 @@ pipelines may share an encoder. The runner, not the pipeline, talks to the catal
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from pipelines.milvus_store import Segment, Space
+from pipelines.milvus_store import Segment, Space, collection_name
+from pipelines.model_resolver import ModelNotAvailable
 
 
 @dataclass
@@ -29,6 +31,9 @@ class Piece:
     page: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     space: str = "text"  # the SpaceEncoder (and so the collection) this piece goes to
+    # Set when the pipeline embedded the piece itself: a long recording's windows are embedded
+    # as they are decoded, so its samples never sit in memory whole. Such pieces skip batching.
+    vector: np.ndarray | None = None
 
     def segment(self, media_id: str, space: str, index: int, vector: np.ndarray) -> Segment:
         return Segment(
@@ -74,3 +79,48 @@ class Pipeline(Protocol):
     def encoders(self) -> dict[str, SpaceEncoder]: ...  # every space its pieces go to
 
     def prepare(self, path: str, fmt: str, media_id: str) -> list[Piece]: ...  # MediaError
+
+
+class LazySpace:
+    """A space whose model loads once, on first use (in whichever thread gets there first).
+    A model that cannot be had is tried once per run, so each file is skipped with the reason
+    rather than retried; the collection name is known without loading anything."""
+
+    name = ""
+    extra = ""  # the pip extra that brings this space's libraries
+
+    def __init__(self, settings: Any, model_name: str) -> None:
+        self.settings = settings
+        self.model_name = model_name
+        self._encoder: Any = None
+        self._failed: ModelNotAvailable | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def encoder(self) -> Any:
+        with self._lock:
+            if self._failed:
+                raise self._failed
+            if self._encoder is None:
+                try:
+                    self._encoder = self._load()
+                except ModelNotAvailable as exc:
+                    self._failed = exc
+                    raise
+                except ImportError as exc:
+                    self._failed = ModelNotAvailable(
+                        f"the {self.name} space needs {exc.name or exc}; "
+                        f"install it with: pip install 'mmrag[{self.extra}]'"
+                    )
+                    raise self._failed from exc
+            return self._encoder
+
+    def _load(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def space(self) -> Space:
+        return Space(self.name, self.model_name, self.encoder.dim)
+
+    def collection(self, prefix: str) -> str:
+        return collection_name(prefix, self.name, self.model_name)

@@ -78,19 +78,27 @@ class ImageDecodeError(MediaError):
 
 
 def decode_image(
-    path: Path, max_pixels: int = 100_000_000, max_side: int | None = None
+    path: Path,
+    max_pixels: int = 100_000_000,
+    max_side: int | None = None,
+    short_side: int | None = None,
 ) -> DecodedImage:
     """Decode `path` (first frame) into an upright 8-bit RGB image with its EXIF metadata.
 
     Images over `max_pixels` are refused from their header, before pixels are decoded. With
     `max_side`, the returned image's longest side is at most `max_side` (JPEGs decode reduced via
-    `draft`, which is much faster for thumbnails and model input); `width`/`height` stay those of
-    the original. Raises ImageDecodeError for anything undecodable; OSError from opening the file
-    (missing, unreadable) propagates.
+    `draft`, which is much faster for thumbnails and model input). With `short_side` instead, the
+    shorter side is reduced to `short_side` (never enlarged): one reduction to what models and
+    thumbnails need, rather than one per consumer. `width`/`height` stay those of the original.
+    Raises ImageDecodeError for anything undecodable; OSError from opening the file (missing,
+    unreadable) propagates.
     """
     path = Path(path)
-    if max_side is not None and max_side < 1:
-        raise ValueError(f"max_side must be >= 1, not {max_side}")
+    for name, side in (("max_side", max_side), ("short_side", short_side)):
+        if side is not None and side < 1:
+            raise ValueError(f"{name} must be >= 1, not {side}")
+    if max_side is not None and short_side is not None:
+        raise ValueError("give max_side or short_side, not both")
     with open(path, "rb") as fp:
         head = fp.read(64)
         if not head:
@@ -103,7 +111,7 @@ def decode_image(
             im = _open_guarded(fp, max_pixels)
             fmt = _format_name(im)
             kind = fmt.upper()
-            return _decode_opened(im, fmt, max_side)
+            return _decode_opened(im, fmt, max_side, short_side)
         except ImageDecodeError:
             raise
         except UnidentifiedImageError as e:
@@ -264,15 +272,17 @@ def _format_name(im: Image.Image) -> str:
 # --- decoding -------------------------------------------------------------------------------
 
 
-def _decode_opened(im: Image.Image, fmt: str, max_side: int | None) -> DecodedImage:
+def _decode_opened(
+    im: Image.Image, fmt: str, max_side: int | None, short_side: int | None = None
+) -> DecodedImage:
     original_mode = im.mode
     frames = int(getattr(im, "n_frames", 1) or 1)
     animated = frames > 1 and fmt in _ANIMATED_FORMATS
     if frames > 1:
         im.seek(0)
     width, height = im.size  # the header's size, before draft reduces it
-    if max_side is not None and fmt == "jpeg":
-        scale = max(width, height) / max_side
+    if (max_side or short_side) and fmt == "jpeg":
+        scale = max(width, height) / max_side if max_side else min(width, height) / short_side
         if scale >= 2:  # draft picks the largest 1/2, 1/4, 1/8 reduction still >= the request
             im.draft(None, (math.ceil(width / scale), math.ceil(height / scale)))
     im.load()  # the whole first frame now: truncation and decoder errors surface here
@@ -293,6 +303,11 @@ def _decode_opened(im: Image.Image, fmt: str, max_side: int | None) -> DecodedIm
     if max_side is not None and max(rgb.size) > max_side:
         rgb = rgb.copy() if rgb is im else rgb
         rgb.thumbnail((max_side, max_side))
+    elif short_side is not None and min(rgb.size) > short_side:
+        w, h = rgb.size
+        f = short_side / min(w, h)
+        size = (max(short_side, round(w * f)), max(short_side, round(h * f)))
+        rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
     if rgb is im:  # detach from the (closing) file object
         rgb = im.copy()
     return DecodedImage(rgb, width, height, fmt, frames, meta)

@@ -175,12 +175,14 @@ class ClassifierEncoder:
         dim: int,
         categories: list[str],
         transform: Any,
+        input_side: int,
         device: str,
         path: str = "",
     ) -> None:
         import torch
 
         self.name = name
+        self.input_side = input_side  # shorter side the transform resizes to (decode no smaller)
         self.source = source
         self.path = path
         self.dim = dim
@@ -304,6 +306,7 @@ def _load_torchvision(name: str, device: str, weights: str | None) -> Classifier
         source = _fetch_torchvision_weights(name, chosen)
 
     meta_from = chosen or default  # transforms and class names need no download
+    transform = meta_from.transforms()
     model = models.get_model(name, weights=chosen)
     if state_file is not None:
         model.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))
@@ -315,7 +318,8 @@ def _load_torchvision(name: str, device: str, weights: str | None) -> Classifier
         head=head,
         dim=head.in_features,
         categories=list(meta_from.meta["categories"]),
-        transform=meta_from.transforms(),
+        transform=transform,
+        input_side=int(transform.resize_size[0]),
         device=device,
         path=str(state_file) if state_file else str(_hub_file(chosen)) if chosen else "",
     )
@@ -454,6 +458,7 @@ def _load_pack(name: str, pack: ImagePack, device: str, weights: str | None) -> 
         # class); torchvision ships the names in its weights' metadata, no download needed.
         categories=list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"]),
         transform=transform,
+        input_side=pack.resize,
         device=device,
         path=str(folder / pack.weights.weights_file) if folder else "",
     )
@@ -496,6 +501,8 @@ class ClipEncoder:
         processor = AutoProcessor.from_pretrained(path)
         self.image_processor = processor.image_processor
         self.tokenizer = processor.tokenizer
+        size = dict(self.image_processor.size)  # CLIP: shortest_edge; SigLIP: height/width
+        self.input_side = int(size.get("shortest_edge") or max(size.values()))
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         import torch

@@ -1,72 +1,53 @@
-"""Photos -> the `image` space (a classifier's pooled features); labels and OCR words as text.
+"""Photos -> the `image` space (a classifier's pooled features) and the `clip` space (CLIP or
+SigLIP); labels and OCR words as text.
 
-Reader threads decode, make the thumbnail (once per content hash) and preprocess to the model's
-input tensor; the runner batches those tensors across files. One forward pass gives both the
-vector and the top labels, and the labels come back as derived `text` pieces, so a text query
-("cat") finds photos even without a CLIP model.
+Reader threads decode (once, to the size the models need), make the thumbnail (once per content
+hash) and preprocess to each model's input tensor; the runner batches those tensors across
+files. One classifier pass gives both the vector and the top labels, and the labels come back as
+derived `text` pieces, so a text query ("cat") finds photos even without CLIP; with CLIP, text
+queries also search the `clip` space directly.
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 from mmrag.settings import Settings
-from pipelines.base import Encoded, Piece, SpaceEncoder
+from pipelines.base import Encoded, LazySpace, Piece, SpaceEncoder
 from pipelines.image_decode import decode_image, ensure_thumbnail
-from pipelines.milvus_store import Space, collection_name
-from pipelines.model_resolver import ModelNotAvailable
 from pipelines.ocr import read_text, tesseract_available
 
-# Decode big JPEGs reduced (JPEG draft mode: 1/2, 1/4, 1/8 scale at a fraction of the cost):
-# models look at 224-384 px and thumbnails at 256; OCR needs more pixels to read small print.
-MODEL_INPUT_SIDE = 512
+# Photos decode reduced (JPEG draft mode: 1/2, 1/4, 1/8 scale at a fraction of the cost) to the
+# shorter side the models resize to (224-384 px) and the thumbnail needs, once; OCR needs more
+# pixels to read small print. Query images decode as photos do, so both see the same pixels.
+THUMBNAIL_SIDE = 256
 OCR_INPUT_SIDE = 1600
 
 
-class ImageSpace:
-    """The `image` space's SpaceEncoder; loads the classifier once, on first use."""
+class _PhotoSpace(LazySpace):
+    extra = "image"
+
+    def preprocess(self, image: Any) -> Any:
+        return self.encoder.preprocess([image])[0]
+
+    def encode_images(self, images: list[Any]) -> Any:
+        """Query side: PIL images -> vectors in this space."""
+        return self.encoder.encode_images(images)
+
+
+class ImageSpace(_PhotoSpace):
+    """The `image` space: a classifier's pooled features, and its top labels as text."""
 
     name = "image"
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.model_name = settings.image_model
-        self._encoder = None
-        self._failed: ModelNotAvailable | None = None
-        self._lock = threading.Lock()
+        super().__init__(settings, settings.image_model)
 
-    @property
-    def encoder(self):  # -> ClassifierEncoder (torch imported lazily)
-        with self._lock:
-            if self._failed:
-                raise self._failed  # tried once this run: do not retry per image
-            if self._encoder is None:
-                try:
-                    from pipelines.image_encoders import load_image_encoder
+    def _load(self) -> Any:
+        from pipelines.image_encoders import load_image_encoder
 
-                    self._encoder = load_image_encoder(self.model_name, self.settings.device)
-                except ModelNotAvailable as exc:
-                    self._failed = exc
-                    raise
-                except ImportError as exc:  # torchvision comes with the `image` extra
-                    self._failed = ModelNotAvailable(
-                        f"the image space needs torchvision ({exc}); "
-                        "install it with: pip install 'mmrag[image]'"
-                    )
-                    raise self._failed from exc
-            return self._encoder
-
-    @property
-    def space(self) -> Space:
-        return Space("image", self.model_name, self.encoder.dim)
-
-    def collection(self, prefix: str) -> str:
-        return collection_name(prefix, "image", self.model_name)
-
-    def preprocess(self, image: Any) -> Any:
-        return self.encoder.preprocess([image])[0]
+        return load_image_encoder(self.model_name, self.settings.device)
 
     def encode(self, payloads: list[Any]) -> Encoded:
         import torch
@@ -79,9 +60,27 @@ class ImageSpace:
         derived = [[_label_piece(found)] if found else [] for found in labels]
         return Encoded(vectors, derived)
 
-    def encode_images(self, images: list[Any]) -> Any:
-        """Query side: PIL images -> vectors in this space."""
-        return self.encoder.encode_images(images)
+
+class ClipSpace(_PhotoSpace):
+    """The `clip` space: CLIP/SigLIP image vectors, searched with the text tower's vectors."""
+
+    name = "clip"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, settings.clip_model)
+
+    def _load(self) -> Any:
+        from pipelines.image_encoders import load_clip
+
+        return load_clip(self.model_name, self.settings.device)
+
+    def encode(self, payloads: list[Any]) -> Any:
+        import torch
+
+        return self.encoder.encode_tensor(torch.stack(payloads))
+
+    def encode_texts(self, texts: list[str]) -> Any:
+        return self.encoder.encode_texts(texts)
 
 
 def _label_piece(found: list[tuple[str, float]]) -> Piece:
@@ -98,28 +97,44 @@ def _label_piece(found: list[tuple[str, float]]) -> Piece:
 
 
 class ImagePipeline:
-    """A Pipeline for photos: `image` vectors, labels in `text` (shared with documents)."""
+    """A Pipeline for photos: `image` and `clip` vectors (each where configured), labels and
+    OCR words in `text` (shared with documents)."""
 
     modalities = frozenset({"image"})
-    primary = ("image",)  # labels (text) are derived, and a photo may have none
 
-    def __init__(self, settings: Settings, text: SpaceEncoder, image: ImageSpace | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        text: SpaceEncoder,
+        image: ImageSpace | None = None,
+        clip: ClipSpace | None = None,
+    ):
         self.settings = settings
         self.text = text
-        self.image = image or ImageSpace(settings)
+        self.image = image or (ImageSpace(settings) if settings.image_model else None)
+        self.clip = clip or (ClipSpace(settings) if settings.clip_model else None)
+        if self.image is None and self.clip is None:
+            raise ValueError("photos need an image model or a CLIP model (both are unset)")
+        self.vision: list[_PhotoSpace] = [s for s in (self.image, self.clip) if s is not None]
+        # Labels and OCR (text) are derived: a photo may have none, so done = in these spaces.
+        self.primary = tuple(s.name for s in self.vision)
         self._ocr = settings.ocr and tesseract_available()
 
     def encoders(self) -> dict[str, SpaceEncoder]:
-        return {"image": self.image, "text": self.text}
+        return {**{s.name: s for s in self.vision}, "text": self.text}
+
+    def decode_side(self) -> int:
+        """The shorter side every consumer can work from: the models' inputs, the thumbnail."""
+        return max([THUMBNAIL_SIDE, *(s.encoder.input_side for s in self.vision)])
 
     def prepare(self, path: str, fmt: str, media_id: str = "") -> list[Piece]:
-        img = decode_image(
-            Path(path),
-            max_pixels=self.settings.max_image_mpx * 1_000_000,
-            max_side=OCR_INPUT_SIDE if self._ocr else MODEL_INPUT_SIDE,
-        )
+        limit = self.settings.max_image_mpx * 1_000_000
+        if self._ocr:  # Tesseract needs the small print's pixels; the models downsize again
+            img = decode_image(Path(path), max_pixels=limit, max_side=OCR_INPUT_SIDE)
+        else:  # one reduction, shared by the models and the thumbnail
+            img = decode_image(Path(path), max_pixels=limit, short_side=self.decode_side())
         if media_id:
-            ensure_thumbnail(self.settings.thumbnails, media_id, img)
+            ensure_thumbnail(self.settings.thumbnails, media_id, img, THUMBNAIL_SIDE)
         meta = {
             **img.meta,
             "width": img.width,
@@ -129,14 +144,15 @@ class ImagePipeline:
         }
         pieces = [
             Piece(
-                payload=self.image.preprocess(img.image),
+                payload=space.preprocess(img.image),
                 modality="image",
                 start=0,
                 end=0,
                 text="",
                 meta=meta,
-                space="image",
+                space=space.name,
             )
+            for space in self.vision
         ]
         if self._ocr and (words := read_text(img.image, self.settings.ocr_lang)):
             pieces.append(Piece(words, "ocr", 0, 0, words, space="text"))

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from ingest.catalog import Catalog, PathRecord
 from pipelines.image_decode import decode_image, thumbnail_path
-from pipelines.image_pipeline import MODEL_INPUT_SIDE
+from pipelines.image_pipeline import THUMBNAIL_SIDE
 from pipelines.milvus_store import MilvusStore, quote
 from pipelines.text_pipeline import TextPipeline
+from search.fusion import fuse_ranked
 
 if TYPE_CHECKING:
-    from pipelines.image_pipeline import ImageSpace
+    from pipelines.audio_pipeline import AudioSpace
+    from pipelines.image_pipeline import ClipSpace, ImageSpace
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "bm25")
@@ -43,6 +45,7 @@ class Hit:
     media_id: str
     segment_id: str
     thumbnail: str | None = None  # a JPEG of the image (or shot) this hit comes from
+    link: str = ""  # opens the file there: a media fragment (#t=start,end) or a PDF page
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None or k not in OPTIONAL}
@@ -52,7 +55,13 @@ OPTIONAL = ("page", "thumbnail")
 
 
 class Searcher:
-    """Holds the encoder, so a batch of queries loads the model once."""
+    """Holds the encoders, so a batch of queries loads each model once.
+
+    A text query searches the `text` space (passages, photo labels, OCR words; hybrid, dense or
+    BM25) and, unless BM25 only, the `clip` space through CLIP's text tower; an image query
+    searches the `image` and `clip` spaces. Each space that holds anything gives a ranked list,
+    and the lists are fused by rank (search.fusion).
+    """
 
     def __init__(
         self,
@@ -64,6 +73,8 @@ class Searcher:
         dense_weight: float = 0.5,
         image: ImageSpace | None = None,
         thumbnails: Path | None = None,
+        clip: ClipSpace | None = None,
+        audio: AudioSpace | None = None,
     ):
         self.store = store
         self.catalog = catalog
@@ -73,6 +84,10 @@ class Searcher:
         self.dense_weight = dense_weight
         self.image = image
         self.image_collection = image.collection(prefix) if image else None
+        self.clip = clip
+        self.clip_collection = clip.collection(prefix) if clip else None
+        self.audio = audio
+        self.audio_collection = audio.collection(prefix) if audio else None
         self.thumbnails = thumbnails
 
     def search(
@@ -82,38 +97,72 @@ class Searcher:
             raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
         if not query.strip():
             raise ValueError("empty query")
-        if self.collection not in self.store.existing_collections():
-            return []  # nothing ingested yet with this model
+        existing = set(self.store.existing_collections())
         expr = self._filter_expr(filters or Filters())
         if expr is None:
             return []
+        lists: list[list[dict]] = []
+        if self.collection in existing:  # else nothing ingested yet with this model
+            lists.append(self._search_text(query, mode, limit, expr))
+        if mode != "bm25" and self.clip and self.clip_collection in existing:
+            vector = self.clip.encode_texts([query])[0][None]
+            lists.append(self.store.search_dense(self.clip_collection, vector, limit, expr)[0])
+        return self._hits(fuse_ranked(lists, limit), query)
+
+    def _search_text(self, query: str, mode: Mode, limit: int, expr: str) -> list[dict]:
         if mode == "bm25":
-            rows = self.store.search_bm25(self.collection, [query], limit, expr)[0]
-        else:
-            vector = self.text.encode([query])[0]
-            if mode == "dense":
-                rows = self.store.search_dense(self.collection, vector[None], limit, expr)[0]
-            else:
-                rows = self.store.search_hybrid(
-                    self.collection, vector, query, limit, expr, self.fusion, self.dense_weight
-                )
-        return self._hits(rows, query)
+            return self.store.search_bm25(self.collection, [query], limit, expr)[0]
+        vector = self.text.encode([query])[0]
+        if mode == "dense":
+            return self.store.search_dense(self.collection, vector[None], limit, expr)[0]
+        return self.store.search_hybrid(
+            self.collection, vector, query, limit, expr, self.fusion, self.dense_weight
+        )
 
     def search_image(
         self, path: Path, limit: int = 10, filters: Filters | None = None
     ) -> list[Hit]:
-        """Photos that look like the one at `path` (image-to-image, the `image` space)."""
-        if self.image is None:
-            raise ValueError("image search needs an image model (setting image_model)")
-        if self.image_collection not in self.store.existing_collections():
+        """Photos that look like the one at `path`: the `image` and `clip` spaces, fused."""
+        existing = set(self.store.existing_collections())
+        pairs = [(self.image, self.image_collection), (self.clip, self.clip_collection)]
+        spaces = [(space, name) for space, name in pairs if space is not None]
+        if not spaces:
+            raise ValueError("image search needs an image or CLIP model (image_model, clip_model)")
+        _readable(path)
+        spaces = [(space, name) for space, name in spaces if name in existing]
+        if not spaces:
             return []
         expr = self._filter_expr(filters or Filters())
         if expr is None:
             return []
         # Decoded as ingest decodes photos; ImageDecodeError says what is wrong with the file.
-        query = decode_image(path, max_side=MODEL_INPUT_SIDE)
-        vector = self.image.encode_images([query.image])[0]
-        rows = self.store.search_dense(self.image_collection, vector[None], limit, expr)[0]
+        side = max([THUMBNAIL_SIDE, *(space.encoder.input_side for space, _ in spaces)])
+        query = decode_image(path, short_side=side)
+        lists = []
+        for space, name in spaces:
+            vector = space.encode_images([query.image])[0]
+            lists.append(self.store.search_dense(name, vector[None], limit, expr)[0])
+        return self._hits(fuse_ranked(lists, limit), "")
+
+    def search_audio(
+        self, path: Path, limit: int = 10, filters: Filters | None = None
+    ) -> list[Hit]:
+        """Moments that sound like the clip at `path` (the `audio` space): each hit is a window
+        with its time range, so a clip cut from a long recording finds where it comes from.
+        With the modality filter `recording`, whole recordings that sound alike instead."""
+        if self.audio is None:
+            raise ValueError("audio search needs an audio model (setting audio_model)")
+        _readable(path)
+        if self.audio_collection not in self.store.existing_collections():
+            return []
+        filters = filters or Filters()
+        if filters.modality is None:
+            filters = replace(filters, modality="audio")
+        expr = self._filter_expr(filters)
+        if expr is None:
+            return []
+        vector = self.audio.encode_clip(path)  # MediaError says what is wrong with the clip
+        rows = self.store.search_dense(self.audio_collection, vector[None], limit, expr)[0]
         return self._hits(rows, "")
 
     def _filter_expr(self, f: Filters) -> str | None:
@@ -148,6 +197,7 @@ class Searcher:
                     media_id=row["media_id"],
                     segment_id=row["id"],
                     thumbnail=self._thumbnail(row["media_id"]),
+                    link=link(rec.path, row["modality"], row["start"], row["end"], row["page"]),
                 )
             )
         return hits
@@ -157,6 +207,24 @@ class Searcher:
             return None
         thumb = thumbnail_path(self.thumbnails, media_id)
         return str(thumb) if thumb.exists() else None
+
+
+def _readable(path: Path) -> None:
+    """A query file is checked before anything else, so a typo is never "no results"."""
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such file")
+
+
+TIMED = {"audio", "transcript", "video", "shot"}
+
+
+def link(path: str, modality: str, start: float, end: float, page: int | None) -> str:
+    """A file URI that players and viewers open at the place: W3C media fragments (#t=) for
+    recordings and video, the PDF open parameter (#page=) for pages."""
+    uri = Path(path).as_uri()
+    if modality in TIMED:
+        return f"{uri}#t={start:.2f},{end:.2f}"
+    return f"{uri}#page={page}" if page else uri
 
 
 def _accept(rec: PathRecord, f: Filters) -> bool:

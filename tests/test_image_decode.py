@@ -482,6 +482,23 @@ def test_max_side_decodes_large_jpeg_reduced(tmp_path: Path, chelsea: Image.Imag
     assert (small.width, small.height) == (451, 300)
 
 
+def test_short_side_reduces_once_to_what_the_models_need(
+    tmp_path: Path, chelsea: Image.Image
+) -> None:
+    big = chelsea.resize((1804, 1200), Image.Resampling.BICUBIC)
+    path = tmp_path / "big.jpg"
+    big.save(path, quality=90)
+    got = decode_image(path, short_side=256)
+    assert got.image.size == (385, 256)  # shorter side exactly 256, aspect kept
+    assert (got.width, got.height) == (1804, 1200)
+    assert _mean_error(got.image, chelsea.resize(got.image.size)) < 8
+    small = tmp_path / "small.png"
+    chelsea.resize((200, 133)).save(small)
+    assert decode_image(small, short_side=256).image.size == (200, 133)  # never enlarged
+    with pytest.raises(ValueError, match="not both"):
+        decode_image(path, max_side=300, short_side=256)
+
+
 def test_thumbnail_is_a_jpeg_with_longest_side_256(tmp_path: Path, chelsea: Image.Image) -> None:
     path = tmp_path / "cat.png"
     chelsea.save(path)

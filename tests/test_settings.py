@@ -113,3 +113,22 @@ def test_is_lite(uri: str, lite: bool) -> None:
     s = Settings(milvus_uri=uri)
     assert s.is_lite is lite
     assert s.milvus_uri == uri.strip()
+
+
+def test_profile_fills_only_the_models_left_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = Settings()
+    assert (default.image_model, default.clip_model) == (
+        "resnet50",
+        "openai/clip-vit-base-patch32",
+    )
+    offline = Settings(profile="offline")
+    assert (offline.image_model, offline.clip_model) == ("efficientnet-lite0", "")
+    assert offline.text_model == DEFAULT_TEXT_MODEL
+    monkeypatch.setenv("MMRAG_PROFILE", "offline")
+    monkeypatch.setenv("MMRAG_IMAGE_MODEL", "vit_b_16")
+    assert (Settings().image_model, Settings().clip_model) == ("vit_b_16", "")
+    assert load_settings(profile="default").clip_model == "openai/clip-vit-base-patch32"
+    with pytest.raises(ValidationError, match="profile"):
+        Settings(profile="tiny")

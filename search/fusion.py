@@ -1,0 +1,38 @@
+"""Merge ranked results from several vector spaces into one list.
+
+Scores of different spaces are not comparable (a CLIP cosine of 0.3 is a strong match, a MiniLM
+one is not), so lists are merged by rank: reciprocal rank fusion, the usual way to combine
+heterogeneous retrievers. Rows that point at the same place in the same file (a photo found
+through its labels and through CLIP; later a video moment through its frames and its speech)
+become one result whose score adds up, so agreement between spaces ranks it higher.
+"""
+
+from __future__ import annotations
+
+RRF_K = 60  # the constant of Cormack et al.; dampens the weight of the very first ranks
+
+
+def place(row: dict) -> tuple:
+    """Where a row points: the file, and the page or time range in it."""
+    return (row["media_id"], row.get("page") or 0, row["start"], row["end"])
+
+
+def fuse_ranked(lists: list[list[dict]], limit: int, k: int = RRF_K) -> list[dict]:
+    """One ranked list from several; a single non-empty list is returned as it is (its own
+    scores kept), so adding a space that found nothing changes no result."""
+    found = [rows for rows in lists if rows]
+    if len(found) <= 1:
+        return (found[0] if found else [])[:limit]
+    merged: dict[tuple, dict] = {}
+    for rows in found:
+        for rank, row in enumerate(rows, 1):
+            key = place(row)
+            gain = 1.0 / (k + rank)
+            if key not in merged:
+                merged[key] = {**row, "score": gain}
+                continue
+            best = merged[key]
+            best["score"] += gain
+            if not best.get("text") and row.get("text"):
+                best["text"] = row["text"]  # a photo's labels or OCR words make a better snippet
+    return sorted(merged.values(), key=lambda r: r["score"], reverse=True)[:limit]
