@@ -26,22 +26,30 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 
 def build_library(dest: Path, files: int, minutes: float) -> list[Path]:
+    """Distinct recordings (identical ones would be ingested once: content is hashed)."""
     from speech_rtf import generate
 
+    from tests.audio_samples import noise, read_wav_16k, write_wav
+
     dest.mkdir(parents=True)
+    work = dest.parent / "gen"
+    work.mkdir()
+    (wav,) = generate(work, minutes)
+    speech = read_wav_16k(wav)
     out = []
     for i in range(files):
-        work = dest.parent / f"gen{i}"
-        work.mkdir()
-        (wav,) = generate(work, minutes)
-        out.append(Path(shutil.move(wav, dest / f"recording_{i:02d}.wav")))
-        shutil.rmtree(work)
+        hiss = noise(len(speech) / 16000, dbfs=-65, seed=i)[: len(speech)]
+        shift = int(16000 * 7.3 * i) % len(speech)  # each file starts at another sentence
+        out.append(write_wav(dest / f"recording_{i:02d}.wav", np.roll(speech, shift) + hiss))
+    shutil.rmtree(work)
     return out
 
 
@@ -135,7 +143,8 @@ def main() -> None:
         model_s = time.perf_counter() - t0
         sound_pipe = AudioPipeline(audio_only, text, audio=sound)
         sound_s, sound_report = ingest(audio_only, text, sound_pipe, work / "lib", work, "a")
-        assert sound_report.segments == len(windows), (sound_report.segments, len(windows))
+        # every window, and one vector per recording
+        assert sound_report.segments == len(windows) + len(files), sound_report.segments
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

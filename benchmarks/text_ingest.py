@@ -51,8 +51,8 @@ def build_library(dest: Path, copies: int) -> int:
     n = 0
     for c in range(copies):
         for f in sorted(src.rglob("*")):
-            if not f.is_file():
-                continue
+            if not f.is_file() or f.suffix not in {".md", ".txt", ".html", ".pdf"}:
+                continue  # the documents only (the library also holds photos and a recording)
             out = dest / f"copy{c:02d}" / f.relative_to(src)
             out.parent.mkdir(parents=True, exist_ok=True)
             if f.suffix in {".md", ".txt"}:

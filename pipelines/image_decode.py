@@ -133,8 +133,12 @@ def thumbnail(img: DecodedImage, size: int = 256) -> bytes:
     """JPEG bytes (quality 85) whose longest side is `size`; smaller images are not enlarged."""
     if size < 1:
         raise ValueError(f"thumbnail size must be >= 1, not {size}")
-    small = img.image.copy()
-    small.thumbnail((size, size))
+    small = img.image
+    w, h = small.size
+    if max(w, h) > size:  # resize makes a new image: no copy of the original first
+        f = size / max(w, h)
+        target = (max(1, round(w * f)), max(1, round(h * f)))
+        small = small.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
     if small.mode != "RGB":
         small = small.convert("RGB")
     buf = io.BytesIO()

@@ -3,5 +3,5 @@
 # the demo queries (data/eval/demo_queries.txt). Extra arguments go to `mmrag demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh offline,image,audio
+bash scripts/setup.sh offline,image,audio,video
 exec .venv/bin/mmrag demo "$@"
