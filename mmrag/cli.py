@@ -37,7 +37,7 @@ err = Console(stderr=True)
 
 DEMO_LIBRARY = Path("data/library")
 DEMO_QUERIES = Path("data/eval/demo_queries.txt")
-QUERY_KINDS = ("text", "image", "audio")
+QUERY_KINDS = ("text", "image", "audio", "video")
 SPACES = ("text", "image", "clip", "audio", "speech")  # speech: transcripts, into `text`
 
 
@@ -141,12 +141,13 @@ def _run_ingest(settings, catalog, store, text, paths, prune, retry_failed, quie
     from ingest.runner import IngestRunner
     from pipelines.audio_pipeline import AudioPipeline
     from pipelines.image_pipeline import ImagePipeline
+    from pipelines.video_pipeline import VideoPipeline
 
-    pipelines = [text]
-    if settings.image_model or settings.clip_model:
-        pipelines.append(ImagePipeline(settings, text))
-    if settings.audio_model or settings.speech_model:
-        pipelines.append(AudioPipeline(settings, text))
+    photos = ImagePipeline(settings, text) if settings.image_model or settings.clip_model else None
+    sound = AudioPipeline(settings, text) if settings.audio_model or settings.speech_model else None
+    pipelines = [text, *(p for p in (photos, sound) if p is not None)]
+    if photos or sound:  # videos share their models: one load serves all three
+        pipelines.append(VideoPipeline(settings, text, photos, sound))
     runner = IngestRunner(
         catalog,
         store,
@@ -247,11 +248,15 @@ def search(
         Path | None,
         typer.Option("--audio", help="Find moments that sound like this clip (audio-to-audio)"),
     ] = None,
+    video: Annotated[
+        Path | None,
+        typer.Option("--video", help="Find the video and moment this clip comes from"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
     queries: Annotated[
         Path | None,
         typer.Option(
-            help='JSONL: one {"id", and "text", "image" or "audio"} object per line',
+            help='JSONL: one {"id", and "text", "image", "audio" or "video"} object per line',
         ),
     ] = None,
 ) -> None:
@@ -263,15 +268,18 @@ def search(
 
     if mode not in MODES:
         _fail(f"--mode must be one of {', '.join(MODES)}")
-    if sum(x is not None for x in (query, image, audio, queries)) != 1:
-        _fail("give one of: a QUERY, --image PATH, --audio PATH, or --queries FILE")
+    if sum(x is not None for x in (query, image, audio, video, queries)) != 1:
+        _fail("give one of: a QUERY, --image PATH, --audio PATH, --video PATH, or --queries FILE")
     filters = Filters(modality, path, _parse_date(since, "--since"), _parse_date(until, "--until"))
     if queries:
         batch = _read_queries(queries)
     elif query is not None:
         batch = [{"id": None, "text": query}]
     else:
-        batch = [{"id": None, "image": str(image)} if image else {"id": None, "audio": str(audio)}]
+        kind, given = next(
+            (k, v) for k, v in (("image", image), ("audio", audio), ("video", video)) if v
+        )
+        batch = [{"id": None, kind: str(given)}]
     settings = _settings(ctx, hybrid_fusion=fusion)
     with _open(settings) as (catalog, store, text):
         searcher = _searcher(settings, store, catalog, text)
@@ -282,6 +290,8 @@ def search(
                     hits = searcher.search_image(Path(item["image"]), limit, filters)
                 elif kind == "audio":
                     hits = searcher.search_audio(Path(item["audio"]), limit, filters)
+                elif kind == "video":
+                    hits = searcher.search_video(Path(item["video"]), limit, filters)
                 else:
                     hits = searcher.search(item["text"], mode, limit, filters)  # type: ignore[arg-type]
             except (MediaError, ModelNotAvailable, ValueError, OSError) as exc:
@@ -336,7 +346,8 @@ def _read_queries(path: Path) -> list[dict]:
             or "id" not in item
             or not any(isinstance(item.get(k), str) for k in QUERY_KINDS)
         ):
-            _fail(f'{path}:{n}: each line needs "id" and a "text", "image" or "audio" string')
+            kinds = ", ".join(f'"{k}"' for k in QUERY_KINDS)
+            _fail(f'{path}:{n}: each line needs "id" and one of {kinds} as a string')
         items.append(item)
     return items
 

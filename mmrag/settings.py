@@ -92,6 +92,9 @@ class Settings(BaseSettings):
         "HF id, local CTranslate2 folder, or openai:whisper-1; empty: no transcripts",
     )
     speech_language: str | None = Field(None, description="Spoken language; None: detected")
+    video_moment_s: float = Field(
+        10.0, gt=0, description="Longest moment: longer shots are cut into pieces this long"
+    )
     max_media_hours: float = Field(
         12.0, gt=0, description="Longer recordings and videos are reported, not read"
     )

@@ -36,3 +36,32 @@ def fuse_ranked(lists: list[list[dict]], limit: int, k: int = RRF_K) -> list[dic
             if not best.get("text") and row.get("text"):
                 best["text"] = row["text"]  # a photo's labels or OCR words make a better snippet
     return sorted(merged.values(), key=lambda r: r["score"], reverse=True)[:limit]
+
+
+MOMENT_MODALITIES = frozenset({"shot", "shot_label"})
+
+
+def merge_moments(rows: list[dict], gap: float = 0.5) -> list[dict]:
+    """Hits on neighbouring moments of one video become one time range: a scene that spans
+    several shots is one result, scored and shown by its best shot. Other rows pass through."""
+    out: list[dict] = []
+    by_media: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["modality"] in MOMENT_MODALITIES:
+            by_media.setdefault(row["media_id"], []).append(row)
+        else:
+            out.append(row)
+    for group in by_media.values():
+        group.sort(key=lambda r: r["start"])
+        run = dict(group[0])
+        for row in group[1:]:
+            if row["start"] <= run["end"] + gap:
+                start, end = run["start"], max(run["end"], row["end"])
+                if row["score"] > run["score"]:
+                    run = dict(row)
+                run["start"], run["end"] = start, end
+            else:
+                out.append(run)
+                run = dict(row)
+        out.append(run)
+    return sorted(out, key=lambda r: r["score"], reverse=True)

@@ -14,7 +14,7 @@ from pipelines.image_decode import decode_image, thumbnail_path
 from pipelines.image_pipeline import THUMBNAIL_SIDE
 from pipelines.milvus_store import MilvusStore, quote
 from pipelines.text_pipeline import TextPipeline
-from search.fusion import fuse_ranked
+from search.fusion import fuse_ranked, merge_moments, place
 
 if TYPE_CHECKING:
     from pipelines.audio_pipeline import AudioSpace
@@ -107,7 +107,7 @@ class Searcher:
         if mode != "bm25" and self.clip and self.clip_collection in existing:
             vector = self.clip.encode_texts([query])[0][None]
             lists.append(self.store.search_dense(self.clip_collection, vector, limit, expr)[0])
-        return self._hits(fuse_ranked(lists, limit), query)
+        return self._hits(_ranked(lists, limit), query)
 
     def _search_text(self, query: str, mode: Mode, limit: int, expr: str) -> list[dict]:
         if mode == "bm25":
@@ -142,7 +142,49 @@ class Searcher:
         for space, name in spaces:
             vector = space.encode_images([query.image])[0]
             lists.append(self.store.search_dense(name, vector[None], limit, expr)[0])
-        return self._hits(fuse_ranked(lists, limit), "")
+        return self._hits(_ranked(lists, limit), "")
+
+    def search_video(
+        self, path: Path, limit: int = 10, filters: Filters | None = None
+    ) -> list[Hit]:
+        """Where a video clip comes from: each of its frames (one a second) searches the video
+        moments of every vision space and votes for its best moment in each video; a moment's
+        score adds up over the frames that chose it, and neighbouring chosen moments merge, so
+        an excerpt spanning two shots returns one range, and videos rank by their evidence."""
+        from pipelines.video_decode import sample_frames
+        from pipelines.video_pipeline import KEYFRAME_SIDE
+
+        pairs = [(self.image, self.image_collection), (self.clip, self.clip_collection)]
+        spaces = [(space, name) for space, name in pairs if space is not None]
+        if not spaces:
+            raise ValueError("video search needs an image or CLIP model (image_model, clip_model)")
+        _readable(path)
+        existing = set(self.store.existing_collections())
+        spaces = [(space, name) for space, name in spaces if name in existing]
+        filters = filters or Filters()
+        if filters.modality is None:
+            filters = replace(filters, modality="shot")
+        expr = self._filter_expr(filters)
+        if not spaces or expr is None:
+            return []
+        frames = [f.image for f in sample_frames(path, every_s=1.0, max_side=KEYFRAME_SIDE)]
+        frames = frames[:VIDEO_QUERY_FRAMES]
+        if not frames:
+            raise ValueError(f"{path}: no frames could be decoded")
+        lists = []
+        for space, name in spaces:
+            depth = max(3 * limit, 20)  # every moment of the excerpt, not just the best ones
+            found = self.store.search_dense(name, space.encode_images(frames), depth, expr)
+            votes: dict[tuple, dict] = {}
+            for rows in found:
+                for row in _best_per_file(rows):  # each frame votes once per video
+                    key = place(row)
+                    if key in votes:
+                        votes[key]["score"] += row["score"]
+                    else:
+                        votes[key] = dict(row)
+            lists.append(sorted(votes.values(), key=lambda r: r["score"], reverse=True))
+        return self._hits(_ranked(lists, limit), "")
 
     def search_audio(
         self, path: Path, limit: int = 10, filters: Filters | None = None
@@ -196,17 +238,35 @@ class Searcher:
                     snippet=snippet(row["text"], query),
                     media_id=row["media_id"],
                     segment_id=row["id"],
-                    thumbnail=self._thumbnail(row["media_id"]),
+                    thumbnail=self._thumbnail(row),
                     link=link(rec.path, row["modality"], row["start"], row["end"], row["page"]),
                 )
             )
         return hits
 
-    def _thumbnail(self, media_id: str) -> str | None:
+    def _thumbnail(self, row: dict) -> str | None:
+        """The file's thumbnail; a video moment names its own keyframe's (meta "thumb")."""
         if self.thumbnails is None:
             return None
-        thumb = thumbnail_path(self.thumbnails, media_id)
+        key = (row.get("meta") or {}).get("thumb") or row["media_id"]
+        thumb = thumbnail_path(self.thumbnails, key)
         return str(thumb) if thumb.exists() else None
+
+
+def _best_per_file(rows: list[dict]) -> list[dict]:
+    seen: set[str] = set()
+    best = []
+    for row in rows:  # best first
+        if row["media_id"] not in seen:
+            seen.add(row["media_id"])
+            best.append(row)
+    return best
+
+
+def _ranked(lists: list[list[dict]], limit: int) -> list[dict]:
+    """Fuse the spaces' lists, then merge neighbouring moments of a video (merging first
+    would let two halves of one scene take two of the `limit` places)."""
+    return merge_moments(fuse_ranked(lists, 3 * limit))[:limit]
 
 
 def _readable(path: Path) -> None:
@@ -215,7 +275,9 @@ def _readable(path: Path) -> None:
         raise ValueError(f"{path}: no such file")
 
 
-TIMED = {"audio", "transcript", "video", "shot"}
+VIDEO_QUERY_FRAMES = 120  # a query clip is read for at most two minutes
+
+TIMED = {"audio", "transcript", "tags", "recording", "shot", "shot_label"}
 
 
 def link(path: str, modality: str, start: float, end: float, page: int | None) -> str:

@@ -18,7 +18,8 @@ def location(hit: Hit) -> str:
     if hit.modality == "document":
         where = f"chars {int(hit.start)}-{int(hit.end)}"
         return f"p.{hit.page} {where}" if hit.page else where
-    return f"{_clock(hit.start)}-{_clock(hit.end)}"
+    where = f"{_clock(hit.start)}-{_clock(hit.end)} ({hit.modality})"
+    return where + (f"  thumb {hit.thumbnail}" if hit.thumbnail else "")
 
 
 def _clock(seconds: float) -> str:

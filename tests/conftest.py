@@ -17,6 +17,7 @@ from pipelines.image_pipeline import ImagePipeline
 from pipelines.milvus_store import MilvusStore
 from pipelines.text_encoder import TextEncoder
 from pipelines.text_pipeline import TextPipeline
+from pipelines.video_pipeline import VideoPipeline
 from search.query import Searcher
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,6 +66,7 @@ class Env:
     text: TextPipeline
     image: ImagePipeline | None = None  # set by `with_images()`
     audio: AudioPipeline | None = None  # set by `with_audio()`
+    video: VideoPipeline | None = None  # set by `with_video()`
 
     def with_images(self, clip_model: str = "") -> Env:
         """Also ingest photos, with the real EfficientNet-Lite0 weights (offline pack) and,
@@ -84,8 +86,13 @@ class Env:
         self.audio = AudioPipeline(self.settings, self.text)
         return self
 
+    def with_video(self) -> Env:
+        """Also ingest videos, sharing the photo and audio pipelines set up before."""
+        self.video = VideoPipeline(self.settings, self.text, self.image, self.audio)
+        return self
+
     def ingest(self, *paths: Path | str, prune: bool = False, **kw: object) -> IngestReport:
-        extra = [p for p in (self.image, self.audio) if p is not None]
+        extra = [p for p in (self.image, self.audio, self.video) if p is not None]
         runner = IngestRunner(
             self.catalog,
             self.store,

@@ -246,3 +246,28 @@ def test_panns_windows_and_tag_runs_through_the_real_loader(
     spans = sorted((t["start"], t["end"]) for t in tags)
     assert spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(12.0)
     assert all(a[1] >= b[0] for a, b in itertools.pairwise(spans))  # runs meet
+
+
+def test_chunks_without_speech_are_not_transcribed(env: Env, tmp_path: Path) -> None:
+    from pipelines.media_error import MediaError
+
+    env.with_audio(audio_model="")  # transcripts only
+    transcriber = env.audio.speech.encoder
+    calls: list[float] = []
+    real = transcriber.transcribe
+
+    def counted(samples: np.ndarray, offset: float = 0.0):
+        calls.append(len(samples) / SR)
+        return real(samples, offset)
+
+    transcriber.transcribe = counted
+    sentence = "Call the dentist tomorrow to book a new appointment."
+    voice = read_wav_16k(speak(sentence, tmp_path / "tts.wav"))
+    spoken = write_wav(tmp_path / "spoken.wav", place(voice, 5.0, 15.0, bed=noise(15.0)))
+    hiss = write_wav(tmp_path / "hiss.wav", noise(15.0, dbfs=-40))
+    pieces = env.audio.prepare(str(spoken), "wav")
+    assert calls == [pytest.approx(15.0, abs=0.05)]
+    assert [p.modality for p in pieces] == ["transcript"] and "dentist" in pieces[0].text
+    with pytest.raises(MediaError, match="no speech found"):
+        env.audio.prepare(str(hiss), "wav")
+    assert len(calls) == 1  # VAD found no voice in the hiss: Whisper never ran

@@ -155,7 +155,7 @@ def test_batch_queries_give_one_json_line_per_query_in_order(lib: Lib) -> None:
     [
         (['{"id": 1, "text": "fine"}', '{"id": 2, "text": '], 2, "not JSON"),
         (['{"id": 1, "text": "fine"}', "", '{"text": "no id"}'], 3, '"id"'),
-        (['{"id": 1, "text": 42}'], 1, '"image" or "audio" string'),
+        (['{"id": 1, "text": 42}'], 1, 'one of "text", "image", "audio", "video" as a string'),
     ],
 )
 def test_malformed_queries_file_names_file_and_line(
@@ -181,7 +181,9 @@ def test_bad_search_arguments_fail_clearly(lib: Lib) -> None:
     assert "--since expects a date" in message and "'last tuesday'" in message
     r = run(lib, "search")
     assert r.exit_code == 2
-    assert "a QUERY, --image PATH, --audio PATH, or --queries FILE" in " ".join(r.stderr.split())
+    assert "a QUERY, --image PATH, --audio PATH, --video PATH, or --queries FILE" in " ".join(
+        r.stderr.split()
+    )
     r = run(lib, "search", "--audio", str(lib.root / "nowhere.wav"))
     assert r.exit_code == 2
     assert "nowhere.wav: no such file" in " ".join(r.stderr.split())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from search.fusion import RRF_K, fuse_ranked
+from search.fusion import RRF_K, fuse_ranked, merge_moments
 
 
 def row(media: str, score: float, start: float = 0, end: float = 0, text: str = "") -> dict:
@@ -36,3 +36,25 @@ def test_different_places_in_one_file_stay_apart() -> None:
 def test_empty_text_is_filled_from_the_other_space() -> None:
     fused = fuse_ranked([[row("p", 0.3)], [row("p", 0.9, text="INVOICE 4471")]], limit=1)
     assert fused[0]["text"] == "INVOICE 4471"
+
+
+def shot(media: str, start: float, end: float, score: float) -> dict:
+    return row(media, score, start, end) | {"modality": "shot", "id": f"{media}@{start}"}
+
+
+def test_neighbouring_moments_of_a_video_merge_into_one_range() -> None:
+    rows = [
+        shot("v1", 10, 15, 0.9),
+        shot("v2", 0, 5, 0.8),
+        shot("v1", 15, 20, 0.7),  # touches the first: one scene
+        shot("v1", 40, 45, 0.6),  # far away: its own moment
+        {**row("doc", 0.5, 0, 100), "modality": "document"},
+    ]
+    merged = merge_moments(rows)
+    assert [(r["media_id"], r["start"], r["end"]) for r in merged] == [
+        ("v1", 10, 20),
+        ("v2", 0, 5),
+        ("v1", 40, 45),
+        ("doc", 0, 100),
+    ]
+    assert merged[0]["score"] == 0.9 and merged[0]["id"] == "v1@10"  # shown by its best shot

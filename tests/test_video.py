@@ -1,0 +1,133 @@
+"""Videos end to end: generated videos of real photos with espeak-ng speech muxed in, real
+decoders and shot detection, the offline models, real Milvus Lite. One library is built and
+ingested once per module; each test asks it something different."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.text_encoder import TextEncoder
+from tests.audio_samples import SR, noise, place, read_wav_16k, speak
+from tests.conftest import Env, build_env
+from tests.video_samples import (
+    audio_only_mp4,
+    mux_audio,
+    photo,
+    photo_video,
+    truncate,
+    vfr_video,
+)
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+SECONDS_EACH = 4.0
+SENTENCE = "Remember to pack the blue umbrella for the trip to Scotland."
+SAID_AT = 9.0
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    assert shutil.which("espeak-ng"), "espeak-ng is needed: apt-get install espeak-ng"
+    root = tmp_path_factory.mktemp("video-lib")
+    lib = root / "videos"
+    lib.mkdir()
+    images = [photo(n) for n in PHOTOS]
+    silent = root / "silent.mp4"
+    spans = photo_video(silent, images, SECONDS_EACH)
+    voice = read_wav_16k(speak(SENTENCE, root / "tts.wav"))
+    track = place(voice, SAID_AT, SECONDS_EACH * len(PHOTOS), bed=noise(16.0, dbfs=-60))
+    mux_audio(silent, track, SR, lib / "holiday slideshow.mp4")
+    # other videos: a different order of the photos in VP9 without sound, and a VFR clip
+    photo_video(lib / "reversed.webm", images[::-1], 3.0, codec="libvpx-vp9")
+    vfr_video(lib / "vfr.mp4", [photo("coins"), photo("camera")], [0, 0.4, 1.5, 1.6, 3.2, 4.0])
+    yield {"lib": lib, "spans": spans, "said": (SAID_AT, SAID_AT + len(voice) / SR)}
+
+
+@pytest.fixture(scope="module")
+def ingested(
+    library: dict, minilm: TextEncoder, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
+    env = build_env(tmp_path_factory.mktemp("video-store"), minilm)
+    env.settings.ocr = False
+    env = env.with_images().with_audio().with_video()
+    report = env.ingest(library["lib"])
+    assert report.failed == [], report.failed
+    assert report.new == 3
+    yield env
+    env.close()
+
+
+@pytest.mark.parametrize("which", range(len(PHOTOS)))
+def test_a_photo_finds_the_video_and_the_moment_it_is_shown(
+    ingested: Env, library: dict, tmp_path: Path, which: int
+) -> None:
+    query = tmp_path / f"{PHOTOS[which]}.png"
+    photo(PHOTOS[which]).save(query)
+    hits = ingested.searcher().search_image(query, limit=5)
+    top = hits[0]
+    assert Path(top.path).name == "holiday slideshow.mp4", hits
+    start, end = library["spans"][which]
+    assert top.modality == "shot"
+    assert abs(top.start - start) <= 0.5 and abs(top.end - end) <= 0.5, (top, start, end)
+    assert top.thumbnail and Path(top.thumbnail).is_file()
+    assert top.link.endswith(f"#t={top.start:.2f},{top.end:.2f}")
+
+
+def test_a_spoken_keyword_finds_the_video_and_when_it_is_said(ingested: Env, library: dict) -> None:
+    hits = ingested.searcher().search("umbrella", "hybrid", limit=3)
+    top = hits[0]
+    assert Path(top.path).name == "holiday slideshow.mp4" and top.modality == "transcript"
+    said_from, said_to = library["said"]
+    assert abs(top.start - said_from) <= 1.0 and abs(top.end - said_to) <= 1.0, top
+
+
+def test_an_excerpt_finds_its_video_and_time_range(
+    ingested: Env, library: dict, tmp_path: Path
+) -> None:
+    images = [photo(n) for n in PHOTOS]
+    excerpt = tmp_path / "excerpt.mp4"
+    photo_video(excerpt, images[1:3], 2.0, size=(256, 192))  # chelsea then coffee, resized
+    hits = ingested.searcher().search_video(excerpt, limit=3)
+    top = hits[0]
+    assert Path(top.path).name == "holiday slideshow.mp4", hits
+    # chelsea (4-8 s) and coffee (8-12 s) are neighbouring moments: one merged range
+    assert abs(top.start - 4.0) <= 0.5 and abs(top.end - 12.0) <= 0.5, top
+
+
+def test_shots_of_a_video_without_sound_and_of_variable_frame_rate(ingested: Env) -> None:
+    searcher = ingested.searcher()
+    hits = searcher.search_image(_saved(photo("camera"), ingested.root / "q.png"), limit=10)
+    vfr = [h for h in hits if Path(h.path).name == "vfr.mp4"]
+    assert vfr and vfr[0].modality == "shot"
+    assert vfr[0].end <= 4.5  # times come from the frames' own timestamps
+    webm = [h for h in hits if Path(h.path).name == "reversed.webm"]
+    assert webm, "the VP9 video without sound has its moments too"
+
+
+def _saved(image, path: Path) -> Path:
+    image.save(path)
+    return path
+
+
+def test_bad_videos_are_reported_and_audio_only_is_a_recording(
+    ingested: Env, library: dict, tmp_path: Path
+) -> None:
+    lib = tmp_path / "bad"
+    lib.mkdir()
+    shutil.copy(library["lib"] / "holiday slideshow.mp4", lib / "cut.mp4")
+    truncate(lib / "cut.mp4", 0.5)
+    (lib / "empty.mp4").write_bytes(b"")
+    voice = read_wav_16k(speak("The library closes early on Sunday afternoons.", tmp_path / "s"))
+    audio_only_mp4(lib / "podcast.mp4", place(voice, 1.0, 6.0), SR)
+    report = ingested.ingest(lib)
+    reasons = {Path(p).name: r for p, r in report.failed}
+    assert set(reasons) == {"cut.mp4", "empty.mp4"}, reasons
+    assert "empty" in reasons["empty.mp4"]
+    assert report.new == 1
+    hits = ingested.searcher().search("library closes early", "bm25", limit=1)
+    assert Path(hits[0].path).name == "podcast.mp4" and hits[0].modality == "transcript"
+    assert np.isfinite(hits[0].start)
