@@ -107,7 +107,7 @@ class Searcher:
         if mode != "bm25" and self.clip and self.clip_collection in existing:
             vector = self.clip.encode_texts([query])[0][None]
             lists.append(self.store.search_dense(self.clip_collection, vector, limit, expr)[0])
-        return self._hits(_ranked(lists, limit), query)
+        return self._hits(fuse_ranked(lists, limit), query)
 
     def _search_text(self, query: str, mode: Mode, limit: int, expr: str) -> list[dict]:
         if mode == "bm25":
@@ -136,13 +136,14 @@ class Searcher:
         if expr is None:
             return []
         # Decoded as ingest decodes photos; ImageDecodeError says what is wrong with the file.
+        # Each hit is one moment: a still matches one shot, its neighbours are other pictures.
         side = max([THUMBNAIL_SIDE, *(space.encoder.input_side for space, _ in spaces)])
         query = decode_image(path, short_side=side)
         lists = []
         for space, name in spaces:
             vector = space.encode_images([query.image])[0]
             lists.append(self.store.search_dense(name, vector[None], limit, expr)[0])
-        return self._hits(_ranked(lists, limit), "")
+        return self._hits(fuse_ranked(lists, limit), "")
 
     def search_video(
         self, path: Path, limit: int = 10, filters: Filters | None = None
@@ -264,8 +265,8 @@ def _best_per_file(rows: list[dict]) -> list[dict]:
 
 
 def _ranked(lists: list[list[dict]], limit: int) -> list[dict]:
-    """Fuse the spaces' lists, then merge neighbouring moments of a video (merging first
-    would let two halves of one scene take two of the `limit` places)."""
+    """Fuse the spaces' lists, then merge the neighbouring moments an excerpt's frames chose
+    (truncating first would let two halves of one scene take two of the `limit` places)."""
     return merge_moments(fuse_ranked(lists, 3 * limit))[:limit]
 
 

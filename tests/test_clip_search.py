@@ -74,3 +74,22 @@ def test_bm25_mode_leaves_clip_out(clip_env: Env) -> None:
     lib = make_photos(clip_env.root)
     clip_env.ingest(lib)
     assert clip_env.searcher().search("a photo of a cat", mode="bm25") == []
+
+
+def test_video_moments_go_to_the_clip_space_too(clip_env: Env) -> None:
+    from tests.video_samples import photo, photo_video
+
+    lib = clip_env.root / "videos"
+    lib.mkdir()
+    spans = photo_video(lib / "two.mp4", [photo("astronaut"), photo("coffee")], 3.0)
+    clip_env.with_video()
+    report = clip_env.ingest(lib)
+    assert report.failed == [] and report.new == 1
+    name = clip_env.image.clip.collection(clip_env.settings.collection_prefix)
+    rows = clip_env.store.client.query(
+        name, filter='modality == "shot"', output_fields=["start", "end"], limit=10
+    )
+    got = sorted((r["start"], r["end"]) for r in rows)
+    assert len(got) == 2
+    for (start, end), (want_start, want_end) in zip(got, spans, strict=True):
+        assert abs(start - want_start) <= 0.5 and abs(end - want_end) <= 0.5

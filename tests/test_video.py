@@ -4,6 +4,7 @@ ingested once per module; each test asks it something different."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,13 +38,16 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     lib.mkdir()
     images = [photo(n) for n in PHOTOS]
     silent = root / "silent.mp4"
-    spans = photo_video(silent, images, SECONDS_EACH)
+    spans = photo_video(silent, images, SECONDS_EACH, writer="cv2")  # OpenCV's VideoWriter
     voice = read_wav_16k(speak(SENTENCE, root / "tts.wav"))
     track = place(voice, SAID_AT, SECONDS_EACH * len(PHOTOS), bed=noise(16.0, dbfs=-60))
     mux_audio(silent, track, SR, lib / "holiday slideshow.mp4")
-    # other videos: a different order of the photos in VP9 without sound, and a VFR clip
-    photo_video(lib / "reversed.webm", images[::-1], 3.0, codec="libvpx-vp9")
-    vfr_video(lib / "vfr.mp4", [photo("coins"), photo("camera")], [0, 0.4, 1.5, 1.6, 3.2, 4.0])
+    # other videos: other photos in VP9 without sound, and a variable-frame-rate clip
+    others = [photo("hubble_deep_field"), photo("immunohistochemistry")]
+    photo_video(lib / "space and cells.webm", others, 3.0, codec="libvpx-vp9")
+    # irregular frame times; the picture changes at the 6th frame, 2.9 s in
+    times = [0, 0.3, 1.1, 1.2, 2.0, 2.9, 3.0, 4.4, 4.5, 6.0]
+    vfr_video(lib / "vfr.mp4", [photo("coins")] * 5 + [photo("camera")] * 5, times)
     yield {"lib": lib, "spans": spans, "said": (SAID_AT, SAID_AT + len(voice) / SR)}
 
 
@@ -100,12 +104,47 @@ def test_an_excerpt_finds_its_video_and_time_range(
 
 def test_shots_of_a_video_without_sound_and_of_variable_frame_rate(ingested: Env) -> None:
     searcher = ingested.searcher()
-    hits = searcher.search_image(_saved(photo("camera"), ingested.root / "q.png"), limit=10)
-    vfr = [h for h in hits if Path(h.path).name == "vfr.mp4"]
-    assert vfr and vfr[0].modality == "shot"
-    assert vfr[0].end <= 4.5  # times come from the frames' own timestamps
-    webm = [h for h in hits if Path(h.path).name == "reversed.webm"]
-    assert webm, "the VP9 video without sound has its moments too"
+    [vfr] = searcher.search_image(_saved(photo("camera"), ingested.root / "q.png"), limit=1)
+    assert Path(vfr.path).name == "vfr.mp4" and vfr.modality == "shot"
+    assert abs(vfr.start - 2.9) <= 0.5 and abs(vfr.end - 6.0) <= 0.5  # the frames' own times
+    query = _saved(photo("immunohistochemistry"), ingested.root / "q2.png")
+    [webm] = searcher.search_image(query, limit=1)  # VP9, no sound track
+    assert Path(webm.path).name == "space and cells.webm"
+    assert abs(webm.start - 3.0) <= 0.5 and abs(webm.end - 6.0) <= 0.5
+
+
+def test_cli_video_and_image_queries_give_moments_as_json(ingested: Env, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mmrag.cli import app
+
+    images = [photo(n) for n in PHOTOS]
+    excerpt = tmp_path / "excerpt.mkv"
+    photo_video(excerpt, images[2:4], 1.5)  # coffee then rocket: 8-16 s of the slideshow
+    still = _saved(photo("rocket"), tmp_path / "rocket.jpg")
+    s = ingested.settings
+    env = {
+        "MMRAG_MILVUS_URI": s.milvus_uri,
+        "MMRAG_CATALOG": str(s.catalog),
+        "MMRAG_PROFILE": "offline",
+        "MMRAG_DEVICE": "cpu",
+        "MMRAG_THUMBNAILS": str(s.thumbnails),
+    }
+    r = CliRunner().invoke(app, ["search", "--video", str(excerpt), "--json", "-k", "1"], env=env)
+    assert r.exit_code == 0, r.output
+    [hit] = json.loads(r.stdout)
+    assert Path(hit["path"]).name == "holiday slideshow.mp4" and hit["modality"] == "shot"
+    assert abs(hit["start"] - 8.0) <= 0.5 and abs(hit["end"] - 16.0) <= 0.5, hit
+    assert hit["thumbnail"].endswith(".jpg") and "#t=" in hit["link"]
+    queries = tmp_path / "q.jsonl"
+    lines = [{"id": "v", "video": str(excerpt)}, {"id": "i", "image": str(still)}]
+    queries.write_text("\n".join(json.dumps(q) for q in lines) + "\n")
+    r = CliRunner().invoke(app, ["search", "--queries", str(queries), "-k", "1"], env=env)
+    assert r.exit_code == 0, r.output
+    answers = {a["id"]: a["hits"][0] for a in map(json.loads, r.stdout.splitlines())}
+    assert answers["v"]["start"] == hit["start"] and answers["v"]["end"] == hit["end"]
+    assert Path(answers["i"]["path"]).name == "holiday slideshow.mp4"
+    assert abs(answers["i"]["start"] - 12.0) <= 0.5  # rocket is shown from 12 s
 
 
 def _saved(image, path: Path) -> Path:

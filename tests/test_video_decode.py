@@ -71,6 +71,8 @@ def which_photo(image: Image.Image, pics: list[Image.Image]) -> tuple[int, float
         ("libx264", ".mkv", "h264", "matroska"),
         ("libsvtav1", ".mkv", "av1", "matroska"),
         ("mpeg4", ".mp4", "mpeg4", "mp4"),
+        ("libx265", ".mov", "hevc", "mov"),
+        ("mpeg4", ".avi", "mpeg4", "avi"),
     ],
 )
 def test_probe_reads_size_rate_duration_and_codec(
