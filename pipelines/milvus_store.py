@@ -277,12 +277,13 @@ class MilvusStore:
         return out
 
     def iter_vectors(
-        self, collection: str, batch: int = 1000
+        self, collection: str, batch: int = 1000, expr: str = ""
     ) -> Iterator[tuple[list[str], np.ndarray]]:
-        """(media ids, vectors) of every row, a batch at a time (for whole-store scans)."""
+        """(media ids, vectors) of every row (matching `expr`), a batch at a time (for
+        whole-store scans)."""
         self._load(collection)
         it = self.client.query_iterator(
-            collection, batch_size=batch, output_fields=["media_id", "vector"]
+            collection, batch_size=batch, filter=expr, output_fields=["media_id", "vector"]
         )
         try:
             while rows := it.next():

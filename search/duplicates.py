@@ -43,10 +43,10 @@ def near_duplicates(
             m = parent[m]
         return m
 
-    for media_ids, vectors in store.iter_vectors(collection):
-        for media_id, hits in zip(
-            media_ids, store.search_dense(collection, vectors, neighbours + 1), strict=True
-        ):
+    photos = 'modality == "image"'  # not video moments, which share the space
+    for media_ids, vectors in store.iter_vectors(collection, expr=photos):
+        found = store.search_dense(collection, vectors, neighbours + 1, photos)
+        for media_id, hits in zip(media_ids, found, strict=True):
             for hit in hits:
                 other = hit["media_id"]
                 if other != media_id and hit["score"] >= threshold:
