@@ -295,9 +295,17 @@ class MilvusStore:
             it.close()
 
     def search_dense(
-        self, collection: str, vectors: np.ndarray, limit: int, expr: str = ""
+        self,
+        collection: str,
+        vectors: np.ndarray,
+        limit: int,
+        expr: str = "",
+        group_by: str | None = None,
     ) -> list[list[dict]]:
+        """Nearest rows by cosine; with `group_by` ("media_id"), only the best row of each
+        value (Milvus grouping search: one moment per video)."""
         self._load(collection)
+        grouping = {"group_by_field": group_by} if group_by else {}
         res = self.client.search(
             collection,
             data=[v.tolist() for v in vectors],
@@ -306,6 +314,7 @@ class MilvusStore:
             filter=expr,
             output_fields=OUTPUT_FIELDS,
             search_params={"metric_type": "COSINE", "params": {"ef": max(64, 2 * limit)}},
+            **grouping,
         )
         return [[_hit(h) for h in hits] for hits in res]
 

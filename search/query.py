@@ -122,7 +122,8 @@ class Searcher:
     def search_image(
         self, path: Path, limit: int = 10, filters: Filters | None = None
     ) -> list[Hit]:
-        """Photos that look like the one at `path`: the `image` and `clip` spaces, fused."""
+        """Photos, and video moments, that look like the one at `path`: the `image` and `clip`
+        spaces, fused; one hit per file, a video's being its best moment."""
         existing = set(self.store.existing_collections())
         pairs = [(self.image, self.image_collection), (self.clip, self.clip_collection)]
         spaces = [(space, name) for space, name in pairs if space is not None]
@@ -136,13 +137,14 @@ class Searcher:
         if expr is None:
             return []
         # Decoded as ingest decodes photos; ImageDecodeError says what is wrong with the file.
-        # Each hit is one moment: a still matches one shot, its neighbours are other pictures.
+        # One hit per file: a video gives its best moment (its neighbours are other pictures).
         side = max([THUMBNAIL_SIDE, *(space.encoder.input_side for space, _ in spaces)])
         query = decode_image(path, short_side=side)
         lists = []
-        for space, name in spaces:
-            vector = space.encode_images([query.image])[0]
-            lists.append(self.store.search_dense(name, vector[None], limit, expr)[0])
+        for space, name in spaces:  # the best moment of each video (grouping search)
+            vector = space.encode_images([query.image])[0][None]
+            found = self.store.search_dense(name, vector, limit, expr, group_by="media_id")
+            lists.append(found[0])
         return self._hits(fuse_ranked(lists, limit), "")
 
     def search_video(
@@ -174,11 +176,13 @@ class Searcher:
             raise ValueError(f"{path}: no frames could be decoded")
         lists = []
         for space, name in spaces:
-            depth = max(3 * limit, 20)  # every moment of the excerpt, not just the best ones
-            found = self.store.search_dense(name, space.encode_images(frames), depth, expr)
+            vectors = space.encode_images(frames)
+            # Milvus grouping search: each frame's best moment in each of `depth` videos
+            depth = max(3 * limit, 20)
+            found = self.store.search_dense(name, vectors, depth, expr, group_by="media_id")
             votes: dict[tuple, dict] = {}
             for rows in found:
-                for row in _best_per_file(rows):  # each frame votes once per video
+                for row in rows:
                     key = place(row)
                     if key in votes:
                         votes[key]["score"] += row["score"]
@@ -252,16 +256,6 @@ class Searcher:
         key = (row.get("meta") or {}).get("thumb") or row["media_id"]
         thumb = thumbnail_path(self.thumbnails, key)
         return str(thumb) if thumb.exists() else None
-
-
-def _best_per_file(rows: list[dict]) -> list[dict]:
-    seen: set[str] = set()
-    best = []
-    for row in rows:  # best first
-        if row["media_id"] not in seen:
-            seen.add(row["media_id"])
-            best.append(row)
-    return best
 
 
 def _ranked(lists: list[list[dict]], limit: int) -> list[dict]:

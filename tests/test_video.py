@@ -72,6 +72,7 @@ def test_a_photo_finds_the_video_and_the_moment_it_is_shown(
     query = tmp_path / f"{PHOTOS[which]}.png"
     photo(PHOTOS[which]).save(query)
     hits = ingested.searcher().search_image(query, limit=5)
+    assert len({h.path for h in hits}) == len(hits)  # one hit per file: a video's best moment
     top = hits[0]
     assert Path(top.path).name == "holiday slideshow.mp4", hits
     start, end = library["spans"][which]
