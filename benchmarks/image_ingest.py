@@ -10,6 +10,9 @@ preprocessed tensors of those files in the same batch size, and prints images/s 
 their ratio. The model is loaded and warmed up before either is timed; the two sides run
 alternately `--repeat` times (a shared machine is noisy) and the best of each is kept. OCR is
 off unless --ocr: it is a per-image CPU cost of its own (Tesseract), reported separately.
+`--jpeg-decode torchvision` makes the pipeline hand JPEG bytes to the model's batch, decoded
+there by torchvision (nvJPEG on CUDA, the default there: `auto`); the model-only side is
+unchanged, so on a GPU the ratio shows what moving decoding off the CPU buys.
 """
 
 from __future__ import annotations
@@ -60,6 +63,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ocr", action="store_true")
+    ap.add_argument(
+        "--jpeg-decode",
+        choices=["auto", "pillow", "torchvision"],
+        default="auto",
+        help="auto: nvJPEG on the GPU when the model runs there (the pipeline's default)",
+    )
     ap.add_argument("--text-model", help="the model that embeds the labels (default: configured)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each side (best kept)")
     ap.add_argument("--json", type=Path)
@@ -89,6 +98,7 @@ def main() -> None:
             device=args.device,
             embed_batch_size=args.batch,
             ocr=args.ocr,
+            jpeg_decode=args.jpeg_decode,
             **({"text_model": args.text_model} if args.text_model else {}),
         )
         text = TextPipeline(settings)
@@ -150,6 +160,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     best = min(model_s)
+    jpeg_on = photos.jpeg_device()
     result = {
         "images": n,
         "model": args.model,
@@ -157,6 +168,7 @@ def main() -> None:
         "batch": args.batch,
         "workers": args.workers,
         "ocr": args.ocr,
+        "jpeg_decode": f"torchvision on {jpeg_on}" if jpeg_on else "pillow",
         "pipeline_s": [round(t, 2) for t in pipeline_times],
         "pipeline_images_per_s": round(n / pipeline_s, 1),
         "model_only_s": [round(s, 2) for s in model_s],
@@ -174,7 +186,8 @@ def main() -> None:
     print(
         f"\npipeline {result['pipeline_images_per_s']} images/s, model only "
         f"{result['model_only_images_per_s']} images/s, ratio {result['ratio']} "
-        f"({n} images, {args.model} on {enc.device}); counting the label embedding as model "
+        f"({n} images, {args.model} on {enc.device}, JPEG decode: {result['jpeg_decode']}); "
+        f"counting the label embedding as model "
         f"work too: ratio {result['ratio_all_model_work']}; decode+preprocess alone, one thread: "
         f"{result['decode_preprocess_single_thread_images_per_s']} images/s"
     )

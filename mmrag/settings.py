@@ -74,6 +74,10 @@ class Settings(BaseSettings):
         "openai/clip-vit-base-patch32",
         description="CLIP/SigLIP Hugging Face id or local path; empty: no `clip` space",
     )
+    jpeg_decode: Literal["auto", "pillow", "torchvision"] = Field(
+        "auto",
+        description="auto: JPEGs decode on the GPU (nvJPEG) when the image models run there",
+    )
     thumbnails: Path = Field(Path("data/thumbs"), description="Thumbnail cache, one per content")
     max_image_mpx: int = Field(100, ge=1, description="Larger images are refused (bomb guard)")
     label_top_k: int = Field(5, ge=0, description="ImageNet labels kept per image, as text")

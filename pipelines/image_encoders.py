@@ -178,11 +178,14 @@ class ClassifierEncoder:
         input_side: int,
         device: str,
         path: str = "",
+        tensor_transform: Any = None,
     ) -> None:
         import torch
 
         self.name = name
         self.input_side = input_side  # shorter side the transform resizes to (decode no smaller)
+        # The same steps on uint8 CHW tensors (decoded by torchvision, on the GPU where it runs)
+        self.tensor_transform = tensor_transform or transform
         self.source = source
         self.path = path
         self.dim = dim
@@ -206,6 +209,10 @@ class ClassifierEncoder:
         if not images:
             return torch.zeros((0, 3, 1, 1))
         return torch.stack([self.transform(to_rgb(img)) for img in images])
+
+    def preprocess_decoded(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Decoded uint8 CHW tensors (any device) -> one float32 batch on that device."""
+        return _stack_transformed(self.tensor_transform, images)
 
     def encode_tensor(self, batch: torch.Tensor) -> np.ndarray:
         """A preprocessed batch -> unit-length float32 vectors (the model alone)."""
@@ -458,6 +465,16 @@ def _load_pack(name: str, pack: ImagePack, device: str, weights: str | None) -> 
         # class); torchvision ships the names in its weights' metadata, no download needed.
         categories=list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"]),
         transform=transform,
+        tensor_transform=transforms.Compose(
+            [
+                transforms.Resize(
+                    pack.resize, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True
+                ),
+                transforms.CenterCrop(pack.crop),
+                transforms.ConvertImageDtype(torch.float32),
+                transforms.Normalize(pack.mean, pack.std),
+            ]
+        ),
         input_side=pack.resize,
         device=device,
         path=str(folder / pack.weights.weights_file) if folder else "",
@@ -503,6 +520,7 @@ class ClipEncoder:
         self.tokenizer = processor.tokenizer
         size = dict(self.image_processor.size)  # CLIP: shortest_edge; SigLIP: height/width
         self.input_side = int(size.get("shortest_edge") or max(size.values()))
+        self._tensor_transform: Any = None
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         import torch
@@ -511,6 +529,12 @@ class ClipEncoder:
             return torch.zeros((0, 3, 1, 1))
         out = self.image_processor(images=[to_rgb(img) for img in images], return_tensors="pt")
         return out["pixel_values"]
+
+    def preprocess_decoded(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Decoded uint8 CHW tensors (any device) -> pixel values, as the processor would."""
+        if self._tensor_transform is None:
+            self._tensor_transform = _processor_as_transform(self.image_processor)
+        return _stack_transformed(self._tensor_transform, images)
 
     def encode_tensor(self, batch: torch.Tensor) -> np.ndarray:
         import torch
@@ -574,6 +598,52 @@ def _pooled(out: Any) -> torch.Tensor:
 
 
 # --- shared helpers ---------------------------------------------------------------------------
+
+
+def decode_jpegs(blobs: list[bytes], device: str) -> list[torch.Tensor]:
+    """JPEG files' bytes -> upright RGB uint8 CHW tensors, decoded on `device` in one call
+    (nvJPEG on CUDA: the CPU only reads the bytes; libjpeg-turbo on the CPU)."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    if not data:
+        return []
+    return decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+
+
+def _stack_transformed(transform: Any, images: list[torch.Tensor]) -> torch.Tensor:
+    import torch
+
+    if not images:
+        return torch.zeros((0, 3, 1, 1))
+    return torch.stack([transform(img) for img in images])
+
+
+def _processor_as_transform(processor: Any) -> Any:
+    """A Hugging Face CLIP/SigLIP image processor's steps as torchvision tensor transforms:
+    resize (shortest edge, or to height x width), centre crop, rescale, normalise."""
+    import torch
+    from torchvision import transforms
+
+    size = dict(processor.size)
+    if "shortest_edge" in size:
+        resize: Any = int(size["shortest_edge"])
+    else:
+        resize = (int(size["height"]), int(size["width"]))
+    steps = [
+        transforms.Resize(
+            resize, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True
+        )
+    ]
+    if getattr(processor, "do_center_crop", False):
+        crop = dict(processor.crop_size)
+        steps.append(transforms.CenterCrop((int(crop["height"]), int(crop["width"]))))
+    steps += [
+        transforms.ConvertImageDtype(torch.float32),  # x / 255, the processors' rescale
+        transforms.Normalize(list(processor.image_mean), list(processor.image_std)),
+    ]
+    return transforms.Compose(steps)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -10,6 +10,7 @@ queries also search the `clip` space directly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,34 @@ THUMBNAIL_SIDE = 256
 OCR_INPUT_SIDE = 1600
 
 
+@dataclass(frozen=True)
+class JpegBytes:
+    """A JPEG file's bytes, decoded only in the space's batch (nvJPEG on the GPU)."""
+
+    data: bytes
+
+
 class _PhotoSpace(LazySpace):
     extra = "image"
 
     def preprocess(self, image: Any) -> Any:
         return self.encoder.preprocess([image])[0]
+
+    def batch(self, payloads: list[Any]) -> Any:
+        """Preprocessed tensors and JPEG bytes -> one model batch; the JPEGs are decoded
+        together, on the model's device, and preprocessed there."""
+        import torch
+
+        from pipelines.image_encoders import decode_jpegs
+
+        device = self.encoder.device
+        jpegs = [i for i, p in enumerate(payloads) if isinstance(p, JpegBytes)]
+        if not jpegs:
+            return torch.stack(payloads)
+        decoded = decode_jpegs([payloads[i].data for i in jpegs], device)
+        ready = dict(zip(jpegs, self.encoder.preprocess_decoded(decoded), strict=True))
+        rows = [ready[i] if i in ready else p.to(device) for i, p in enumerate(payloads)]
+        return torch.stack(rows)
 
     def encode_images(self, images: list[Any]) -> Any:
         """Query side: PIL images -> vectors in this space."""
@@ -50,10 +74,8 @@ class ImageSpace(_PhotoSpace):
         return load_image_encoder(self.model_name, self.settings.device)
 
     def encode(self, payloads: list[Any]) -> Encoded:
-        import torch
-
         vectors, labels = self.encoder.encode_and_label(
-            torch.stack(payloads),
+            self.batch(payloads),
             k=self.settings.label_top_k,
             min_prob=self.settings.label_min_prob,
         )
@@ -75,9 +97,7 @@ class ClipSpace(_PhotoSpace):
         return load_clip(self.model_name, self.settings.device)
 
     def encode(self, payloads: list[Any]) -> Any:
-        import torch
-
-        return self.encoder.encode_tensor(torch.stack(payloads))
+        return self.encoder.encode_tensor(self.batch(payloads))
 
     def encode_texts(self, texts: list[str]) -> Any:
         return self.encoder.encode_texts(texts)
@@ -119,6 +139,7 @@ class ImagePipeline:
         # Labels and OCR (text) are derived: a photo may have none, so done = in these spaces.
         self.primary = tuple(s.name for s in self.vision)
         self._ocr = settings.ocr and tesseract_available()
+        self._jpeg_device: str | None = ""  # "" = not decided yet
 
     def encoders(self) -> dict[str, SpaceEncoder]:
         return {**{s.name: s for s in self.vision}, "text": self.text}
@@ -127,10 +148,32 @@ class ImagePipeline:
         """The shorter side every consumer can work from: the models' inputs, the thumbnail."""
         return max([THUMBNAIL_SIDE, *(s.encoder.input_side for s in self.vision)])
 
+    def jpeg_device(self) -> str | None:
+        """Where JPEGs decode as tensors (settings.jpeg_decode), or None for Pillow."""
+        if self._jpeg_device == "":
+            from pipelines.text_encoder import pick_device
+
+            device = pick_device(self.settings.device)
+            mode = self.settings.jpeg_decode
+            use = mode == "torchvision" or (mode == "auto" and device.startswith("cuda"))
+            self._jpeg_device = device if use else None
+        return self._jpeg_device
+
     def prepare(self, path: str, fmt: str, media_id: str = "") -> list[Piece]:
         limit = self.settings.max_image_mpx * 1_000_000
+        payloads: dict[str, Any] = {}
         if self._ocr:  # Tesseract needs the small print's pixels; the models downsize again
             img = decode_image(Path(path), max_pixels=limit, max_side=OCR_INPUT_SIDE)
+        elif fmt == "jpeg" and self.jpeg_device():
+            # Pillow decodes only a thumbnail's worth (JPEG draft: a fraction of the work), for
+            # the thumbnail, the metadata and to refuse a broken file here; the models get the
+            # bytes, decoded in their batch on their device. CMYK JPEGs stay with Pillow.
+            img = decode_image(Path(path), max_pixels=limit, max_side=THUMBNAIL_SIDE)
+            if img.meta.get("mode") in ("RGB", "L"):
+                blob = JpegBytes(Path(path).read_bytes())
+                payloads = {space.name: blob for space in self.vision}
+            else:
+                img = decode_image(Path(path), max_pixels=limit, short_side=self.decode_side())
         else:  # one reduction, shared by the models and the thumbnail
             img = decode_image(Path(path), max_pixels=limit, short_side=self.decode_side())
         if media_id:
@@ -144,7 +187,7 @@ class ImagePipeline:
         }
         pieces = [
             Piece(
-                payload=space.preprocess(img.image),
+                payload=payloads.get(space.name) or space.preprocess(img.image),
                 modality="image",
                 start=0,
                 end=0,

@@ -93,3 +93,23 @@ def test_video_moments_go_to_the_clip_space_too(clip_env: Env) -> None:
     assert len(got) == 2
     for (start, end), (want_start, want_end) in zip(got, spans, strict=True):
         assert abs(start - want_start) <= 0.5 and abs(end - want_end) <= 0.5
+
+
+def test_jpeg_bytes_through_the_clip_processor_steps_match_pillow(
+    clip_env: Env, tmp_path: Path
+) -> None:
+    """The tensor path rebuilds the Hugging Face processor's steps (resize shortest edge,
+    centre crop, rescale, normalise) with torchvision: same pixel values, within resampling."""
+    import torch
+
+    from pipelines.image_pipeline import JpegBytes
+    from tests.test_images import photo
+
+    path = tmp_path / "coffee.jpg"
+    photo("coffee").save(path, quality=95)
+    clip = clip_env.image.clip
+    side = clip_env.image.decode_side()
+    by_pillow = clip.preprocess(decode_image(path, short_side=side).image)
+    by_tensor = clip.batch([JpegBytes(path.read_bytes())])[0]
+    assert by_tensor.shape == by_pillow.shape == (3, 32, 32)
+    assert float(torch.mean(torch.abs(by_tensor - by_pillow))) < 0.05  # normalised units

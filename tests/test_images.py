@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageEnhance
 from skimage import data as skdata
 
+from pipelines.image_decode import decode_image
 from tests.conftest import Env, write
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field", "coins"]
@@ -148,3 +149,46 @@ def test_duplicates_exact_and_near(images: Env, tmp_path: Path) -> None:
     ]
     assert 0.8 <= near[0].similarity < 1.0
     assert near_duplicates(images.store, images.catalog, collection, threshold=0.999) == []
+
+
+def test_jpegs_decoded_as_tensors_match_pillow_and_find_their_originals(
+    env: Env, tmp_path: Path
+) -> None:
+    """The GPU path (torchvision.io.decode_jpeg, nvJPEG on CUDA) run on the CPU: the same
+    vectors as Pillow's path, EXIF orientation applied, CMYK left to Pillow."""
+    import numpy as np
+
+    from pipelines.image_pipeline import JpegBytes
+
+    env.settings.ocr = False
+    env.settings.jpeg_decode = "torchvision"
+    env.with_images()
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+        photo(name).save(lib / f"{name}.jpg", quality=92)
+    sideways = photo("chelsea").transpose(Image.Transpose.ROTATE_90)  # stored turned...
+    exif = Image.Exif()
+    exif[0x0112] = 8  # ...with EXIF saying: turn 90 degrees clockwise to show it upright
+    sideways.save(lib / "upright cat.jpg", exif=exif, quality=92)
+    photo("coffee").convert("CMYK").save(lib / "cmyk.jpg")
+
+    pipeline = env.image
+    assert pipeline.jpeg_device() == "cpu"
+    [piece] = pipeline.prepare(str(lib / "astronaut.jpg"), "jpeg")
+    assert isinstance(piece.payload, JpegBytes)
+    [cmyk] = pipeline.prepare(str(lib / "cmyk.jpg"), "jpeg")
+    assert not isinstance(cmyk.payload, JpegBytes)  # Pillow converts CMYK properly
+
+    space = pipeline.image
+    for name in ("astronaut", "upright cat"):
+        as_tensor = space.encode([JpegBytes((lib / f"{name}.jpg").read_bytes())]).vectors[0]
+        upright = decode_image(lib / f"{name}.jpg", short_side=pipeline.decode_side()).image
+        by_pillow = space.encode([space.preprocess(upright)]).vectors[0]
+        assert float(np.dot(as_tensor, by_pillow)) > 0.97, name
+
+    report = env.ingest(lib)
+    assert (report.new, report.failed) == (6, [])
+    query = tmp_path / "query.jpg"
+    altered(photo("rocket")).save(query)
+    assert Path(env.searcher().search_image(query, limit=1)[0].path).name == "rocket.jpg"
