@@ -131,7 +131,7 @@ def main() -> None:
             parts[name] = parts.get(name, 0.0) + time.perf_counter() - t
             return out
 
-        every = min(0.5, settings.video_moment_s / 4)
+        every = min(settings.video_sample_s, settings.video_moment_s / 4)
         texts: list[str] = []
         for f in files:
             shots = timed("decode: shot detection", lambda f=f: detect_shots(f))

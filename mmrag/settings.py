@@ -96,6 +96,9 @@ class Settings(BaseSettings):
         "HF id, local CTranslate2 folder, or openai:whisper-1; empty: no transcripts",
     )
     speech_language: str | None = Field(None, description="Spoken language; None: detected")
+    video_sample_s: float = Field(
+        0.5, gt=0, description="Frames are sampled this often to pick each moment's keyframe"
+    )
     video_moment_s: float = Field(
         10.0, gt=0, description="Longest moment: longer shots are cut into pieces this long"
     )

@@ -122,7 +122,7 @@ class VideoPipeline:
         batch: list[tuple[Moment, Any]] = []
         todo = iter(moments)
         want = next(todo, None)
-        every = min(0.5, self.settings.video_moment_s / 4)
+        every = min(self.settings.video_sample_s, self.settings.video_moment_s / 4)
         for frame in sample_frames(path, every_s=every, max_side=KEYFRAME_SIDE):
             while want is not None and frame.time >= want.middle - every / 2:
                 batch.append((want, frame.image))
