@@ -6,8 +6,9 @@ import fnmatch
 import re
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ingest.catalog import Catalog, PathRecord
 from pipelines.image_decode import decode_image, thumbnail_path
@@ -124,13 +125,7 @@ class Searcher:
     ) -> list[Hit]:
         """Photos, and video moments, that look like the one at `path`: the `image` and `clip`
         spaces, fused; one hit per file, a video's being its best moment."""
-        existing = set(self.store.existing_collections())
-        pairs = [(self.image, self.image_collection), (self.clip, self.clip_collection)]
-        spaces = [(space, name) for space, name in pairs if space is not None]
-        if not spaces:
-            raise ValueError("image search needs an image or CLIP model (image_model, clip_model)")
-        _readable(path)
-        spaces = [(space, name) for space, name in spaces if name in existing]
+        spaces = self._vision_spaces("image", path)
         if not spaces:
             return []
         expr = self._filter_expr(filters or Filters())
@@ -157,21 +152,15 @@ class Searcher:
         from pipelines.video_decode import sample_frames
         from pipelines.video_pipeline import KEYFRAME_SIDE
 
-        pairs = [(self.image, self.image_collection), (self.clip, self.clip_collection)]
-        spaces = [(space, name) for space, name in pairs if space is not None]
-        if not spaces:
-            raise ValueError("video search needs an image or CLIP model (image_model, clip_model)")
-        _readable(path)
-        existing = set(self.store.existing_collections())
-        spaces = [(space, name) for space, name in spaces if name in existing]
+        spaces = self._vision_spaces("video", path)
         filters = filters or Filters()
         if filters.modality is None:
             filters = replace(filters, modality="shot")
         expr = self._filter_expr(filters)
         if not spaces or expr is None:
             return []
-        frames = [f.image for f in sample_frames(path, every_s=1.0, max_side=KEYFRAME_SIDE)]
-        frames = frames[:VIDEO_QUERY_FRAMES]
+        sampled = sample_frames(path, every_s=1.0, max_side=KEYFRAME_SIDE)
+        frames = [f.image for f in islice(sampled, VIDEO_QUERY_FRAMES)]  # decodes no further
         if not frames:
             raise ValueError(f"{path}: no frames could be decoded")
         lists = []
@@ -190,6 +179,17 @@ class Searcher:
                         votes[key] = dict(row)
             lists.append(sorted(votes.values(), key=lambda r: r["score"], reverse=True))
         return self._hits(_ranked(lists, limit), "")
+
+    def _vision_spaces(self, kind: str, path: Path) -> list[tuple[Any, str]]:
+        """(space, collection) of the photo spaces configured and holding anything; the query
+        file is checked first, so a typo is an error, never "no results"."""
+        pairs = [(self.image, self.image_collection), (self.clip, self.clip_collection)]
+        spaces = [(space, name) for space, name in pairs if space is not None]
+        if not spaces:
+            raise ValueError(f"{kind} search needs an image or CLIP model (image_model/clip_model)")
+        _readable(path)
+        existing = set(self.store.existing_collections())
+        return [(space, name) for space, name in spaces if name in existing]
 
     def search_audio(
         self, path: Path, limit: int = 10, filters: Filters | None = None
