@@ -13,8 +13,6 @@ The model is warmed up first; each side runs `repeat` times, alternating, and th
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -24,6 +22,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from pipelines.audio_decode import stream_audio  # noqa: E402
 from pipelines.speech import (  # noqa: E402
@@ -56,34 +55,17 @@ VOICES = ["en-us", "en+f3", "en", "en+m3"]
 
 
 def machine(transcriber: WhisperTranscriber) -> dict[str, object]:
+    """The text benchmark's machine description, plus what the speech side runs on."""
     import ctranslate2
     import faster_whisper
+    from text_ingest import machine as base_machine
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, object] = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+    return base_machine() | {
         "ctranslate2": ctranslate2.__version__,
         "faster_whisper": faster_whisper.__version__,
         "cuda_devices": ctranslate2.get_cuda_device_count(),
         "device": f"{transcriber.device}/{transcriber.compute_type}",
-        "python": platform.python_version(),
     }
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-    except ImportError:
-        info["torch"] = "not installed"
-    return info
 
 
 def generate(dest: Path, minutes: float) -> list[Path]:

@@ -6,9 +6,10 @@ import json
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -136,18 +137,54 @@ def ingest(
     _print_report(report)
 
 
-def _run_ingest(settings, catalog, store, text, paths, prune, retry_failed, quiet):
+@dataclass
+class _Media:
+    """A command's photo and sound pipelines, built once so that each model loads once:
+    ingest, video (which shares both) and search use the same loaded spaces."""
+
+    photos: Any = None  # ImagePipeline
+    sound: Any = None  # AudioPipeline
+
+    @classmethod
+    def of(cls, settings: Settings, text) -> _Media:
+        from pipelines.audio_pipeline import AudioPipeline
+        from pipelines.image_pipeline import ImagePipeline
+
+        return cls(
+            ImagePipeline(settings, text) if settings.image_model or settings.clip_model else None,
+            AudioPipeline(settings, text)
+            if settings.audio_model or settings.speech_model
+            else None,
+        )
+
+    def pipelines(self, settings: Settings, text) -> list:
+        from pipelines.video_pipeline import VideoPipeline
+
+        found = [text, *(p for p in (self.photos, self.sound) if p is not None)]
+        if self.photos or self.sound:
+            found.append(VideoPipeline(settings, text, self.photos, self.sound))
+        return found
+
+    def unavailable(self) -> list[str]:
+        """The models that cannot be had here (the others are loaded now, for the run)."""
+        from pipelines.model_resolver import ModelNotAvailable
+
+        spaces = [*(self.photos.vision if self.photos else [])]
+        spaces += [s for s in (self.sound.audio, self.sound.speech) if s] if self.sound else []
+        missing = []
+        for space in spaces:
+            try:
+                space.encoder  # noqa: B018 - loads the model, or says why it cannot
+            except ModelNotAvailable:
+                missing.append(space.model_name)
+        return missing
+
+
+def _run_ingest(settings, catalog, store, text, paths, prune, retry_failed, quiet, media=None):
     """One ingest run with a progress bar, on an open catalog, store and text pipeline."""
     from ingest.runner import IngestRunner
-    from pipelines.audio_pipeline import AudioPipeline
-    from pipelines.image_pipeline import ImagePipeline
-    from pipelines.video_pipeline import VideoPipeline
 
-    photos = ImagePipeline(settings, text) if settings.image_model or settings.clip_model else None
-    sound = AudioPipeline(settings, text) if settings.audio_model or settings.speech_model else None
-    pipelines = [text, *(p for p in (photos, sound) if p is not None)]
-    if photos or sound:  # videos share their models: one load serves all three
-        pipelines.append(VideoPipeline(settings, text, photos, sound))
+    pipelines = (media or _Media.of(settings, text)).pipelines(settings, text)
     runner = IngestRunner(
         catalog,
         store,
@@ -309,11 +346,11 @@ def search(
                 print_hits(out, label, hits, mode if kind == "text" else kind)
 
 
-def _searcher(settings: Settings, store, catalog, text):
-    from pipelines.audio_pipeline import AudioSpace
-    from pipelines.image_pipeline import ClipSpace, ImageSpace
+def _searcher(settings: Settings, store, catalog, text, media: _Media | None = None):
     from search.query import Searcher
 
+    media = media or _Media.of(settings, text)
+    photos, sound = media.photos, media.sound
     return Searcher(
         store,
         catalog,
@@ -321,10 +358,10 @@ def _searcher(settings: Settings, store, catalog, text):
         settings.collection_prefix,
         settings.hybrid_fusion,
         settings.dense_weight,
-        image=ImageSpace(settings) if settings.image_model else None,
+        image=photos.image if photos else None,
         thumbnails=settings.thumbnails,
-        clip=ClipSpace(settings) if settings.clip_model else None,
-        audio=AudioSpace(settings) if settings.audio_model else None,
+        clip=photos.clip if photos else None,
+        audio=sound.audio if sound else None,
     )
 
 
@@ -491,23 +528,24 @@ def demo(
     if not library.is_dir():
         _fail(f"{library} is not a folder (run from the repository root)")
     settings = _settings(ctx)
-    if settings.profile == "default":  # an air-gapped machine has none of the public models
-        rows = (_model_row(s, settings) for s in SPACES if s != "text")  # text: same in both
-        missing = [r for r in rows if "error" in r]
-        if missing:
-            names = ", ".join(r["name"] for r in missing)
+    texts = [q.strip() for q in queries.read_text(encoding="utf-8").splitlines() if q.strip()]
+    with _open(settings) as (catalog, store, text):  # one store, one model load for both steps
+        media = _Media.of(settings, text)
+        missing = media.unavailable() if settings.profile == "default" else []
+        if missing:  # an air-gapped machine has none of the public models
             err.print(
-                f"[yellow]{names} not available here: using the offline profile "
+                f"[yellow]{', '.join(missing)} not available here: using the offline profile "
                 "(--profile offline: MiniLM, EfficientNet-Lite0, no CLIP, Whisper tiny.en's "
                 "encoder for sounds, Whisper tiny.en for speech)[/yellow]"
             )
-            settings = _settings(ctx, profile="offline")
-    texts = [q.strip() for q in queries.read_text(encoding="utf-8").splitlines() if q.strip()]
-    with _open(settings) as (catalog, store, text):  # one store, one model load for both steps
-        report = _run_ingest(settings, catalog, store, text, [str(library)], True, False, False)
+            settings = _settings(ctx, profile="offline")  # the text model is the same
+            media = _Media.of(settings, text)
+        report = _run_ingest(
+            settings, catalog, store, text, [str(library)], True, False, False, media
+        )
         _print_report(report)
         out.print(f"text model: {text.encoder.resolved.name} (from {text.encoder.resolved.source})")
-        searcher = _searcher(settings, store, catalog, text)
+        searcher = _searcher(settings, store, catalog, text, media)
         for q in texts:
             t0 = time.perf_counter()
             hits = searcher.search(q, "hybrid", limit)

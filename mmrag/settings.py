@@ -35,6 +35,7 @@ PROFILES: dict[str, dict[str, str]] = {
         "speech_model": "tiny.en",
     },
 }
+_DEFAULT = PROFILES["default"]  # the fields' defaults: one list of default models
 
 
 def config_file() -> Path:
@@ -59,19 +60,19 @@ class Settings(BaseSettings):
     profile: Literal["default", "offline"] = Field(
         "default", description="Model set for models not configured one by one (PROFILES)"
     )
-    text_model: str = Field(DEFAULT_TEXT_MODEL, description="Hugging Face id or local path")
+    text_model: str = Field(_DEFAULT["text_model"], description="Hugging Face id or local path")
     chunk_tokens: int | None = Field(
         None, ge=16, description="Tokens per chunk; default: the model's max sequence length"
     )
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by neighbouring chunks")
 
     image_model: str = Field(
-        "resnet50",
+        _DEFAULT["image_model"],
         description="torchvision classifier name or an offline pack (efficientnet-lite0); "
         "empty: no `image` space",
     )
     clip_model: str = Field(
-        "openai/clip-vit-base-patch32",
+        _DEFAULT["clip_model"],
         description="CLIP/SigLIP Hugging Face id or local path; empty: no `clip` space",
     )
     jpeg_decode: Literal["auto", "pillow", "torchvision"] = Field(
@@ -86,12 +87,12 @@ class Settings(BaseSettings):
     label_min_prob: float = Field(0.1, ge=0.0, le=1.0, description="Least probability of a label")
 
     audio_model: str = Field(
-        "panns-cnn14",
+        _DEFAULT["audio_model"],
         description="Sound-similarity encoder: panns-cnn14, whisper-tiny-encoder, logmel-stats; "
         "empty: no `audio` space",
     )
     speech_model: str = Field(
-        "small",
+        _DEFAULT["speech_model"],
         description="Whisper for transcripts: a faster-whisper size (tiny.en, small, large-v3), "
         "HF id, local CTranslate2 folder, or openai:whisper-1; empty: no transcripts",
     )

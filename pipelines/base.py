@@ -81,10 +81,10 @@ class Pipeline(Protocol):
     def prepare(self, path: str, fmt: str, media_id: str) -> list[Piece]: ...  # MediaError
 
 
-class LazySpace:
-    """A space whose model loads once, on first use (in whichever thread gets there first).
-    A model that cannot be had is tried once per run, so each file is skipped with the reason
-    rather than retried; the collection name is known without loading anything."""
+class LazyModel:
+    """A model that loads once, on first use (in whichever thread gets there first). A model
+    that cannot be had is tried once per run, so each file is skipped with the reason rather
+    than retried."""
 
     name = ""
     extra = ""  # the pip extra that brings this space's libraries
@@ -109,7 +109,7 @@ class LazySpace:
                     raise
                 except ImportError as exc:
                     self._failed = ModelNotAvailable(
-                        f"the {self.name} space needs {exc.name or exc}; "
+                        f"the {self.name} model needs {exc.name or exc}; "
                         f"install it with: pip install 'mmrag[{self.extra}]'"
                     )
                     raise self._failed from exc
@@ -117,6 +117,10 @@ class LazySpace:
 
     def _load(self) -> Any:
         raise NotImplementedError
+
+
+class LazySpace(LazyModel):
+    """A vector space's model, loaded lazily; its collection name is known without it."""
 
     @property
     def space(self) -> Space:

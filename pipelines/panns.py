@@ -55,23 +55,23 @@ CHECKPOINT_ENV = "MMRAG_PANNS_CHECKPOINT"
 # --- the signal front end, in numpy -----------------------------------------------------------
 
 
+# Slaney's mel scale: 3 mels per 200 Hz up to 1 kHz, then 27 mels per factor 6.4.
+_F_SP = 200.0 / 3
+_MIN_LOG_MEL = 1000.0 / _F_SP
+_LOGSTEP = float(np.log(6.4) / 27.0)
+
+
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_mel = 1000.0 / f_sp
-    logstep = np.log(6.4) / 27.0
-    linear = hz / f_sp
     safe = np.maximum(hz, 1e-10)
-    return np.where(hz >= 1000.0, min_log_mel + np.log(safe / 1000.0) / logstep, linear)
+    return np.where(hz >= 1000.0, _MIN_LOG_MEL + np.log(safe / 1000.0) / _LOGSTEP, hz / _F_SP)
 
 
 def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     mel = np.asarray(mel, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_mel = 1000.0 / f_sp
-    logstep = np.log(6.4) / 27.0
-    return np.where(mel >= min_log_mel, 1000.0 * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+    above = 1000.0 * np.exp(_LOGSTEP * (mel - _MIN_LOG_MEL))
+    return np.where(mel >= _MIN_LOG_MEL, above, _F_SP * mel)
 
 
 def mel_filterbank(

@@ -37,25 +37,27 @@ class Shot:
     index: int
     start: float  # seconds
     end: float
-    keyframe_time: float  # the middle: the frame that stands for the shot
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
 
 
-def detect_shots(path: Path, threshold: float | None = None, min_shot_s: float = 1.0) -> list[Shot]:
+def detect_shots(
+    path: Path,
+    threshold: float | None = None,
+    min_shot_s: float = 1.0,
+    duration: float | None = None,
+) -> list[Shot]:
     """Shots covering [0, duration] without gaps; a video without a cut is one shot.
 
     `threshold` is AdaptiveDetector's adaptive_threshold (lower finds more cuts); no cut comes
-    sooner than `min_shot_s` after the previous one.
+    sooner than `min_shot_s` after the previous one. A caller that probed the video already
+    passes its `duration`; otherwise the video is probed here (and refused with its reason).
     """
     if min_shot_s < 0:
         raise ValueError(f"min_shot_s must be >= 0, got {min_shot_s}")
     path = Path(path)
-    info = probe_video(path)
+    if duration is None:
+        duration = probe_video(path).duration
     cuts = _cut_times(path, DEFAULT_THRESHOLD if threshold is None else threshold, min_shot_s)
-    return shots_from_cuts(cuts, info.duration)
+    return shots_from_cuts(cuts, duration)
 
 
 def _cut_times(path: Path, threshold: float, min_shot_s: float) -> list[float]:
@@ -91,7 +93,4 @@ def shots_from_cuts(cuts: list[float], duration: float) -> list[Shot]:
         if bounds[-1] + _MIN_SHOT_S <= cut <= duration - _MIN_SHOT_S:
             bounds.append(cut)
     bounds.append(max(duration, bounds[-1]))
-    return [
-        Shot(i, start, end, (start + end) / 2)
-        for i, (start, end) in enumerate(itertools.pairwise(bounds))
-    ]
+    return [Shot(i, start, end) for i, (start, end) in enumerate(itertools.pairwise(bounds))]

@@ -9,6 +9,7 @@ inside functions: light code imports this module to read the dataclasses.
 from __future__ import annotations
 
 import bisect
+import functools
 import io
 import logging
 import os
@@ -23,8 +24,7 @@ from pipelines.model_resolver import (
     ModelNotAvailable,
     OfflinePack,
     ResolvedModel,
-    from_pack,
-    hub_allowed,
+    resolve_model,
 )
 
 log = logging.getLogger(__name__)
@@ -135,42 +135,22 @@ def pick_ct2_device(device: str, compute_type: str) -> tuple[str, str]:
 
 def resolve_whisper(name: str) -> ResolvedModel:
     """A CTranslate2 Whisper folder: local path -> HF cache -> hub -> offline pack -> error."""
-    tried: list[str] = []
-    local = Path(name).expanduser()
-    if local.exists():
-        if not (local / "model.bin").is_file():
-            raise ModelNotAvailable(
-                f"{local} is not a CTranslate2 Whisper model folder (no model.bin); convert a "
-                "Whisper model with `ct2-transformers-converter` or name a faster-whisper size"
-            )
-        return ResolvedModel(name, local.resolve(), "local path")
-    tried.append("no such local folder")
-
-    cached = _download(name, local_only=True)
-    if cached:
-        return ResolvedModel(name, cached, "hf cache")
-    tried.append("not in the Hugging Face cache")
-
-    if hub_allowed():
-        try:
-            fetched = _download(name, local_only=False)
-        except Exception as exc:  # the hub raises many kinds; all mean "not from here"
-            tried.append(f"hub unreachable ({type(exc).__name__})")
-        else:
-            if fetched:
-                return ResolvedModel(name, fetched, "hub")
-    else:
-        tried.append("hub disabled (HF_HUB_OFFLINE)")
-
-    pack = SPEECH_PACKS.get(name)
-    if pack:
-        found = from_pack(pack)
-        if found:
-            return ResolvedModel(name, found, f"offline pack {pack.distribution}")
-        tried.append(f"offline pack {pack.distribution} not installed")
-    raise ModelNotAvailable(
-        f"speech model '{name}' is not available: {'; '.join(tried)}.\n" + _how_to_get(name, pack)
+    return resolve_model(
+        name,
+        kind="speech model",
+        fetch=lambda n, local_only: _download(n, local_only=local_only),
+        packs=SPEECH_PACKS,
+        check_folder=_check_ct2_folder,
+        how_to_get=_how_to_get,
     )
+
+
+def _check_ct2_folder(folder: Path) -> None:
+    if not (folder / "model.bin").is_file():
+        raise ModelNotAvailable(
+            f"{folder} is not a CTranslate2 Whisper model folder (no model.bin); convert a "
+            "Whisper model with `ct2-transformers-converter` or name a faster-whisper size"
+        )
 
 
 def _how_to_get(name: str, pack: OfflinePack | None) -> str:
@@ -204,6 +184,21 @@ def _download(name: str, *, local_only: bool) -> Path | None:
         raise
 
 
+@functools.lru_cache(maxsize=4)
+def whisper_model(path: str, device: str, compute_type: str) -> Any:
+    """One loaded faster-whisper model per folder, device and precision: the transcriber and
+    the audio space's Whisper encoder share it instead of loading it twice.
+
+    `path` is a str: CTranslate2 rejects a pathlib.Path ("incompatible constructor").
+    """
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError as exc:
+        raise ModelNotAvailable(NO_WHISPER) from exc
+    threads = max(1, min(os.cpu_count() or 1, 8))  # CTranslate2's default of 4 oversubscribes
+    return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=threads)
+
+
 class WhisperTranscriber:
     """faster-whisper on CPU or GPU; the model loads once, in the constructor."""
 
@@ -218,17 +213,10 @@ class WhisperTranscriber:
         language: str | None = None,
         beam_size: int = 5,
     ) -> None:
-        try:
-            from faster_whisper import WhisperModel
-        except ImportError as exc:
-            raise ModelNotAvailable(NO_WHISPER) from exc
         self.name = resolved.name
         self.resolved = resolved
         self.device, self.compute_type = pick_ct2_device(device, compute_type)
-        # CTranslate2 wants a str path: a pathlib.Path fails with "incompatible constructor".
-        self.model = WhisperModel(
-            str(resolved.path), device=self.device, compute_type=self.compute_type
-        )
+        self.model = whisper_model(str(resolved.path), self.device, self.compute_type)
         self.options: dict[str, Any] = {
             "vad_filter": vad,
             "word_timestamps": word_timestamps,

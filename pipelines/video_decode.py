@@ -29,14 +29,12 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image
 
+from pipelines.av_media import header_duration, open_stream, reason
 from pipelines.media_error import MediaError
-
-if TYPE_CHECKING:
-    import av.container
 
 log = logging.getLogger(__name__)
 
@@ -76,43 +74,19 @@ class Frame:
 # --- opening ----------------------------------------------------------------------------------
 
 
-def _open(path: Path) -> tuple[av.container.InputContainer, Any]:
+def _open(path: Path) -> tuple[Any, Any]:
     """The opened container and its first video stream, or a MediaError saying why not."""
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise MediaError(f"{path}: empty file (0 bytes)")
-    try:
-        container = av.open(str(path), mode="r")
-    except av.error.FFmpegError as exc:
-        raise MediaError(_open_failure(path, exc)) from exc
-    videos = [s for s in container.streams.video if not _is_cover_art(s)]
-    if not videos:
-        has_audio = bool(container.streams.audio)
-        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
-        container.close()
-        if has_audio:
-            raise MediaError(f"{path}: no video stream (audio only)")
-        raise MediaError(f"{path}: no video stream (the file has {', '.join(kinds)})")
-    stream = videos[0]
-    if stream.codec_context is None or not _can_decode(stream):
-        name = f"'{stream.codec_context.name}'" if stream.codec_context else "(unknown to FFmpeg)"
-        container.close()
-        raise MediaError(f"{path}: unsupported video codec {name}; this PyAV has no decoder for it")
-    return container, stream
+    return open_stream(path, "video", _open_failure)
 
 
 def _open_failure(path: Path, exc: Exception) -> str:
-    reason = _reason(exc)
+    why = reason(exc)
     if _mp4_without_index(path):
         return (
             f"{path}: truncated or unfinished mp4/mov: its index (moov atom) is missing, so "
-            f"nothing can be decoded ({reason})"
+            f"nothing can be decoded ({why})"
         )
-    return f"{path}: not a readable video file ({reason})"
+    return f"{path}: not a readable video file ({why})"
 
 
 def _mp4_without_index(path: Path) -> bool:
@@ -140,30 +114,6 @@ def _mp4_without_index(path: Path) -> bool:
                 break
             offset += length
     return True
-
-
-def _is_cover_art(stream: Any) -> bool:
-    import av
-
-    try:
-        return bool(stream.disposition & av.stream.Disposition.attached_pic)
-    except (AttributeError, TypeError):
-        return False
-
-
-def _can_decode(stream: Any) -> bool:
-    import av
-
-    try:
-        av.codec.Codec(stream.codec_context.name, "r")
-    except (av.error.FFmpegError, ValueError):
-        return False
-    return True
-
-
-def _reason(exc: Exception) -> str:
-    """FFmpeg's own words without the errno and file name it repeats."""
-    return str(getattr(exc, "strerror", None) or exc).strip() or type(exc).__name__
 
 
 def _origin(container: Any) -> float:
@@ -195,9 +145,9 @@ def probe_video(path: Path) -> VideoInfo:
         ctx = stream.codec_context
         pts, first, error = _first_frame_and_pts(container, stream)
         if first is None:
-            why = f" ({_reason(error)})" if error is not None else ""
+            why = f" ({reason(error)})" if error is not None else ""
             raise MediaError(f"{path}: no video frame decodes (truncated or corrupt){why}")
-        duration = _header_duration(container, stream)
+        duration = header_duration(container, stream)
         if duration is None:
             duration = _demuxed_duration(path)
         fps = _rate(stream) or _rate_from_pts(pts)
@@ -241,16 +191,6 @@ def _first_frame_and_pts(container: Any, stream: Any) -> tuple[list[float], Any,
         if first is not None and n >= _PROBE_PACKETS:
             break
     return pts, first, error
-
-
-def _header_duration(container: Any, stream: Any) -> float | None:
-    import av
-
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / av.time_base
-    return None
 
 
 def _demuxed_duration(path: Path) -> float:
@@ -329,7 +269,7 @@ def _picked_from(
             yield Frame(t, index, _to_image(frame, stream, max_side))
             due = (math.floor(t / every_s + _TIME_EPS) + 1) * every_s
         last = t
-    duration = _header_duration(container, stream)
+    duration = header_duration(container, stream)
     if duration is not None and last < duration - _TRUNCATED_GAP_S:
         log.warning(
             "%s: frames decode up to %.1f s of %.1f s (truncated?); keeping what decoded",
@@ -371,51 +311,16 @@ def _decoded(path: Path, container: Any, stream: Any) -> Iterator[tuple[int, flo
                 yield index, float(frame.pts * frame.time_base) - origin, frame
                 index += 1
     if index == 0:
-        why = f" ({_reason(error)})" if error is not None else ""
+        why = f" ({reason(error)})" if error is not None else ""
         raise MediaError(f"{path}: no video frame decodes (truncated or corrupt){why}")
     if error is not None:
         log.warning(
             "%s: %d packets failed to decode (%s); keeping the %d frames that decoded",
             path,
             bad,
-            _reason(error),
+            reason(error),
             index,
         )
-
-
-def frame_at(path: Path, t: float, max_side: int | None = 512) -> Image.Image:
-    """The picture shown at `t` seconds (a shot's keyframe or thumbnail).
-
-    Seeks to the keyframe before `t` and decodes forward to the last frame shown at or before
-    `t`; past the end, the last frame.
-    """
-    if not math.isfinite(t) or t < 0:
-        raise ValueError(f"t must be a time >= 0 in seconds, got {t}")
-    _check_side(max_side)
-    path = Path(path)
-    container, stream = _open(path)
-    with container:
-        _seek(container, stream, t)
-        shown = None
-        for _, time, frame in _decoded(path, container, stream):
-            if shown is not None and time > t + _TIME_EPS:
-                break
-            shown = frame
-        return _to_image(shown, stream, max_side)
-
-
-def _seek(container: Any, stream: Any, t: float) -> None:
-    """Jump to the keyframe at or before `t`; decoding from the start is the fallback."""
-    import av
-
-    if t <= 0 or stream.time_base is None:
-        return
-    target = int((t + _origin(container)) / stream.time_base)
-    try:
-        container.seek(target, stream=stream, backward=True, any_frame=False)
-    except av.error.FFmpegError as exc:
-        log.debug("seek to %.2f s failed (%s); decoding from the start", t, _reason(exc))
-        container.seek(0)
 
 
 # --- conversion -------------------------------------------------------------------------------

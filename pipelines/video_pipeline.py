@@ -21,6 +21,7 @@ import numpy as np
 
 from mmrag.settings import Settings
 from pipelines.audio_pipeline import AudioPipeline
+from pipelines.av_media import check_length
 from pipelines.base import Encoded, Piece, SpaceEncoder
 from pipelines.image_decode import DecodedImage, ensure_thumbnail
 from pipelines.image_pipeline import THUMBNAIL_SIDE, ImagePipeline
@@ -98,12 +99,8 @@ class VideoPipeline:
             if "audio only" in str(exc) and self.audio is not None:
                 return self.audio.prepare(path, fmt, media_id)  # a recording in a video box
             raise
-        hours = info.duration / 3600
-        if hours > self.settings.max_media_hours:
-            raise MediaError(
-                f"{hours:.1f} hours long, over max_media_hours={self.settings.max_media_hours:g}"
-            )
-        pieces = list(self._moments(p, media_id)) if self.vision else []
+        check_length(info.duration, self.settings.max_media_hours)
+        pieces = list(self._moments(p, info.duration, media_id)) if self.vision else []
         if self.audio is not None and info.has_audio:
             try:
                 pieces += self.audio.prepare(path, fmt, media_id)
@@ -113,12 +110,13 @@ class VideoPipeline:
             raise MediaError("nothing to index: no frames decoded and no sound")
         return pieces
 
-    def _moments(self, path: Path, media_id: str) -> Iterator[Piece]:
+    def _moments(self, path: Path, duration: float, media_id: str) -> Iterator[Piece]:
         """Keyframes picked in one decoding pass, embedded a batch at a time."""
         from pipelines.shots import detect_shots
         from pipelines.video_decode import sample_frames
 
-        moments = moments_of(detect_shots(path), self.settings.video_moment_s)
+        shots = detect_shots(path, duration=duration)
+        moments = moments_of(shots, self.settings.video_moment_s)
         batch: list[tuple[Moment, Any]] = []
         todo = iter(moments)
         want = next(todo, None)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 
 from ingest.catalog import Catalog
 from ingest.runner import IngestReport, IngestRunner
@@ -115,6 +116,22 @@ class Env:
             clip=self.image.clip if self.image else None,
             audio=self.audio.audio if self.audio else None,
         )
+
+    def cli(self, *args: str) -> Result:
+        """The real `mmrag` command, in-process, on this env's store, catalog and thumbnails
+        with the offline models."""
+        from typer.testing import CliRunner
+
+        from mmrag.cli import app
+
+        env = {
+            "MMRAG_MILVUS_URI": self.settings.milvus_uri,
+            "MMRAG_CATALOG": str(self.settings.catalog),
+            "MMRAG_THUMBNAILS": str(self.settings.thumbnails),
+            "MMRAG_PROFILE": "offline",
+            "MMRAG_DEVICE": "cpu",
+        }
+        return CliRunner().invoke(app, list(args), env=env)
 
     def close(self) -> None:
         self.store.close()

@@ -119,21 +119,9 @@ def test_an_excerpt_finds_its_recording_and_the_moment(
 def test_cli_audio_query_json_and_batch_lines(
     ingested: Env, library: tuple[Path, dict], tmp_path: Path
 ) -> None:
-    from typer.testing import CliRunner
-
-    from mmrag.cli import app
-
     council = load_audio(library[0] / "council meeting.flac", SR)
     clip = write_wav(tmp_path / "clip.wav", council[40 * SR : 43 * SR])
-    s = ingested.settings
-    env = {
-        "MMRAG_MILVUS_URI": s.milvus_uri,
-        "MMRAG_CATALOG": str(s.catalog),
-        "MMRAG_PROFILE": "offline",
-        "MMRAG_DEVICE": "cpu",
-    }
-    run = CliRunner().invoke
-    r = run(app, ["search", "--audio", str(clip), "--json", "-k", "2"], env=env)
+    r = ingested.cli("search", "--audio", str(clip), "--json", "-k", "2")
     assert r.exit_code == 0, r.output
     hits = json.loads(r.stdout)
     assert Path(hits[0]["path"]).name == "council meeting.flac"
@@ -144,14 +132,14 @@ def test_cli_audio_query_json_and_batch_lines(
     queries = tmp_path / "q.jsonl"
     lines = [{"id": "sound", "audio": str(clip)}, {"id": "words", "text": "umbrella"}]
     queries.write_text("\n".join(json.dumps(q) for q in lines) + "\n")
-    r = run(app, ["search", "--queries", str(queries), "-k", "1"], env=env)
+    r = ingested.cli("search", "--queries", str(queries), "-k", "1")
     assert r.exit_code == 0, r.output
     answers = {a["id"]: a["hits"] for a in map(json.loads, r.stdout.splitlines())}
     assert Path(answers["sound"][0]["path"]).name == "council meeting.flac"
     assert Path(answers["words"][0]["path"]).name == "memo one.wav"
     assert answers["words"][0]["modality"] == "transcript"
 
-    r = run(app, ["search", "--audio", str(clip), "--modality", "recording", "--json"], env=env)
+    r = ingested.cli("search", "--audio", str(clip), "--modality", "recording", "--json")
     whole = json.loads(r.stdout)
     assert Path(whole[0]["path"]).name == "council meeting.flac"
     assert whole[0]["modality"] == "recording" and whole[0]["start"] == 0
@@ -271,3 +259,31 @@ def test_chunks_without_speech_are_not_transcribed(env: Env, tmp_path: Path) -> 
     with pytest.raises(MediaError, match="no speech found"):
         env.audio.prepare(str(hiss), "wav")
     assert len(calls) == 1  # VAD found no voice in the hiss: Whisper never ran
+
+
+def test_transcripts_keep_the_times_of_a_sound_track_that_starts_late(
+    env: Env, tmp_path: Path
+) -> None:
+    """A track whose first sample plays at 1.5 s (as in a video whose sound starts late):
+    words spoken 1 s into the samples are said 2.5 s into the file."""
+    from fractions import Fraction
+
+    import av
+
+    env.with_audio(audio_model="")
+    sentence = "Call the dentist tomorrow to book a new appointment."
+    samples = place(read_wav_16k(speak(sentence, tmp_path / "tts.wav")), 1.0, 6.0)
+    path = tmp_path / "late.mkv"
+    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("flac", rate=SR)
+        stream.layout = "mono"
+        for i in range(0, len(pcm), 1600):
+            frame = av.AudioFrame.from_ndarray(pcm[None, i : i + 1600], format="s16", layout="mono")
+            frame.sample_rate = SR
+            frame.pts, frame.time_base = 24000 + i, Fraction(1, SR)  # sound from 1.5 s
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    [piece] = env.audio.prepare(str(path), "mka")
+    assert "dentist" in piece.text
+    assert abs(piece.start - 2.5) <= 0.7, piece.start  # VAD pads a segment's start by ~0.4 s

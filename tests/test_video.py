@@ -115,23 +115,11 @@ def test_shots_of_a_video_without_sound_and_of_variable_frame_rate(ingested: Env
 
 
 def test_cli_video_and_image_queries_give_moments_as_json(ingested: Env, tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from mmrag.cli import app
-
     images = [photo(n) for n in PHOTOS]
     excerpt = tmp_path / "excerpt.mkv"
     photo_video(excerpt, images[2:4], 1.5)  # coffee then rocket: 8-16 s of the slideshow
     still = _saved(photo("rocket"), tmp_path / "rocket.jpg")
-    s = ingested.settings
-    env = {
-        "MMRAG_MILVUS_URI": s.milvus_uri,
-        "MMRAG_CATALOG": str(s.catalog),
-        "MMRAG_PROFILE": "offline",
-        "MMRAG_DEVICE": "cpu",
-        "MMRAG_THUMBNAILS": str(s.thumbnails),
-    }
-    r = CliRunner().invoke(app, ["search", "--video", str(excerpt), "--json", "-k", "1"], env=env)
+    r = ingested.cli("search", "--video", str(excerpt), "--json", "-k", "1")
     assert r.exit_code == 0, r.output
     [hit] = json.loads(r.stdout)
     assert Path(hit["path"]).name == "holiday slideshow.mp4" and hit["modality"] == "shot"
@@ -140,7 +128,7 @@ def test_cli_video_and_image_queries_give_moments_as_json(ingested: Env, tmp_pat
     queries = tmp_path / "q.jsonl"
     lines = [{"id": "v", "video": str(excerpt)}, {"id": "i", "image": str(still)}]
     queries.write_text("\n".join(json.dumps(q) for q in lines) + "\n")
-    r = CliRunner().invoke(app, ["search", "--queries", str(queries), "-k", "1"], env=env)
+    r = ingested.cli("search", "--queries", str(queries), "-k", "1")
     assert r.exit_code == 0, r.output
     answers = {a["id"]: a["hits"][0] for a in map(json.loads, r.stdout.splitlines())}
     assert answers["v"]["start"] == hit["start"] and answers["v"]["end"] == hit["end"]

@@ -19,7 +19,7 @@ from PIL import Image
 from pipelines.audio_decode import load_audio
 from pipelines.media_error import MediaError
 from pipelines.shots import detect_shots, shots_from_cuts
-from pipelines.video_decode import frame_at, probe_video, sample_frames
+from pipelines.video_decode import probe_video, sample_frames
 from tests import audio_samples as aus
 from tests import video_samples as vs
 
@@ -186,27 +186,12 @@ def test_sample_frames_reduce_to_max_side_keeping_the_aspect(four: Path) -> None
         sample_frames(four, max_side=0)
 
 
-def test_frame_at_shows_the_photo_on_screen_then(four: Path, pics: list[Image.Image]) -> None:
-    for t, photo in ((3.7, 1), (0.0, 0), (5.0, 2), (4.95, 1), (9.9, 3), (60.0, 3)):
-        image = frame_at(four, t, max_side=None)
-        best, error, runner_up = which_photo(image, pics)
+def test_sampled_frames_show_the_photo_on_screen_then(four: Path, pics: list[Image.Image]) -> None:
+    shown = {round(f.time, 1): f.image for f in sample_frames(four, every_s=0.1, max_side=None)}
+    for t, photo in ((3.7, 1), (0.0, 0), (5.0, 2), (4.9, 1), (9.9, 3)):
+        best, error, runner_up = which_photo(shown[t], pics)
         assert best == photo, f"at {t} s: photo {best}, expected {photo}"
         assert error < 12 and error < runner_up / 3
-    assert frame_at(four, 3.7, max_side=80).size == (80, 60)
-    with pytest.raises(ValueError):
-        frame_at(four, -1.0)
-
-
-def test_frame_at_after_a_seek_equals_sequential_decoding(
-    videos: Path, pics: list[Image.Image]
-) -> None:
-    """Keyframes every second: frame_at seeks mid-video and must land on the same picture."""
-    path = videos / "gop.mp4"
-    vs.photo_video(path, pics, SECONDS_EACH, keyframe_every=10)
-    shown = {round(f.time, 1): np.asarray(f.image) for f in sample_frames(path, every_s=0.1)}
-    for t in (0.05, 2.45, 2.5, 3.7, 6.1, 9.95):
-        expected = shown[round(np.floor(t * 10 + 1e-6) / 10, 1)]
-        assert np.array_equal(np.asarray(frame_at(path, t)), expected), t
 
 
 def test_damage_in_the_middle_skips_to_the_frames_after_it(
@@ -259,7 +244,6 @@ def assert_tiles(shots: list, duration: float) -> None:
     for i, s in enumerate(shots):
         assert s.index == i
         assert s.start < s.end
-        assert s.keyframe_time == pytest.approx((s.start + s.end) / 2)
 
 
 def test_detect_shots_finds_the_cuts_between_photos(four: Path, pics: list[Image.Image]) -> None:
@@ -268,8 +252,9 @@ def test_detect_shots_finds_the_cuts_between_photos(four: Path, pics: list[Image
     for shot, cut in zip(shots[1:], CUTS, strict=True):
         assert abs(shot.start - cut) <= 0.5
     assert_tiles(shots, probe_video(four).duration)
-    for i, shot in enumerate(shots):  # each keyframe shows that shot's photo
-        assert which_photo(frame_at(four, shot.keyframe_time), pics)[0] == i
+    shown = {round(f.time, 1): f.image for f in sample_frames(four, every_s=0.1)}
+    for i, shot in enumerate(shots):  # each shot's middle frame shows that shot's photo
+        assert which_photo(shown[round((shot.start + shot.end) / 2, 1)], pics)[0] == i
 
 
 def test_detect_shots_one_photo_is_one_shot(videos: Path, pics: list[Image.Image]) -> None:
@@ -298,7 +283,6 @@ def test_detect_shots_min_shot_s_merges_quick_cuts(four: Path) -> None:
 def test_shots_from_cuts_tile_the_video() -> None:
     shots = shots_from_cuts([7.0, 3.0, 3.0, 0.0, -1.0, 10.0, 12.0], 10.0)
     assert [(s.start, s.end) for s in shots] == [(0.0, 3.0), (3.0, 7.0), (7.0, 10.0)]
-    assert [s.keyframe_time for s in shots] == [1.5, 5.0, 8.5]
     assert [(s.start, s.end) for s in shots_from_cuts([], 5.0)] == [(0.0, 5.0)]
 
 

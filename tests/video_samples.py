@@ -70,7 +70,7 @@ def photo_video(
     The container follows the suffix (.mp4, .mkv, .webm, .mov, .avi). Each image holds a whole
     number of frames, so the returned times are exact frame boundaries. `rotation` (degrees,
     counter-clockwise) is written as a display matrix, as phones do for portrait videos.
-    `keyframe_every` (frames; 0: the encoder's choice) makes seeking land mid-video.
+    `keyframe_every` (frames; 0: the encoder's choice): decoding recovers at each keyframe.
     """
     path = Path(path)
     per = max(1, round(seconds_each * fps))

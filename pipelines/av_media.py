@@ -1,0 +1,95 @@
+"""Opening media files with PyAV, for the audio and the video decoders alike.
+
+Both want the same answers before decoding a frame: is there such a file, is it empty, does
+FFmpeg read it, does it hold a stream of the wanted kind, and does this PyAV build have a
+decoder for it. Every "no" is a `MediaError` naming the file and the reason. av is imported
+lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipelines.media_error import MediaError
+
+
+def open_stream(
+    path: Path, kind: str, unreadable: Callable[[Path, Exception], str] | None = None
+) -> tuple[Any, Any]:
+    """The opened container and its first `kind` ("audio" or "video") stream. `unreadable`
+    words the message when FFmpeg cannot open the file at all."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty file (0 bytes)")
+    try:
+        container = av.open(str(path), mode="r")
+    except av.error.FFmpegError as exc:
+        message = unreadable(path, exc) if unreadable else None
+        raise MediaError(
+            message or f"{path}: not a readable audio or video file ({reason(exc)})"
+        ) from exc
+    streams = [s for s in getattr(container.streams, kind) if not is_cover_art(s)]
+    if not streams:
+        has_audio = bool(container.streams.audio)
+        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        container.close()
+        if kind == "video" and has_audio:
+            raise MediaError(f"{path}: no video stream (audio only)")
+        raise MediaError(f"{path}: no {kind} stream (the file has {', '.join(kinds)})")
+    stream = streams[0]
+    if stream.codec_context is None or not can_decode(stream):
+        name = f"'{stream.codec_context.name}'" if stream.codec_context else "(unknown to FFmpeg)"
+        container.close()
+        raise MediaError(f"{path}: unsupported {kind} codec {name}; this PyAV cannot decode it")
+    return container, stream
+
+
+def is_cover_art(stream: Any) -> bool:
+    """An album cover inside an audio file is a one-picture "video" stream: not a video."""
+    import av
+
+    try:
+        return bool(stream.disposition & av.stream.Disposition.attached_pic)
+    except (AttributeError, TypeError):
+        return False
+
+
+def can_decode(stream: Any) -> bool:
+    import av
+
+    try:
+        av.codec.Codec(stream.codec_context.name, "r")
+    except (av.error.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def reason(exc: Exception | None) -> str:
+    """FFmpeg's own words without the errno and file name it repeats."""
+    if exc is None:
+        return ""
+    return str(getattr(exc, "strerror", None) or exc).strip() or type(exc).__name__
+
+
+def header_duration(container: Any, stream: Any) -> float | None:
+    """Seconds the headers give: the stream's own, else the container's; None when neither."""
+    import av
+
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def check_length(seconds: float, max_hours: float) -> None:
+    """Refuse a recording or video longer than the configured limit (a day-long stream, or a
+    header that claims one), before any decoding time is spent on it."""
+    if seconds / 3600 > max_hours:
+        raise MediaError(f"{seconds / 3600:.1f} hours long, over max_media_hours={max_hours:g}")
