@@ -18,6 +18,7 @@ from mmrag.settings import Settings
 from pipelines.base import Encoded, LazySpace, Piece, SpaceEncoder
 from pipelines.image_decode import decode_image, ensure_thumbnail
 from pipelines.ocr import read_text, tesseract_available
+from pipelines.text_pipeline import LabelSet
 
 # Photos decode reduced (JPEG draft mode: 1/2, 1/4, 1/8 scale at a fraction of the cost) to the
 # shorter side the models resize to (224-384 px) and the thumbnail needs, once; OCR needs more
@@ -104,9 +105,10 @@ class ClipSpace(_PhotoSpace):
 
 
 def _label_piece(found: list[tuple[str, float]]) -> Piece:
-    text = ", ".join(name for name, _ in found)
+    labels = LabelSet(tuple(found))
+    text = labels.text
     return Piece(
-        payload=text,
+        payload=labels,
         modality="label",
         start=0,
         end=0,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 import threading
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,6 +16,20 @@ from pipelines.chunking import chunk_blocks
 from pipelines.milvus_store import Space, collection_name
 from pipelines.text_encoder import TextEncoder
 from pipelines.text_extract import extract_text
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A classifier's labels with their probabilities, as one text-space vector: the
+    probability-weighted mean of the labels' own vectors (ConSE, Norouzi et al. 2014). A label
+    comes from a closed vocabulary (1000 ImageNet classes), so each is embedded once per run
+    however many photos carry it, and the vector says how sure the classifier was."""
+
+    labels: tuple[tuple[str, float], ...]
+
+    @property
+    def text(self) -> str:
+        return ", ".join(name for name, _ in self.labels)
 
 
 class TextPipeline:
@@ -31,6 +45,7 @@ class TextPipeline:
         self._encoder = encoder
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._label_vectors: dict[str, np.ndarray] = {}  # label name -> its vector
 
     @property
     def encoder(self) -> TextEncoder:
@@ -85,5 +100,28 @@ class TextPipeline:
             tok = self._local.tokenizer = copy.deepcopy(self.encoder.tokenizer)
         return tok
 
-    def encode(self, payloads: list[Any]) -> np.ndarray:
-        return self.encoder.encode(payloads, batch_size=self.settings.embed_batch_size)
+    def encode(self, payloads: list[str | LabelSet]) -> np.ndarray:
+        """Unit vectors for texts and label sets alike (both are searched as text)."""
+        texts = [i for i, p in enumerate(payloads) if not isinstance(p, LabelSet)]
+        if len(texts) == len(payloads):
+            return self.encode_texts(payloads)  # type: ignore[arg-type]
+        out = np.zeros((len(payloads), self.encoder.dim), dtype=np.float32)
+        if texts:
+            out[texts] = self.encode_texts([payloads[i] for i in texts])  # type: ignore[misc]
+        sets = [i for i, p in enumerate(payloads) if isinstance(p, LabelSet)]
+        out[sets] = self._encode_label_sets([payloads[i] for i in sets])  # type: ignore[misc]
+        return out
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.encode(texts, batch_size=self.settings.embed_batch_size)
+
+    def _encode_label_sets(self, sets: list[LabelSet]) -> np.ndarray:
+        new = sorted({n for s in sets for n, _ in s.labels} - self._label_vectors.keys())
+        if new:
+            self._label_vectors.update(zip(new, self.encode_texts(new), strict=True))
+        out = np.zeros((len(sets), self.encoder.dim), dtype=np.float32)
+        for row, s in zip(out, sets, strict=True):
+            for name, p in s.labels:
+                row += p * self._label_vectors[name]
+            row /= np.linalg.norm(row) or 1.0
+        return out

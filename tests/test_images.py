@@ -11,6 +11,7 @@ from PIL import Image, ImageEnhance
 from skimage import data as skdata
 
 from pipelines.image_decode import decode_image
+from pipelines.text_pipeline import LabelSet
 from tests.conftest import Env, write
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field", "coins"]
@@ -67,6 +68,27 @@ def test_cat_finds_the_cat_photo_through_its_labels(images: Env) -> None:
         hits = images.searcher().search("cat", mode=mode, limit=3)
         assert Path(hits[0].path).stem == "chelsea", (mode, [(h.path, h.snippet) for h in hits])
         assert hits[0].modality == "label" and "cat" in hits[0].snippet
+
+
+def test_labels_are_embedded_once_each_and_weighted_by_probability(env: Env) -> None:
+    calls: list[list[str]] = []
+    embed = env.text.encode_texts
+    env.text.encode_texts = lambda texts: calls.append(list(texts)) or embed(texts)  # type: ignore[method-assign]
+    cat, sofa = embed(["tabby cat"])[0], embed(["studio couch"])[0]
+    sets = [
+        LabelSet((("tabby cat", 0.9), ("studio couch", 0.1))),
+        LabelSet((("tabby cat", 1.0),)),
+        LabelSet((("studio couch", 0.6), ("tabby cat", 0.3))),
+    ]
+    vectors = env.text.encode(["a passage", *sets, "another"])
+    assert calls == [["a passage", "another"], ["studio couch", "tabby cat"]]
+    env.text.encode([LabelSet((("tabby cat", 0.5),))])
+    assert len(calls) == 2  # known labels are not embedded again
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(vectors[2], cat, atol=1e-6)
+    mixed = 0.9 * cat + 0.1 * sofa
+    np.testing.assert_allclose(vectors[1], mixed / np.linalg.norm(mixed), atol=1e-6)
+    assert vectors[1] @ cat > vectors[3] @ cat and vectors[3] @ sofa > vectors[1] @ sofa
 
 
 def test_thumbnails_are_made_once_per_content(images: Env) -> None:
