@@ -10,12 +10,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -47,7 +48,33 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX segments_media ON segments(media_id);
     """,
+    # What a photo says about itself (EXIF), for search filters; NULL where it says nothing.
+    # Media catalogued under v1 get theirs when they are next embedded.
+    2: """
+    ALTER TABLE media ADD COLUMN taken_at TEXT;  -- ISO-8601, the camera's wall clock
+    ALTER TABLE media ADD COLUMN camera TEXT;
+    ALTER TABLE media ADD COLUMN lat REAL;
+    ALTER TABLE media ADD COLUMN lon REAL;
+    """,
 }
+
+
+@dataclass(frozen=True)
+class MediaFacts:
+    """When, with what and where a photo was taken, as its EXIF says (each may be unknown)."""
+
+    taken_at: str | None = None
+    camera: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> MediaFacts:
+        gps = meta.get("gps") or {}
+        return cls(meta.get("taken_at"), meta.get("camera"), gps.get("lat"), gps.get("lon"))
+
+    def row(self) -> tuple[str | None, str | None, float | None, float | None]:
+        return (self.taken_at, self.camera, self.lat, self.lon)
 
 
 @dataclass(frozen=True)
@@ -184,10 +211,21 @@ class Catalog:
             out.setdefault(r["media_id"], []).append(r["display"])
         return out
 
-    def media_matching(self, accept: Callable[[PathRecord], bool]) -> set[str]:
-        """Media ids with at least one path that `accept`s (path globs, date ranges)."""
-        rows = self._all("SELECT * FROM paths WHERE media_id IS NOT NULL")
-        return {r["media_id"] for r in rows if accept(_path_record(r))}
+    def media_matching(self, accept: Callable[[PathRecord, MediaFacts], bool]) -> set[str]:
+        """Media ids with at least one path that `accept`s (path globs, dates, EXIF facts)."""
+        rows = self._all(
+            "SELECT p.*, m.taken_at, m.camera, m.lat, m.lon FROM paths p "
+            "JOIN media m ON m.id = p.media_id"
+        )
+        return {
+            r["media_id"]
+            for r in rows
+            if accept(_path_record(r), MediaFacts(r["taken_at"], r["camera"], r["lat"], r["lon"]))
+        }
+
+    def facts(self, media_id: str) -> MediaFacts | None:
+        row = self._one("SELECT taken_at, camera, lat, lon FROM media WHERE id = ?", (media_id,))
+        return MediaFacts(*row) if row else None
 
     def paths_under(self, root: str) -> list[PathRecord]:
         rows = self._all("SELECT * FROM paths WHERE root = ?", (root,))
@@ -219,19 +257,23 @@ class Catalog:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def begin_media(self, media_id: str, modality: str, fmt: str, size: int) -> None:
-        self.begin_media_many([(media_id, modality, fmt, size)])
+    def begin_media(
+        self, media_id: str, modality: str, fmt: str, size: int, facts: MediaFacts | None = None
+    ) -> None:
+        self.begin_media_many([(media_id, modality, fmt, size, facts or MediaFacts())])
 
-    def begin_media_many(self, items: list[tuple[str, str, str, int]]) -> None:
-        """Mark contents (id, modality, format, size) as being written: a crash now leaves
-        them 'pending', and pending content is rewritten from scratch on the next run."""
+    def begin_media_many(self, items: list[tuple[str, str, str, int, MediaFacts]]) -> None:
+        """Mark contents (id, modality, format, size, facts) as being written: a crash now
+        leaves them 'pending', and pending content is rewritten from scratch on the next run."""
         now = time.time()
         with self.transaction() as db:
             db.executemany(
-                "INSERT INTO media(id, modality, format, size, status, updated_at) "
-                "VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT(id) DO UPDATE SET "
-                "status='pending', updated_at=excluded.updated_at",
-                [(*item, now) for item in items],
+                "INSERT INTO media(id, modality, format, size, status, updated_at, "
+                "taken_at, camera, lat, lon) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET status='pending', updated_at=excluded.updated_at, "
+                "taken_at=excluded.taken_at, camera=excluded.camera, lat=excluded.lat, "
+                "lon=excluded.lon",
+                [(*item[:4], now, *item[4].row()) for item in items],
             )
 
     def finish_media(self, media_id: str, collection: str, segment_ids: list[str]) -> None:

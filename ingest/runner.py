@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.catalog import Catalog
+from ingest.catalog import Catalog, MediaFacts
 from ingest.detect import MediaKind, UnsupportedContent, detect_kind
 from ingest.scan import FoundFile, ScanProblem, content_hash, scan
 from pipelines.base import Encoded, Piece, Pipeline, SpaceEncoder
@@ -366,7 +366,7 @@ class IngestRunner:
         ids = [j.media_id for j in jobs]
         redo = self.catalog.known_media(ids)  # leftovers of an interrupted or older write
         self.catalog.begin_media_many(
-            [(j.media_id, j.kind.modality, j.kind.format, j.file.size) for j in jobs]
+            [(j.media_id, j.kind.modality, j.kind.format, j.file.size, _facts(j)) for j in jobs]
         )
         by_space: dict[str, dict[str, list]] = {}  # space -> media id -> segments
         for j in jobs:
@@ -434,6 +434,15 @@ class IngestRunner:
                     gone.append(rec.path)
         self.catalog.remove_paths(gone)
         return len(gone)
+
+
+def _facts(job: _Job) -> MediaFacts:
+    """What the file says about itself (a photo's EXIF), from its first piece that says it."""
+    for piece in job.pieces:
+        facts = MediaFacts.from_meta(piece.meta)
+        if facts != MediaFacts():
+            return facts
+    return MediaFacts()
 
 
 def _take(it: Any, n: int) -> list[Any]:

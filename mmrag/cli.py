@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,6 +26,9 @@ from rich.table import Table
 from rich.text import Text
 
 from mmrag.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from search.query import Near
 
 app = typer.Typer(
     add_completion=False,
@@ -261,6 +264,21 @@ def _parse_date(value: str | None, flag: str) -> datetime | None:
         _fail(f"{flag} expects a date like 2024-05-31 or 2024-05-31T14:00, got {value!r}")
 
 
+def _parse_near(value: str | None) -> Near | None:
+    from search.query import Near
+
+    if not value:
+        return None
+    try:
+        parts = [float(v) for v in value.split(",")]
+        near = Near(*parts) if len(parts) in (2, 3) else None
+    except ValueError:
+        near = None
+    if near is None or not (-90 <= near.lat <= 90 and -180 <= near.lon <= 180 and near.km > 0):
+        _fail(f"--near expects LAT,LON or LAT,LON,KM (e.g. 48.8584,2.2945,2), got {value!r}")
+    return near
+
+
 @app.command()
 def search(
     ctx: typer.Context,
@@ -278,6 +296,19 @@ def search(
         str | None, typer.Option(help="Only files modified on/after this date")
     ] = None,
     until: Annotated[str | None, typer.Option(help="Only files modified before this date")] = None,
+    taken_since: Annotated[
+        str | None, typer.Option(help="Only photos taken on/after this date (EXIF)")
+    ] = None,
+    taken_until: Annotated[
+        str | None, typer.Option(help="Only photos taken before this date (EXIF)")
+    ] = None,
+    camera: Annotated[
+        str | None, typer.Option(help="Only photos from a camera whose name contains this (EXIF)")
+    ] = None,
+    near: Annotated[
+        str | None,
+        typer.Option(help="Only photos taken within KM of a place (EXIF GPS): LAT,LON[,KM=5]"),
+    ] = None,
     image: Annotated[
         Path | None, typer.Option("--image", help="Find photos like this one (image-to-image)")
     ] = None,
@@ -307,7 +338,16 @@ def search(
         _fail(f"--mode must be one of {', '.join(MODES)}")
     if sum(x is not None for x in (query, image, audio, video, queries)) != 1:
         _fail("give one of: a QUERY, --image PATH, --audio PATH, --video PATH, or --queries FILE")
-    filters = Filters(modality, path, _parse_date(since, "--since"), _parse_date(until, "--until"))
+    filters = Filters(
+        modality,
+        path,
+        _parse_date(since, "--since"),
+        _parse_date(until, "--until"),
+        _parse_date(taken_since, "--taken-since"),
+        _parse_date(taken_until, "--taken-until"),
+        camera,
+        _parse_near(near),
+    )
     if queries:
         batch = _read_queries(queries)
     elif query is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -10,7 +11,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ingest.catalog import Catalog, PathRecord
+from ingest.catalog import Catalog, MediaFacts, PathRecord
 from pipelines.image_decode import decode_image, thumbnail_path
 from pipelines.image_pipeline import THUMBNAIL_SIDE
 from pipelines.milvus_store import MilvusStore, quote
@@ -26,11 +27,40 @@ MODES: tuple[str, ...] = ("hybrid", "dense", "bm25")
 
 
 @dataclass(frozen=True)
+class Near:
+    """Within `km` of a place (a photo's EXIF GPS)."""
+
+    lat: float
+    lon: float
+    km: float = 5.0
+
+    def holds(self, lat: float, lon: float) -> bool:
+        """Great-circle (haversine) distance on a 6371 km sphere."""
+        p1, p2 = math.radians(self.lat), math.radians(lat)
+        dp, dl = p2 - p1, math.radians(lon - self.lon)
+        a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+        return 2 * 6371.0 * math.asin(min(1.0, math.sqrt(a))) <= self.km
+
+
+@dataclass(frozen=True)
 class Filters:
-    modality: str | None = None  # "document", later "transcript", "image", ...
+    modality: str | None = None  # "document", "transcript", "image", "shot", ...
     path_glob: str | None = None  # matched against the path as given to ingest, and its name
     since: datetime | None = None  # file modified at or after
     until: datetime | None = None  # file modified before
+    # What photos say about themselves (EXIF); media that do not say it are left out.
+    taken_since: datetime | None = None  # taken at or after (the camera's wall clock)
+    taken_until: datetime | None = None  # taken before
+    camera: str | None = None  # part of the camera's make and model, any case
+    near: Near | None = None
+
+    @property
+    def by_catalog(self) -> bool:
+        """Filters the catalog answers (by media id), not Milvus."""
+        return any(
+            v is not None
+            for v in (self.path_glob, self.since, self.until, self.taken_since, self.taken_until)
+        ) or bool(self.camera or self.near)
 
 
 @dataclass(frozen=True)
@@ -217,8 +247,8 @@ class Searcher:
         parts: list[str] = []
         if f.modality:
             parts.append(f"modality == {quote(f.modality)}")
-        if f.path_glob or f.since or f.until:
-            media = self.catalog.media_matching(lambda rec: _accept(rec, f))
+        if f.by_catalog:
+            media = self.catalog.media_matching(lambda rec, facts: _accept(rec, facts, f))
             if not media:
                 return None
             parts.append(f"media_id in [{', '.join(quote(m) for m in sorted(media))}]")
@@ -284,7 +314,9 @@ def link(path: str, modality: str, start: float, end: float, page: int | None) -
     return f"{uri}#page={page}" if page else uri
 
 
-def _accept(rec: PathRecord, f: Filters) -> bool:
+def _accept(rec: PathRecord, facts: MediaFacts, f: Filters) -> bool:
+    if not _taken(facts, f):
+        return False
     if f.path_glob and not (
         fnmatch.fnmatch(rec.display, f.path_glob)
         or fnmatch.fnmatch(rec.path, f.path_glob)
@@ -295,6 +327,24 @@ def _accept(rec: PathRecord, f: Filters) -> bool:
     if f.since and mtime < f.since.timestamp():
         return False
     return not (f.until and mtime >= f.until.timestamp())
+
+
+def _taken(facts: MediaFacts, f: Filters) -> bool:
+    """The EXIF filters: when (compared as the camera's wall clock, as people remember it),
+    with what, where."""
+    if f.taken_since or f.taken_until:
+        if not facts.taken_at:
+            return False
+        when = datetime.fromisoformat(facts.taken_at).replace(tzinfo=None)  # UTC offset dropped
+        if f.taken_since and when < f.taken_since.replace(tzinfo=None):
+            return False
+        if f.taken_until and when >= f.taken_until.replace(tzinfo=None):
+            return False
+    if f.camera and f.camera.casefold() not in (facts.camera or "").casefold():
+        return False
+    if f.near and (facts.lat is None or facts.lon is None):
+        return False
+    return not f.near or f.near.holds(facts.lat, facts.lon)  # type: ignore[arg-type]
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)

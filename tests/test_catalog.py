@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.catalog import SCHEMA_VERSION, Catalog
+from ingest.catalog import _MIGRATIONS, SCHEMA_VERSION, Catalog, MediaFacts
 
 
 @pytest.fixture
@@ -144,7 +144,10 @@ def test_finish_media_replaces_the_segments_of_that_collection_only(cat: Catalog
 
 def test_a_failed_transaction_leaves_nothing_behind(cat: Catalog) -> None:
     with pytest.raises(ZeroDivisionError), cat.transaction() as db:
-        db.execute("INSERT INTO media VALUES ('x', 'text', 'txt', 1, 'done', 0)")
+        db.execute(
+            "INSERT INTO media(id, modality, format, size, status, updated_at) "
+            "VALUES ('x', 'text', 'txt', 1, 'done', 0)"
+        )
         1 / 0  # noqa: B018
     assert cat.media_modality("x") is None
     done(cat, "y")  # the connection is still usable
@@ -180,3 +183,25 @@ def test_two_threads_at_once(cat: Catalog) -> None:
         assert {r.media_id for r in recs} == {f"m{t}"}
     with sqlite3.connect(cat.file) as raw:  # committed, visible to another connection
         assert raw.execute("SELECT count(*) FROM paths").fetchone()[0] == 400
+
+
+def test_a_v1_catalog_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite"
+    with sqlite3.connect(path) as raw:  # what mmrag wrote before photos had facts
+        raw.executescript(_MIGRATIONS[1])
+        raw.execute("INSERT INTO media VALUES ('m1', 'image', 'jpeg', 10, 'done', 0)")
+        raw.execute("INSERT INTO paths VALUES ('/a.jpg', 'a.jpg', '/', 'm1', 10, 1, NULL, 0)")
+        raw.execute("PRAGMA user_version = 1")
+    c = Catalog(path)
+    try:
+        assert c.version == SCHEMA_VERSION == 2
+        assert c.media_modality("m1") == "image"
+        assert c.facts("m1") == MediaFacts()  # unknown until the photo is embedded again
+        facts = MediaFacts("2021-07-14T15:30:45+10:00", "Canon EOS R5", -33.8568, 151.2153)
+        c.begin_media("m1", "image", "jpeg", 10, facts)
+        assert c.facts("m1") == facts
+        seen = []
+        assert c.media_matching(lambda rec, f: seen.append((rec.path, f)) or True) == {"m1"}
+        assert seen == [("/a.jpg", facts)]
+    finally:
+        c.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from skimage import data as skdata
 
 from pipelines.image_decode import decode_image
 from pipelines.text_pipeline import LabelSet
+from search.query import Filters, Near
 from tests.conftest import Env, write
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field", "coins"]
@@ -89,6 +92,62 @@ def test_labels_are_embedded_once_each_and_weighted_by_probability(env: Env) -> 
     mixed = 0.9 * cat + 0.1 * sofa
     np.testing.assert_allclose(vectors[1], mixed / np.linalg.norm(mixed), atol=1e-6)
     assert vectors[1] @ cat > vectors[3] @ cat and vectors[3] @ sofa > vectors[1] @ sofa
+
+
+def exif(make: str, model: str, taken: str, lat: float, lon: float) -> Image.Exif:
+    """EXIF as cameras write it: make/model, DateTimeOriginal, GPS in degrees/minutes/seconds."""
+    from PIL.TiffImagePlugin import IFDRational
+
+    def dms(value: float) -> tuple:
+        deg, rest = divmod(abs(value) * 3600, 3600)
+        return (IFDRational(int(deg)), IFDRational(int(rest // 60)), IFDRational(rest % 60))
+
+    out = Image.Exif()
+    out[0x010F], out[0x0110] = make, model
+    out.get_ifd(0x8769)[0x9003] = taken
+    gps = out.get_ifd(0x8825)
+    gps[1], gps[2] = ("N" if lat >= 0 else "S"), dms(lat)
+    gps[3], gps[4] = ("E" if lon >= 0 else "W"), dms(lon)
+    return out
+
+
+def test_photos_are_filtered_by_when_where_and_with_what_they_were_taken(images: Env) -> None:
+    lib = images.root / "trips"
+    lib.mkdir()
+    photo("chelsea").save(
+        lib / "sydney.jpg",
+        exif=exif("Canon", "Canon EOS R5", "2021:07:14 15:30:45", -33.8568, 151.2153),
+    )
+    photo("coffee").save(
+        lib / "paris.jpg", exif=exif("NIKON", "NIKON Z 6", "2019:03:02 09:00:00", 48.8584, 2.2945)
+    )
+    photo("astronaut").save(lib / "scan.jpg")  # no EXIF: unknown when, where and with what
+    assert images.ingest(lib).new == 3
+    search = images.searcher()
+    query = images.root / "query.jpg"
+    altered(photo("chelsea")).save(query)
+
+    def found(**given: object) -> list[str]:
+        hits = search.search_image(query, limit=5, filters=Filters(**given))  # type: ignore[arg-type]
+        return sorted(Path(h.path).stem for h in hits)
+
+    assert found() == ["paris", "scan", "sydney"]
+    assert found(camera="canon") == ["sydney"]
+    assert found(camera="nikon z") == ["paris"]
+    assert found(taken_since=datetime(2020, 1, 1)) == ["sydney"]
+    assert found(taken_until=datetime(2020, 1, 1)) == ["paris"]
+    assert found(taken_since=datetime(2021, 7, 14, 15, 30, 46)) == []  # the camera's clock
+    assert found(near=Near(-33.86, 151.21, 2)) == ["sydney"]  # the Opera House, 2 km
+    assert found(near=Near(48.85, 2.35, 10)) == ["paris"]  # central Paris, 10 km
+    assert found(near=Near(48.85, 2.35, 1)) == []
+    hits = search.search("cat", filters=Filters(camera="canon"))  # labels filtered by EXIF too
+    assert {Path(h.path).stem for h in hits} == {"sydney"}
+
+    out = images.cli("search", "--image", str(query), "--near", "-33.86,151.21,2", "--json")
+    assert out.exit_code == 0, out.output
+    assert [Path(h["path"]).stem for h in json.loads(out.output)] == ["sydney"]
+    bad = images.cli("search", "cat", "--near", "north")
+    assert bad.exit_code != 0 and "--near expects LAT,LON" in bad.output
 
 
 def test_thumbnails_are_made_once_per_content(images: Env) -> None:
