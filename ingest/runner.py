@@ -229,7 +229,8 @@ class IngestRunner:
         writer_error: list[BaseException],
     ) -> None:
         self._batches: dict[str, list[tuple[_Job, int]]] = {}
-        window = 4 * self.read_workers + 4  # files read ahead of the model
+        # Files read ahead of the model: a whole batch, so it never waits for readers to fill one
+        window = self.embed_batch + 4 * self.read_workers + 4
         with ThreadPoolExecutor(self.read_workers, thread_name_prefix="mmrag-read") as pool:
             pending: deque[Future] = deque()
             todo = iter(files)

@@ -24,13 +24,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipelines.av_media import header_duration, open_stream, reason
+from pipelines.av_media import header_duration, open_stream, reason, recorded_facts
 from pipelines.media_error import MediaError
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class AudioInfo:
     channels: int
     codec: str
     container: str
+    facts: dict[str, Any] = field(default_factory=dict)  # recorded when/with what/where
 
 
 # --- opening ----------------------------------------------------------------------------------
@@ -75,17 +76,12 @@ def probe_audio(path: Path) -> AudioInfo:
             channels=int(ctx.channels or 0),
             codec=ctx.name,
             container=container.format.name,
+            facts=recorded_facts(container),
         )
     if info.duration >= 0:
         return info
     samples = sum(len(b) for b in stream_audio(path, info.sample_rate or 16000))
-    return AudioInfo(
-        samples / (info.sample_rate or 16000),
-        info.sample_rate,
-        info.channels,
-        info.codec,
-        info.container,
-    )
+    return replace(info, duration=samples / (info.sample_rate or 16000))
 
 
 # --- decoding ---------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ class AudioPipeline:
         p = Path(path)
         info = probe_audio(p)  # MediaError: empty, no audio stream, undecodable
         check_length(info.duration, self.settings.max_media_hours)
-        meta = {"duration": round(info.duration, 3), "codec": info.codec}
+        meta = {"duration": round(info.duration, 3), "codec": info.codec, **info.facts}
         pieces = list(self._windows(p, meta)) if self.audio else []
         heard = any(p.space == "audio" for p in pieces)
         if self.speech:

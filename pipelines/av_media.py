@@ -8,10 +8,13 @@ lazily.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pipelines.image_decode import camera_name
 from pipelines.media_error import MediaError
 
 
@@ -93,3 +96,46 @@ def check_length(seconds: float, max_hours: float) -> None:
     header that claims one), before any decoding time is spent on it."""
     if seconds / 3600 > max_hours:
         raise MediaError(f"{seconds / 3600:.1f} hours long, over max_media_hours={max_hours:g}")
+
+
+# ISO 6709 in decimal degrees, as phones write it: "+48.8584+002.2945+035.000/"
+_ISO6709 = re.compile(r"([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)(?:[+-]\d+(?:\.\d+)?)?/?")
+
+
+def recorded_facts(container: Any) -> dict[str, Any]:
+    """When, with what and where a phone or camera recorded the file, from the container's
+    tags (MP4/QuickTime as phones write them): the keys of a photo's EXIF meta (taken_at,
+    camera, gps), each left out when absent or bogus."""
+    tags = {str(k).lower(): str(v).strip() for k, v in (container.metadata or {}).items()}
+    facts: dict[str, Any] = {}
+    keys = ("com.apple.quicktime.creationdate", "creation_time", "date")
+    if when := next(filter(None, (_when(tags.get(k)) for k in keys)), None):
+        facts["taken_at"] = when
+
+    def first(*keys: str) -> str | None:
+        return next((tags[k] for k in keys if tags.get(k)), None)
+
+    camera = camera_name(
+        first("com.apple.quicktime.make", "make", "com.android.manufacturer"),
+        first("com.apple.quicktime.model", "model", "com.android.model"),
+    )
+    if camera:
+        facts["camera"] = camera
+    match = _ISO6709.fullmatch(first("com.apple.quicktime.location.iso6709", "location") or "")
+    if match:
+        lat, lon = float(match.group(1)), float(match.group(2))
+        if abs(lat) <= 90 and abs(lon) <= 180 and (lat, lon) != (0.0, 0.0):
+            facts["gps"] = {"lat": round(lat, 6), "lon": round(lon, 6)}
+    return facts
+
+
+def _when(value: str | None) -> str | None:
+    """An ISO-8601 time (phones: "2024-05-01T12:00:00+0200", muxers: "...000000Z"); the zero
+    dates muxers write for "unknown" (1904, 1970) are dropped."""
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when.isoformat(timespec="seconds") if when.year > 1970 else None

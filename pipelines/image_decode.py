@@ -445,7 +445,7 @@ def _metadata(im: Image.Image) -> dict[str, Any]:
     ) or _parse_datetime(_get(exif, _DATETIME), _get(sub, _OFFSET_TIME))
     if taken:
         meta["taken_at"] = taken
-    camera = _join_make_model(_text(_get(exif, _MAKE)), _text(_get(exif, _MODEL)))
+    camera = camera_name(_text(_get(exif, _MAKE)), _text(_get(exif, _MODEL)))
     if camera:
         meta["camera"] = camera
     lens = _text(_get(sub, _LENS_MODEL)) or _text(_get(sub, _LENS_MAKE))
@@ -466,7 +466,7 @@ def _text(value: Any) -> str | None:
     return value or None
 
 
-def _join_make_model(make: str | None, model: str | None) -> str | None:
+def camera_name(make: str | None, model: str | None) -> str | None:
     """ "Canon" + "Canon EOS R5" -> "Canon EOS R5", not "Canon Canon EOS R5"."""
     if make and model:
         return model if model.lower().startswith(make.split()[0].lower()) else f"{make} {model}"

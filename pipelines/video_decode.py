@@ -27,13 +27,13 @@ import itertools
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from pipelines.av_media import header_duration, open_stream, reason
+from pipelines.av_media import header_duration, open_stream, reason, recorded_facts
 from pipelines.media_error import MediaError
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class VideoInfo:
     has_audio: bool
     variable_frame_rate: bool  # best effort, from the first packets' timestamps
     rotation: int = 0  # degrees counter-clockwise the display matrix turns the picture
+    facts: dict[str, Any] = field(default_factory=dict)  # recorded when/with what/where
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ def probe_video(path: Path) -> VideoInfo:
             has_audio=bool(container.streams.audio),
             variable_frame_rate=_looks_variable(pts),
             rotation=round(getattr(first, "rotation", 0) or 0) % 360,
+            facts=recorded_facts(container),
         )
 
 

@@ -101,6 +101,8 @@ class VideoPipeline:
             raise
         check_length(info.duration, self.settings.max_media_hours)
         pieces = list(self._moments(p, info.duration, media_id)) if self.vision else []
+        for piece in pieces[:1]:  # what the container says of the file (the runner's facts)
+            piece.meta |= info.facts
         if self.audio is not None and info.has_audio:
             try:
                 pieces += self.audio.prepare(path, fmt, media_id)

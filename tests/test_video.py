@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipelines.text_encoder import TextEncoder
+from search.query import Filters, Near
 from tests.audio_samples import SR, noise, place, read_wav_16k, speak
 from tests.conftest import Env, build_env
 from tests.video_samples import (
@@ -28,6 +30,7 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 SECONDS_EACH = 4.0
 SENTENCE = "Remember to pack the blue umbrella for the trip to Scotland."
 SAID_AT = 9.0
+RECORDED = {"creation_time": "2023-08-01T09:30:00.000000Z", "location": "+56.4907-004.2026/"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     spans = photo_video(silent, images, SECONDS_EACH, writer="cv2")  # OpenCV's VideoWriter
     voice = read_wav_16k(speak(SENTENCE, root / "tts.wav"))
     track = place(voice, SAID_AT, SECONDS_EACH * len(PHOTOS), bed=noise(16.0, dbfs=-60))
-    mux_audio(silent, track, SR, lib / "holiday slideshow.mp4")
+    mux_audio(silent, track, SR, lib / "holiday slideshow.mp4", tags=RECORDED)
     # other videos: other photos in VP9 without sound, and a variable-frame-rate clip
     others = [photo("hubble_deep_field"), photo("immunohistochemistry")]
     photo_video(lib / "space and cells.webm", others, 3.0, codec="libvpx-vp9")
@@ -112,6 +115,26 @@ def test_shots_of_a_video_without_sound_and_of_variable_frame_rate(ingested: Env
     [webm] = searcher.search_image(query, limit=1)  # VP9, no sound track
     assert Path(webm.path).name == "space and cells.webm"
     assert abs(webm.start - 3.0) <= 0.5 and abs(webm.end - 6.0) <= 0.5
+
+
+def test_videos_are_filtered_by_when_and_where_they_were_recorded(
+    ingested: Env, tmp_path: Path
+) -> None:
+    query = tmp_path / "query.jpg"
+    photo("coffee").save(query)
+    search = ingested.searcher()
+
+    def found(**given: object) -> set[str]:
+        hits = search.search_image(query, limit=5, filters=Filters(**given))  # type: ignore[arg-type]
+        return {Path(h.path).name for h in hits}
+
+    assert len(found()) == 3
+    tagged = {"holiday slideshow.mp4"}  # its container says 2023-08-01, near Loch Tay
+    assert found(near=Near(56.49, -4.2, 5)) == tagged
+    assert found(taken_since=datetime(2023, 1, 1)) == tagged
+    assert found(taken_until=datetime(2023, 1, 1)) == set()
+    hits = search.search("umbrella", filters=Filters(near=Near(56.49, -4.2, 5)))
+    assert hits and {Path(h.path).name for h in hits} == tagged  # its spoken words too
 
 
 def test_cli_video_and_image_queries_give_moments_as_json(ingested: Env, tmp_path: Path) -> None:

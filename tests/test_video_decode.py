@@ -92,6 +92,31 @@ def test_probe_reads_size_rate_duration_and_codec(
     assert info.frames in (0, 30)  # mp4 records the count, matroska does not
 
 
+def test_the_container_says_when_where_and_with_what_it_was_recorded(
+    videos: Path, pics: list[Image.Image]
+) -> None:
+    phone = {  # QuickTime tags as a phone writes them
+        "creation_time": "2023-08-01T09:30:00.000000Z",
+        "location": "+48.8584+002.2945+035.000/",
+        "make": "Apple",
+        "model": "iPhone 15 Pro",
+    }
+    path = videos / "phone.mov"
+    vs.photo_video(path, pics[:1], 1.0, size=(160, 120), tags=phone)
+    assert probe_video(path).facts == {
+        "taken_at": "2023-08-01T09:30:00+00:00",
+        "camera": "Apple iPhone 15 Pro",
+        "gps": {"lat": 48.8584, "lon": 2.2945},
+    }
+    bogus = {"creation_time": "1970-01-01T00:00:00.000000Z", "location": "+0.0+0.0/"}
+    path = videos / "bogus.mov"  # what muxers write for "unknown", and no fix
+    vs.photo_video(path, pics[:1], 1.0, size=(160, 120), tags=bogus)
+    assert probe_video(path).facts == {}
+    path = videos / "untagged.mkv"
+    vs.photo_video(path, pics[:1], 1.0, size=(160, 120))
+    assert probe_video(path).facts == {}
+
+
 def test_probe_a_video_written_by_opencv(videos: Path, pics: list[Image.Image]) -> None:
     path = videos / "cv2.mp4"
     vs.photo_video(path, pics[:2], 1.0, writer="cv2")

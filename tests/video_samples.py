@@ -64,6 +64,7 @@ def photo_video(
     writer: str = "av",
     rotation: int = 0,
     keyframe_every: int = 0,
+    tags: dict[str, str] | None = None,
 ) -> list[tuple[float, float]]:
     """A video showing each image for `seconds_each`; returns each image's (start, end) seconds.
 
@@ -71,6 +72,7 @@ def photo_video(
     number of frames, so the returned times are exact frame boundaries. `rotation` (degrees,
     counter-clockwise) is written as a display matrix, as phones do for portrait videos.
     `keyframe_every` (frames; 0: the encoder's choice): decoding recovers at each keyframe.
+    `tags`: container metadata, as phones write it (creation_time, location, make, model).
     """
     path = Path(path)
     per = max(1, round(seconds_each * fps))
@@ -80,6 +82,7 @@ def photo_video(
         _write_cv2(path, frames, fps, size)
     elif writer == "av":
         with _VideoWriter(path, codec, size, Fraction(1, fps), rate=fps) as out:
+            out.container.metadata.update(tags or {})
             if rotation:
                 out.stream.set_display_rotation(rotation)
             if keyframe_every:
@@ -198,7 +201,9 @@ def _aac_packets(stream: Any, audio: np.ndarray, sr: int) -> list[Any]:
     return packets
 
 
-def mux_audio(video: Path, audio: np.ndarray, sr: int, out: Path) -> Path:
+def mux_audio(
+    video: Path, audio: np.ndarray, sr: int, out: Path, tags: dict[str, str] | None = None
+) -> Path:
     """`video`'s picture (copied, not re-encoded) with `audio` (mono float) as an AAC track.
 
     Sample 0 of `audio` plays at time 0 of the video, so speech placed at t s in the array
@@ -209,6 +214,7 @@ def mux_audio(video: Path, audio: np.ndarray, sr: int, out: Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(video)) as src, av.open(str(out), mode="w") as dst:
+        dst.metadata.update(tags or {})
         vin = src.streams.video[0]
         vout = dst.add_stream_from_template(vin)
         aout = _add_aac(dst, sr)
