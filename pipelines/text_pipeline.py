@@ -102,14 +102,15 @@ class TextPipeline:
 
     def encode(self, payloads: list[str | LabelSet]) -> np.ndarray:
         """Unit vectors for texts and label sets alike (both are searched as text)."""
-        texts = [i for i, p in enumerate(payloads) if not isinstance(p, LabelSet)]
-        if len(texts) == len(payloads):
-            return self.encode_texts(payloads)  # type: ignore[arg-type]
+        texts = [p for p in payloads if isinstance(p, str)]
+        sets = [p for p in payloads if isinstance(p, LabelSet)]
+        if not sets:
+            return self.encode_texts(texts)
+        is_set = np.array([isinstance(p, LabelSet) for p in payloads])
         out = np.zeros((len(payloads), self.encoder.dim), dtype=np.float32)
         if texts:
-            out[texts] = self.encode_texts([payloads[i] for i in texts])  # type: ignore[misc]
-        sets = [i for i, p in enumerate(payloads) if isinstance(p, LabelSet)]
-        out[sets] = self._encode_label_sets([payloads[i] for i in sets])  # type: ignore[misc]
+            out[~is_set] = self.encode_texts(texts)
+        out[is_set] = self._encode_label_sets(sets)
         return out
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:

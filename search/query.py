@@ -57,10 +57,8 @@ class Filters:
     @property
     def by_catalog(self) -> bool:
         """Filters the catalog answers (by media id), not Milvus."""
-        return any(
-            v is not None
-            for v in (self.path_glob, self.since, self.until, self.taken_since, self.taken_until)
-        ) or bool(self.camera or self.near)
+        dates = (self.since, self.until, self.taken_since, self.taken_until)
+        return any((self.path_glob, *dates, self.camera, self.near))
 
 
 @dataclass(frozen=True)
