@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 
-def build_library(dest: Path, count: int) -> int:
+def build_library(dest: Path, count: int, megapixels: float = 0.0) -> int:
     import numpy as np
     from PIL import Image, ImageEnhance
     from skimage import data
@@ -47,12 +47,21 @@ def build_library(dest: Path, count: int) -> int:
         img = photos[i % len(photos)].convert("RGB")
         w, h = img.size
         scale = rng.uniform(0.8, 2.0)  # some larger than the source, as camera photos are
+        if megapixels:  # camera-sized: about this many pixels, whatever the source's size
+            scale *= (megapixels * 1e6 / (w * h)) ** 0.5 / 1.4
         img = img.resize((int(w * scale), int(h * scale)))
         dx, dy = (int(v) for v in rng.integers(0, 30, 2))
         img = img.crop((dx, dy, img.width - dx, img.height - dy))
         img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.8, 1.2))
         img.save(dest / f"photo_{i:04d}.jpg", quality=90)
     return count
+
+
+def _pixels(path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.width * im.height
 
 
 def main() -> None:
@@ -63,6 +72,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ocr", action="store_true")
+    ap.add_argument(
+        "--megapixels", type=float, default=0.0, help="photos of about this size (e.g. 12)"
+    )
     ap.add_argument(
         "--jpeg-decode",
         choices=["auto", "pillow", "torchvision"],
@@ -88,7 +100,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="mmrag-imgbench-"))
     try:
-        n = build_library(work / "lib", args.images)
+        n = build_library(work / "lib", args.images, args.megapixels)
         settings = Settings(
             milvus_uri=str(work / "milvus.db"),
             catalog=work / "catalog.sqlite",
@@ -109,6 +121,7 @@ def main() -> None:
         text.encode(["warm up"])
         photos = ImagePipeline(settings, text, image)
         files = sorted((work / "lib").iterdir())
+        mpx = sum(_pixels(f) for f in files) / len(files) / 1e6
         t0 = time.perf_counter()
         tensors = [
             image.preprocess(decode_image(f, short_side=photos.decode_side()).image)
@@ -165,6 +178,7 @@ def main() -> None:
     jpeg_on = photos.jpeg_device()
     result = {
         "images": n,
+        "megapixels_mean": round(mpx, 2),
         "model": args.model,
         "device": enc.device,
         "batch": args.batch,
