@@ -76,6 +76,10 @@ class MediaFacts:
     def row(self) -> tuple[str | None, str | None, float | None, float | None]:
         return (self.taken_at, self.camera, self.lat, self.lon)
 
+    def hit_fields(self) -> dict[str, Any]:
+        gps = {"lat": self.lat, "lon": self.lon} if self.lat is not None else None
+        return {"taken_at": self.taken_at, "camera": self.camera, "gps": gps}
+
 
 @dataclass(frozen=True)
 class PathRecord:
@@ -224,8 +228,20 @@ class Catalog:
         }
 
     def facts(self, media_id: str) -> MediaFacts | None:
-        row = self._one("SELECT taken_at, camera, lat, lon FROM media WHERE id = ?", (media_id,))
-        return MediaFacts(*row) if row else None
+        return self.facts_of([media_id]).get(media_id)
+
+    def facts_of(self, media_ids: Iterable[str]) -> dict[str, MediaFacts]:
+        ids = list(dict.fromkeys(media_ids))
+        out: dict[str, MediaFacts] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            rows = self._all(
+                "SELECT id, taken_at, camera, lat, lon FROM media "
+                f"WHERE id IN ({','.join('?' * len(part))})",
+                tuple(part),
+            )
+            out.update((r["id"], MediaFacts(*tuple(r)[1:])) for r in rows)
+        return out
 
     def paths_under(self, root: str) -> list[PathRecord]:
         rows = self._all("SELECT * FROM paths WHERE root = ?", (root,))

@@ -75,12 +75,16 @@ class Hit:
     segment_id: str
     thumbnail: str | None = None  # a JPEG of the image (or shot) this hit comes from
     link: str = ""  # opens the file there: a media fragment (#t=start,end) or a PDF page
+    # What the file says of itself (a photo's EXIF, a phone video's tags), where it does
+    taken_at: str | None = None
+    camera: str | None = None
+    gps: dict[str, float] | None = None
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None or k not in OPTIONAL}
 
 
-OPTIONAL = ("page", "thumbnail")
+OPTIONAL = ("page", "thumbnail", "taken_at", "camera", "gps")
 
 
 class Searcher:
@@ -254,6 +258,7 @@ class Searcher:
 
     def _hits(self, rows: list[dict], query: str) -> list[Hit]:
         where = self.catalog.display_paths(r["media_id"] for r in rows)
+        facts = self.catalog.facts_of(where)
         hits: list[Hit] = []
         for row in rows:
             rec = where.get(row["media_id"])
@@ -273,6 +278,7 @@ class Searcher:
                     segment_id=row["id"],
                     thumbnail=self._thumbnail(row),
                     link=link(rec.path, row["modality"], row["start"], row["end"], row["page"]),
+                    **facts.get(row["media_id"], MediaFacts()).hit_fields(),
                 )
             )
         return hits

@@ -22,6 +22,14 @@ def location(hit: Hit) -> str:
     return where + (f"  thumb {hit.thumbnail}" if hit.thumbnail else "")
 
 
+def recorded(hit: Hit) -> str:
+    """When, with what and where the file was taken, as far as it says."""
+    parts = [hit.taken_at[:16].replace("T", " ")] if hit.taken_at else []
+    parts += [hit.camera] if hit.camera else []
+    parts += [f"{hit.gps['lat']:.4f},{hit.gps['lon']:.4f}"] if hit.gps else []
+    return "  taken " + ", ".join(parts) if parts else ""
+
+
 def _clock(seconds: float) -> str:
     m, s = divmod(max(0.0, seconds), 60)
     h, m = divmod(int(m), 60)
@@ -41,6 +49,7 @@ def print_hits(console: Console, query: str, hits: list[Hit], mode: str) -> None
                 (f"{h.score:.4f}  ", "cyan"),
                 (h.path, "green"),
                 (f"  {location(h)}", "yellow"),
+                (recorded(h), "dim"),
             ),
             overflow="fold",
         )

@@ -145,7 +145,16 @@ def test_photos_are_filtered_by_when_where_and_with_what_they_were_taken(images:
 
     out = images.cli("search", "--image", str(query), "--near", "-33.86,151.21,2", "--json")
     assert out.exit_code == 0, out.output
-    assert [Path(h["path"]).stem for h in json.loads(out.output)] == ["sydney"]
+    [hit] = json.loads(out.output)
+    assert Path(hit["path"]).stem == "sydney"
+    assert (hit["taken_at"], hit["camera"]) == ("2021-07-14T15:30:45", "Canon EOS R5")
+    assert hit["gps"] == {"lat": pytest.approx(-33.8568), "lon": pytest.approx(151.2153)}
+    table = images.cli("search", "--image", str(query), "--camera", "canon")
+    flat = "".join(table.output.split())  # the table folds long lines anywhere
+    assert "taken2021-07-1415:30,CanonEOSR5,-33.8568,151.2153" in flat
+    unknown = search.search_image(query, filters=Filters(path_glob="*scan*"))
+    assert [(h.taken_at, h.camera, h.gps) for h in unknown] == [(None, None, None)]
+    assert "taken_at" not in unknown[0].to_json()
     bad = images.cli("search", "cat", "--near", "north")
     assert bad.exit_code != 0 and "--near expects LAT,LON" in bad.output
 
