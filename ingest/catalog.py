@@ -267,6 +267,17 @@ class Catalog:
         }
         return {k: int(self._one(sql)[0]) for k, sql in q.items()}
 
+    def facts_by_modality(self) -> dict[str, dict[str, int]]:
+        """Per modality, how many contents say when, with what and where they were taken: what
+        the --taken-*, --camera and --near filters can find."""
+        rows = self._all(
+            "SELECT modality, count(*) media, count(taken_at) taken_at, count(camera) camera, "
+            "count(lat) gps FROM media WHERE status='done' GROUP BY 1"
+        )
+        return {
+            r["modality"]: {k: r[k] for k in ("media", "taken_at", "camera", "gps")} for r in rows
+        }
+
     def media_by_modality(self) -> dict[str, int]:
         rows = self._all("SELECT modality, count(*) n FROM media WHERE status='done' GROUP BY 1")
         return {r["modality"]: r["n"] for r in rows}

@@ -445,6 +445,7 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
             "catalog": str(settings.catalog),
             "files": catalog.counts(),
             "media_by_modality": catalog.media_by_modality(),
+            "facts_by_modality": catalog.facts_by_modality(),
             "spaces": spaces,
             "failures": [{"path": f.display, "reason": f.error} for f in catalog.failures()],
         }
@@ -461,6 +462,12 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
     for name, s in spaces.items():
         t.add_row(name, str(s["rows"]), ", ".join(f"{k}: {v}" for k, v in s["by_modality"].items()))
     out.print(t)
+    for modality, n in data["facts_by_modality"].items():
+        if n["taken_at"] or n["camera"] or n["gps"]:
+            out.print(
+                f"{modality}: {n['media']} contents, {n['taken_at']} with a date taken, "
+                f"{n['camera']} with a camera, {n['gps']} with GPS"
+            )
     for f in data["failures"]:
         out.print(f"[yellow]failed:[/yellow] {f['path']}: {f['reason']}", highlight=False)
 

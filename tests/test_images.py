@@ -155,6 +155,13 @@ def test_photos_are_filtered_by_when_where_and_with_what_they_were_taken(images:
     unknown = search.search_image(query, filters=Filters(path_glob="*scan*"))
     assert [(h.taken_at, h.camera, h.gps) for h in unknown] == [(None, None, None)]
     assert "taken_at" not in unknown[0].to_json()
+    status = json.loads(images.cli("status", "--json").output)
+    assert status["facts_by_modality"] == {
+        "image": {"media": 3, "taken_at": 2, "camera": 2, "gps": 2}
+    }
+    assert "image: 3 contents, 2 with a date taken, 2 with a camera, 2 with GPS" in "".join(
+        images.cli("status").output
+    )
     bad = images.cli("search", "cat", "--near", "north")
     assert bad.exit_code != 0 and "--near expects LAT,LON" in bad.output
 
