@@ -61,7 +61,8 @@ _MIGRATIONS: dict[int, str] = {
 
 @dataclass(frozen=True)
 class MediaFacts:
-    """When, with what and where a photo was taken, as its EXIF says (each may be unknown)."""
+    """When, with what and where a file was taken, as its EXIF or container tags say (each may
+    be unknown)."""
 
     taken_at: str | None = None
     camera: str | None = None
@@ -72,6 +73,10 @@ class MediaFacts:
     def from_meta(cls, meta: Mapping[str, Any]) -> MediaFacts:
         gps = meta.get("gps") or {}
         return cls(meta.get("taken_at"), meta.get("camera"), gps.get("lat"), gps.get("lon"))
+
+    @classmethod
+    def of_row(cls, row: sqlite3.Row) -> MediaFacts:
+        return cls(row["taken_at"], row["camera"], row["lat"], row["lon"])
 
     def row(self) -> tuple[str | None, str | None, float | None, float | None]:
         return (self.taken_at, self.camera, self.lat, self.lon)
@@ -221,14 +226,7 @@ class Catalog:
             "SELECT p.*, m.taken_at, m.camera, m.lat, m.lon FROM paths p "
             "JOIN media m ON m.id = p.media_id"
         )
-        return {
-            r["media_id"]
-            for r in rows
-            if accept(_path_record(r), MediaFacts(r["taken_at"], r["camera"], r["lat"], r["lon"]))
-        }
-
-    def facts(self, media_id: str) -> MediaFacts | None:
-        return self.facts_of([media_id]).get(media_id)
+        return {r["media_id"] for r in rows if accept(_path_record(r), MediaFacts.of_row(r))}
 
     def facts_of(self, media_ids: Iterable[str]) -> dict[str, MediaFacts]:
         ids = list(dict.fromkeys(media_ids))
@@ -240,7 +238,7 @@ class Catalog:
                 f"WHERE id IN ({','.join('?' * len(part))})",
                 tuple(part),
             )
-            out.update((r["id"], MediaFacts(*tuple(r)[1:])) for r in rows)
+            out.update((r["id"], MediaFacts.of_row(r)) for r in rows)
         return out
 
     def paths_under(self, root: str) -> list[PathRecord]:

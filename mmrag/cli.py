@@ -297,17 +297,17 @@ def search(
     ] = None,
     until: Annotated[str | None, typer.Option(help="Only files modified before this date")] = None,
     taken_since: Annotated[
-        str | None, typer.Option(help="Only photos taken on/after this date (EXIF)")
+        str | None, typer.Option(help="Only files taken on/after this date (EXIF, video tags)")
     ] = None,
     taken_until: Annotated[
-        str | None, typer.Option(help="Only photos taken before this date (EXIF)")
+        str | None, typer.Option(help="Only files taken before this date (EXIF, video tags)")
     ] = None,
     camera: Annotated[
-        str | None, typer.Option(help="Only photos from a camera whose name contains this (EXIF)")
+        str | None, typer.Option(help="Only files from a camera whose name contains this (EXIF)")
     ] = None,
     near: Annotated[
         str | None,
-        typer.Option(help="Only photos taken within KM of a place (EXIF GPS): LAT,LON[,KM=5]"),
+        typer.Option(help="Only files taken within KM of a place (GPS): LAT,LON[,KM=5]"),
     ] = None,
     image: Annotated[
         Path | None, typer.Option("--image", help="Find photos like this one (image-to-image)")

@@ -53,20 +53,12 @@ class AudioInfo:
     facts: dict[str, Any] = field(default_factory=dict)  # recorded when/with what/where
 
 
-# --- opening ----------------------------------------------------------------------------------
-
-
-def _open(path: Path) -> tuple[Any, Any]:
-    """The opened container and its first audio stream, or a MediaError saying why not."""
-    return open_stream(path, "audio")
-
-
 # --- probing ----------------------------------------------------------------------------------
 
 
 def probe_audio(path: Path) -> AudioInfo:
     """Duration, rate, channels and codec from the headers (decodes only when they lack one)."""
-    container, stream = _open(path)
+    container, stream = open_stream(path, "audio")
     with container:
         ctx = stream.codec_context
         duration = header_duration(container, stream)
@@ -124,7 +116,7 @@ def _decoded_chunks(path: Path, sample_rate: int) -> Iterator[tuple[float, np.nd
     """(start seconds, mono float32 samples) per decoded frame; truncation ends the stream."""
     import av
 
-    container, stream = _open(path)
+    container, stream = open_stream(path, "audio")
     resampler = _Resampler(sample_rate)
     decoded = 0
     start = 0.0

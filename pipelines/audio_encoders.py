@@ -25,11 +25,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from pipelines import panns
 from pipelines.model_resolver import ModelNotAvailable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_AUDIO_MODEL = "panns-cnn14"
 OFFLINE_AUDIO_MODEL = "whisper-tiny-encoder"
 
 Tags = list[list[tuple[str, float]]]
@@ -53,7 +53,7 @@ class AudioEncoder(Protocol):
     def info(self) -> dict[str, Any]: ...
 
 
-def load_audio_encoder(name: str = DEFAULT_AUDIO_MODEL, device: str = "auto") -> AudioEncoder:
+def load_audio_encoder(name: str, device: str = "auto") -> AudioEncoder:
     """The encoder registered under `name`; an unknown name lists the known ones."""
     factory = ENCODERS.get(name)
     if factory is None:
@@ -113,13 +113,12 @@ class PannsEncoder:
     """
 
     name = "panns-cnn14"
-    dim = 2048
-    sample_rate = 32000
+    dim = panns.EMBEDDING_DIM
+    sample_rate = panns.SAMPLE_RATE
     window_s = 5.0
     hop_s = 2.5
 
     def __init__(self, device: str = "auto", checkpoint: Path | None = None) -> None:
-        from pipelines import panns
         from pipelines.text_encoder import pick_device
 
         self.device = pick_device(device)
@@ -138,7 +137,7 @@ class PannsEncoder:
     ) -> tuple[np.ndarray, Tags]:
         """Vectors and the top-k AudioSet tags (probability >= min_prob) from one forward pass."""
         padded = [_tile_to(w, self.min_samples) for w in windows]
-        probs = np.zeros((len(windows), 527), dtype=np.float32)
+        probs = np.zeros((len(windows), panns.CLASSES), dtype=np.float32)
         vectors = np.zeros((len(windows), self.dim), dtype=np.float32)
         for idx in _by_length(padded, self.batch):
             emb, p = self._forward(np.stack([padded[i] for i in idx]))
@@ -265,7 +264,7 @@ class LogmelStatsEncoder:
     sample_rate = 16000
     window_s = 3.0
     hop_s = 1.0
-    device = "cpu"
+    device = "cpu"  # numpy: the device argument is taken, for the factory, and not used
 
     n_fft = 400
     hop = 160
@@ -274,7 +273,6 @@ class LogmelStatsEncoder:
     def __init__(self, device: str = "cpu") -> None:
         from pipelines.panns import mel_filterbank
 
-        self.device = "cpu"
         self.fb = mel_filterbank(self.sample_rate, 512, self.bands, 50.0, 8000.0)
         self.window = np.hanning(self.n_fft + 1)[:-1].astype(np.float32)
         self.min_samples = self.n_fft * 2

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.image_decode import camera_name
-from pipelines.media_error import MediaError
+from pipelines.media_error import MediaError, NoVideoStream
 
 
 def open_stream(
@@ -43,7 +43,7 @@ def open_stream(
         kinds = sorted({s.type for s in container.streams}) or ["no streams"]
         container.close()
         if kind == "video" and has_audio:
-            raise MediaError(f"{path}: no video stream (audio only)")
+            raise NoVideoStream(f"{path}: no video stream (audio only)")
         raise MediaError(f"{path}: no {kind} stream (the file has {', '.join(kinds)})")
     stream = streams[0]
     if stream.codec_context is None or not can_decode(stream):

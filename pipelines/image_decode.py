@@ -31,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from pipelines.media_error import MediaError
 
 WHITE = (255, 255, 255)
+THUMBNAIL_SIDE = 256  # longest side of the thumbnails shown with hits
 THUMBNAIL_QUALITY = 85
 
 # ISO BMFF major brands that mean HEIF/HEIC (AVIF is read by Pillow itself).
@@ -129,7 +130,7 @@ def decode_image(
             raise ImageDecodeError(f"damaged {kind}: {reason}") from e
 
 
-def thumbnail(img: DecodedImage, size: int = 256) -> bytes:
+def thumbnail(img: DecodedImage, size: int = THUMBNAIL_SIDE) -> bytes:
     """JPEG bytes (quality 85) whose longest side is `size`; smaller images are not enlarged."""
     if size < 1:
         raise ValueError(f"thumbnail size must be >= 1, not {size}")
@@ -149,7 +150,7 @@ def thumbnail(img: DecodedImage, size: int = 256) -> bytes:
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-def thumbnail_path(cache_dir: Path, media_id: str, size: int = 256) -> Path:
+def thumbnail_path(cache_dir: Path, media_id: str, size: int = THUMBNAIL_SIDE) -> Path:
     """cache_dir/ab/<media_id>_<size>.jpg: keyed by content hash, so a renamed file keeps it.
 
     The id is checked because the path is built from it and served over HTTP.
@@ -159,7 +160,9 @@ def thumbnail_path(cache_dir: Path, media_id: str, size: int = 256) -> Path:
     return Path(cache_dir) / media_id[:2] / f"{media_id}_{int(size)}.jpg"
 
 
-def ensure_thumbnail(cache_dir: Path, media_id: str, img: DecodedImage, size: int = 256) -> Path:
+def ensure_thumbnail(
+    cache_dir: Path, media_id: str, img: DecodedImage, size: int = THUMBNAIL_SIDE
+) -> Path:
     """The thumbnail's path, writing it first only if it is missing (once per content hash).
 
     Written to a temporary file and renamed into place, so a reader or a crash never sees half a

@@ -16,14 +16,13 @@ from typing import Any
 
 from mmrag.settings import Settings
 from pipelines.base import Encoded, LazySpace, Piece, SpaceEncoder
-from pipelines.image_decode import decode_image, ensure_thumbnail
+from pipelines.image_decode import THUMBNAIL_SIDE, decode_image, ensure_thumbnail
 from pipelines.ocr import read_text, tesseract_available
 from pipelines.text_pipeline import LabelSet
 
 # Photos decode reduced (JPEG draft mode: 1/2, 1/4, 1/8 scale at a fraction of the cost) to the
 # shorter side the models resize to (224-384 px) and the thumbnail needs, once; OCR needs more
 # pixels to read small print. Query images decode as photos do, so both see the same pixels.
-THUMBNAIL_SIDE = 256
 OCR_INPUT_SIDE = 1600
 
 
@@ -118,6 +117,11 @@ def _label_piece(found: list[tuple[str, float]]) -> Piece:
     )
 
 
+def decode_side(spaces: list[Any]) -> int:
+    """The shorter side every consumer can work from: the models' inputs, the thumbnail."""
+    return max([THUMBNAIL_SIDE, *(s.encoder.input_side for s in spaces)])
+
+
 class ImagePipeline:
     """A Pipeline for photos: `image` and `clip` vectors (each where configured), labels and
     OCR words in `text` (shared with documents)."""
@@ -147,8 +151,7 @@ class ImagePipeline:
         return {**{s.name: s for s in self.vision}, "text": self.text}
 
     def decode_side(self) -> int:
-        """The shorter side every consumer can work from: the models' inputs, the thumbnail."""
-        return max([THUMBNAIL_SIDE, *(s.encoder.input_side for s in self.vision)])
+        return decode_side(self.vision)
 
     def jpeg_device(self) -> str | None:
         """Where JPEGs decode as tensors (settings.jpeg_decode), or None for Pillow."""
@@ -179,7 +182,7 @@ class ImagePipeline:
         else:  # one reduction, shared by the models and the thumbnail
             img = decode_image(Path(path), max_pixels=limit, short_side=self.decode_side())
         if media_id:
-            ensure_thumbnail(self.settings.thumbnails, media_id, img, THUMBNAIL_SIDE)
+            ensure_thumbnail(self.settings.thumbnails, media_id, img)
         meta = {
             **img.meta,
             "width": img.width,

@@ -28,7 +28,7 @@ from pathlib import Path
 from pipelines.media_error import MediaError
 from pipelines.video_decode import probe_video
 
-DEFAULT_THRESHOLD = 3.0  # AdaptiveDetector's: a frame changes 3x more than its neighbours
+THRESHOLD = 3.0  # AdaptiveDetector's: a frame changes 3x more than its neighbours
 _MIN_SHOT_S = 0.05  # shorter slivers at the very start or end are folded into their neighbour
 
 
@@ -41,26 +41,24 @@ class Shot:
 
 def detect_shots(
     path: Path,
-    threshold: float | None = None,
     min_shot_s: float = 1.0,
     duration: float | None = None,
 ) -> list[Shot]:
     """Shots covering [0, duration] without gaps; a video without a cut is one shot.
 
-    `threshold` is AdaptiveDetector's adaptive_threshold (lower finds more cuts); no cut comes
-    sooner than `min_shot_s` after the previous one. A caller that probed the video already
-    passes its `duration`; otherwise the video is probed here (and refused with its reason).
+    No cut comes sooner than `min_shot_s` after the previous one. A caller that probed the
+    video already passes its `duration`; otherwise it is probed here (and refused with why).
     """
     if min_shot_s < 0:
         raise ValueError(f"min_shot_s must be >= 0, got {min_shot_s}")
     path = Path(path)
     if duration is None:
         duration = probe_video(path).duration
-    cuts = _cut_times(path, DEFAULT_THRESHOLD if threshold is None else threshold, min_shot_s)
+    cuts = _cut_times(path, min_shot_s)
     return shots_from_cuts(cuts, duration)
 
 
-def _cut_times(path: Path, threshold: float, min_shot_s: float) -> list[float]:
+def _cut_times(path: Path, min_shot_s: float) -> list[float]:
     """Seconds at which a new shot starts, as PySceneDetect finds them."""
     from scenedetect import AdaptiveDetector, SceneManager, open_video
 
@@ -69,12 +67,10 @@ def _cut_times(path: Path, threshold: float, min_shot_s: float) -> list[float]:
         manager = SceneManager()
         manager.auto_downscale = True
         manager.add_detector(
-            AdaptiveDetector(adaptive_threshold=threshold, min_scene_len=float(min_shot_s))
+            AdaptiveDetector(adaptive_threshold=THRESHOLD, min_scene_len=float(min_shot_s))
         )
         manager.detect_scenes(video)
         scenes = manager.get_scene_list(start_in_scene=True)
-    except MediaError:
-        raise
     except Exception as exc:  # scenedetect raises its own types and FFmpeg's; report, never crash
         reason = str(exc) or type(exc).__name__
         raise MediaError(f"{path}: shot detection failed ({reason})") from exc

@@ -279,7 +279,6 @@ class OpenAITranscriber:
         language: str | None = None,
         word_timestamps: bool = True,
         chunk_s: float = 600.0,
-        timestamps: bool | None = None,
     ) -> None:
         self.model = model
         self.name = f"openai:{model}"
@@ -287,18 +286,19 @@ class OpenAITranscriber:
         self.word_timestamps = word_timestamps
         # 600 s of 16-bit 16 kHz mono WAV is 19.2 MB, under the API's 25 MB upload limit.
         self.chunk_s = chunk_s
-        self.timestamps = model.startswith("whisper") if timestamps is None else timestamps
-        _api_key()  # fail before the caller decodes hours of audio
+        self.timestamps = model.startswith("whisper")
+        # One client (its connections reused for every chunk), made now so a missing key or
+        # library fails before the caller decodes hours of audio
+        self.client = _openai_client()
 
     def transcribe(self, samples: np.ndarray, offset: float = 0.0) -> Transcript:
         samples = _mono(samples)
         duration = samples.size / SAMPLE_RATE
-        client = _openai_client()
         segments: list[SpeechSegment] = []
         language = ""
         for start, end in chunk_bounds(samples, round(self.chunk_s * SAMPLE_RATE)):
             chunk = samples[start:end]
-            response = client.audio.transcriptions.create(
+            response = self.client.audio.transcriptions.create(
                 model=self.model, file=("chunk.wav", wav_bytes(chunk)), **self._params()
             )
             chunk_offset = offset + start / SAMPLE_RATE

@@ -24,8 +24,8 @@ from pipelines.audio_pipeline import AudioPipeline
 from pipelines.av_media import check_length
 from pipelines.base import Encoded, Piece, SpaceEncoder
 from pipelines.image_decode import DecodedImage, ensure_thumbnail
-from pipelines.image_pipeline import THUMBNAIL_SIDE, ImagePipeline
-from pipelines.media_error import MediaError
+from pipelines.image_pipeline import ImagePipeline
+from pipelines.media_error import MediaError, NoVideoStream
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ class VideoPipeline:
         p = Path(path)
         try:
             info = probe_video(p)
-        except MediaError as exc:
-            if "audio only" in str(exc) and self.audio is not None:
+        except NoVideoStream:
+            if self.audio is not None:
                 return self.audio.prepare(path, fmt, media_id)  # a recording in a video box
             raise
         check_length(info.duration, self.settings.max_media_hours)
@@ -142,7 +142,7 @@ class VideoPipeline:
         thumbs = self.settings.thumbnails
         ensure_thumbnail(thumbs, thumbnail_key(media_id, moment), frame)
         if moment.start == 0:  # the video's own thumbnail (for its transcript hits): the opening
-            ensure_thumbnail(thumbs, media_id, frame, THUMBNAIL_SIDE)
+            ensure_thumbnail(thumbs, media_id, frame)
 
     def _embed(self, batch: list[tuple[Moment, Any]], media_id: str) -> Iterator[Piece]:
         for space in self.vision:
@@ -151,9 +151,7 @@ class VideoPipeline:
                 (out.vectors, out.derived) if isinstance(out, Encoded) else (out, None)
             )
             for k, (moment, _) in enumerate(batch):
-                meta = {"shot": moment.shot, "keyframe": round(moment.middle, 3)}
-                if media_id:
-                    meta["thumb"] = thumbnail_key(media_id, moment)
+                meta = {"thumb": thumbnail_key(media_id, moment)} if media_id else {}
                 yield Piece(
                     None,
                     "shot",
@@ -166,6 +164,6 @@ class VideoPipeline:
                 )
                 for label in derived[k] if derived else []:  # the keyframe's ImageNet labels
                     label.modality = "shot_label"
-                    label.meta |= {"thumb": meta["thumb"]} if media_id else {}
+                    label.meta |= meta
                     label.start, label.end = round(moment.start, 3), round(moment.end, 3)
                     yield label

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ingest.catalog import Catalog, MediaFacts, PathRecord
 from pipelines.image_decode import decode_image, thumbnail_path
-from pipelines.image_pipeline import THUMBNAIL_SIDE
+from pipelines.image_pipeline import decode_side
 from pipelines.milvus_store import MilvusStore, quote
 from pipelines.text_pipeline import TextPipeline
 from search.fusion import fuse_ranked, merge_moments, place
@@ -165,8 +165,7 @@ class Searcher:
             return []
         # Decoded as ingest decodes photos; ImageDecodeError says what is wrong with the file.
         # One hit per file: a video gives its best moment (its neighbours are other pictures).
-        side = max([THUMBNAIL_SIDE, *(space.encoder.input_side for space, _ in spaces)])
-        query = decode_image(path, short_side=side)
+        query = decode_image(path, short_side=decode_side([space for space, _ in spaces]))
         lists = []
         for space, name in spaces:  # the best moment of each video (grouping search)
             vector = space.encode_images([query.image])[0][None]

@@ -79,3 +79,19 @@ def write_wav(path: Path, samples: np.ndarray, sr: int = SR) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), np.asarray(samples, dtype=np.float32), sr, subtype="PCM_16")
     return path
+
+
+def random_cnn14(folder: Path) -> Path:
+    """A randomly initialised CNN14 (seed 0) saved as the official checkpoint is laid out
+    ({"model": state_dict}), with a 527-row AudioSet-style labels file beside it."""
+    import torch
+
+    from pipelines import panns
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / "Cnn14_random.pth"
+    torch.save({"model": panns.build_cnn14().state_dict()}, checkpoint)
+    rows = ["index,mid,display_name"] + [f"{i},/m/{i},Sound {i}" for i in range(527)]
+    (folder / panns.LABELS_NAME).write_text("\n".join(rows) + "\n")
+    return checkpoint

@@ -17,7 +17,7 @@ import soundfile as sf
 
 from pipelines.audio_decode import load_audio
 from pipelines.text_encoder import TextEncoder
-from tests.audio_samples import SR, noise, place, read_wav_16k, speak, write_wav
+from tests.audio_samples import SR, noise, place, random_cnn14, read_wav_16k, speak, write_wav
 from tests.conftest import Env, build_env
 from tests.test_audio_encoders import TEXTS, _music
 
@@ -140,6 +140,7 @@ def test_cli_audio_query_json_and_batch_lines(
     assert answers["words"][0]["modality"] == "transcript"
 
     r = ingested.cli("search", "--audio", str(clip), "--modality", "recording", "--json")
+    assert r.exit_code == 0, r.output
     whole = json.loads(r.stdout)
     assert Path(whole[0]["path"]).name == "council meeting.flac"
     assert whole[0]["modality"] == "recording" and whole[0]["start"] == 0
@@ -203,17 +204,9 @@ def test_panns_windows_and_tag_runs_through_the_real_loader(
 ) -> None:
     """A randomly initialised CNN14 saved in the official checkpoint layout, with a labels
     file: windows land in the `audio` space and runs of equal tags become text segments."""
-    import torch
-
     from pipelines import panns
 
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "models" / "Cnn14_random.pth"
-    checkpoint.parent.mkdir()
-    torch.save({"model": panns.build_cnn14().state_dict()}, checkpoint)
-    rows = ["index,mid,display_name"] + [f"{i},/m/{i},Sound {i}" for i in range(527)]
-    (checkpoint.parent / panns.LABELS_NAME).write_text("\n".join(rows) + "\n")
-    monkeypatch.setenv(panns.CHECKPOINT_ENV, str(checkpoint))
+    monkeypatch.setenv(panns.CHECKPOINT_ENV, str(random_cnn14(tmp_path / "models")))
 
     env = make_env().with_audio(audio_model="panns-cnn14", speech_model="")
     env.settings.label_top_k = 2

@@ -28,6 +28,7 @@ from pipelines.audio_encoders import (
     load_audio_encoder,
 )
 from pipelines.model_resolver import ModelNotAvailable
+from tests.audio_samples import random_cnn14
 
 SR = 16000
 LENGTH_S = 60.0
@@ -314,15 +315,9 @@ def test_unknown_name_lists_the_known_encoders() -> None:
 def test_panns_through_the_factory_with_a_random_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import torch
-
     from pipelines import panns
 
-    torch.manual_seed(0)
-    path = tmp_path / "random-cnn14.pth"
-    torch.save({"model": panns.build_cnn14().state_dict()}, path)
-    rows = ["index,mid,display_name"] + [f"{i},/m/{i},Class {i}" for i in range(527)]
-    (tmp_path / panns.LABELS_NAME).write_text("\n".join(rows) + "\n")
+    path = random_cnn14(tmp_path)
     monkeypatch.setenv(panns.CHECKPOINT_ENV, str(path))
     encoder = load_audio_encoder("panns-cnn14", device="cpu")
     assert (encoder.sample_rate, encoder.dim, encoder.window_s, encoder.hop_s) == (
@@ -341,7 +336,7 @@ def test_panns_through_the_factory_with_a_random_checkpoint(
     assert vectors.shape == (3, 2048)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     tags = encoder.tags(windows[:1])
-    assert len(tags) == 1 and all(label.startswith("Class ") for label, _ in tags[0])
+    assert len(tags) == 1 and all(label.startswith("Sound ") for label, _ in tags[0])
     assert encoder.info()["path"] == str(path) and encoder.info()["tags"] == 527
 
 

@@ -196,10 +196,10 @@ def test_a_v1_catalog_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) ->
     try:
         assert c.version == SCHEMA_VERSION == 2
         assert c.media_modality("m1") == "image"
-        assert c.facts("m1") == MediaFacts()  # unknown until the photo is embedded again
+        assert c.facts_of(["m1"]) == {"m1": MediaFacts()}  # unknown until embedded again
         facts = MediaFacts("2021-07-14T15:30:45+10:00", "Canon EOS R5", -33.8568, 151.2153)
         c.begin_media("m1", "image", "jpeg", 10, facts)
-        assert c.facts("m1") == facts
+        assert c.facts_of(["m1", "unknown"]) == {"m1": facts}
         seen = []
         assert c.media_matching(lambda rec, f: seen.append((rec.path, f)) or True) == {"m1"}
         assert seen == [("/a.jpg", facts)]

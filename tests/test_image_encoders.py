@@ -22,6 +22,7 @@ from pipelines.image_encoders import (
     to_rgb,
 )
 from pipelines.model_resolver import ModelNotAvailable
+from tests.video_samples import photo
 
 
 def noise_images(n: int, seed: int = 0, size: tuple[int, int] = (48, 40)) -> list[Image.Image]:
@@ -246,12 +247,6 @@ def test_to_rgb_composites_transparency_over_white() -> None:
 @pytest.fixture(scope="module")
 def lite0():
     return load_image_encoder("efficientnet-lite0", device="cpu")
-
-
-def photo(name: str) -> Image.Image:
-    from skimage import data
-
-    return Image.fromarray(getattr(data, name)())
 
 
 def altered(img: Image.Image) -> Image.Image:

@@ -10,20 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
-from skimage import data as skdata
 
 from pipelines.image_decode import decode_image
 from pipelines.text_pipeline import LabelSet
 from search.query import Filters, Near
 from tests.conftest import Env, write
+from tests.video_samples import photo
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field", "coins"]
-
-
-def photo(name: str) -> Image.Image:
-    arr = getattr(skdata, name)()
-    img = Image.fromarray(arr)
-    return img.convert("RGB")
 
 
 def make_photos(root: Path) -> Path:

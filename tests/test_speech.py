@@ -125,6 +125,7 @@ def test_sentence_in_the_middle_of_a_long_file_and_offset(
     assert abs(plain.segments[0].start - 31.0) < 1.0
     assert abs(plain.segments[-1].end - end) < 1.0
     words = [w for s in plain.segments for w in s.words]
+    assert words, "word timestamps were asked for"
     assert all(30.0 < w.start <= w.end < end + 1.0 for w in words)
     assert all(0.0 <= w.probability <= 1.0 for w in words)
 
@@ -208,7 +209,8 @@ def test_model_folder_is_used_as_is(tmp_path: Path, sentences: list[Spoken]) -> 
     assert transcriber.resolved.source == "local path"
     text = transcriber.transcribe(place(sentences[2].samples, 0.5, 6.0)).text.lower()
     assert "guitar" in text
-    assert all(s.words == [] for s in transcriber.transcribe(sentences[2].samples).segments)
+    segments = transcriber.transcribe(sentences[2].samples).segments
+    assert segments and all(s.words == [] for s in segments)
 
     (folder / "model.bin").unlink()
     with pytest.raises(ModelNotAvailable, match=r"no model\.bin"):
