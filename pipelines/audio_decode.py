@@ -9,9 +9,10 @@ one block of memory, not two hours of it.
 Decisions:
 - A truncated or partly corrupt file yields what decodes and ends (logged); a file of which
   nothing decodes raises `MediaError`. Losing the tail of a damaged recording beats losing it all.
-- Times are seconds of decoded audio from the stream's first sample. A stream that starts late
-  (a video whose sound begins after 0.1 s) has that start added; the 20-50 ms that mp3, aac and
-  opus skip as encoder priming count as 0, and gaps inside a stream are not added.
+- Times are seconds from the container's start (what a player shows as 0:00, the clock video
+  frames are on too; an MPEG-TS starts at 1.4 s, not 0), then of decoded audio. A stream that
+  starts late (a video whose sound begins after 0.1 s) has that start added; the 20-50 ms that
+  mp3, aac and opus skip as encoder priming count as 0, and gaps inside a stream are not added.
 - Mono is FFmpeg's downmix (what faster-whisper's decoding does too): channels are added at
   -3 dB each, so two equal channels come out 3 dB louder than either. Float samples cannot clip.
 - Every failure is a `MediaError` whose str() is a plain reason naming the file.
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.av_media import header_duration, open_stream, reason, recorded_facts
+from pipelines.av_media import header_duration, open_stream, reason, recorded_facts, time_origin
 from pipelines.media_error import MediaError
 
 log = logging.getLogger(__name__)
@@ -120,12 +121,15 @@ def _decoded_chunks(path: Path, sample_rate: int) -> Iterator[tuple[float, np.nd
     resampler = _Resampler(sample_rate)
     decoded = 0
     start = 0.0
+    origin = time_origin(container)
     with container:
         try:
             for packet in container.demux(stream):
                 for frame in packet.decode():
-                    if decoded == 0 and frame.time is not None and frame.time >= _PRIMING_S:
-                        start = float(frame.time)
+                    if decoded == 0 and frame.time is not None:
+                        late = float(frame.time) - origin  # the container's start is 0:00
+                        if late >= _PRIMING_S:
+                            start = late
                     samples = resampler.push(frame)
                     decoded += len(samples)
                     if len(samples):

@@ -91,6 +91,16 @@ def header_duration(container: Any, stream: Any) -> float | None:
     return None
 
 
+def time_origin(container: Any) -> float:
+    """Seconds of the container's start (what a player shows as 0:00), to subtract from every
+    stream's times so sound and picture share one clock. Not always 0: an MPEG-TS written by
+    ffmpeg starts at 1.4 s. A negative start (mp4 edit lists) counts as 0."""
+    import av
+
+    start = container.start_time
+    return max(0.0, start / av.time_base) if start is not None else 0.0
+
+
 def check_length(seconds: float, max_hours: float) -> None:
     """Refuse a recording or video longer than the configured limit (a day-long stream, or a
     header that claims one), before any decoding time is spent on it."""

@@ -33,7 +33,7 @@ from typing import Any
 
 from PIL import Image
 
-from pipelines.av_media import header_duration, open_stream, reason, recorded_facts
+from pipelines.av_media import header_duration, open_stream, reason, recorded_facts, time_origin
 from pipelines.media_error import MediaError
 
 log = logging.getLogger(__name__)
@@ -117,14 +117,6 @@ def _mp4_without_index(path: Path) -> bool:
     return True
 
 
-def _origin(container: Any) -> float:
-    """Seconds of the container's start: subtracted from every pts so times start at 0."""
-    import av
-
-    start = container.start_time
-    return max(0.0, start / av.time_base) if start is not None else 0.0
-
-
 def _codec_name(stream: Any) -> str:
     """The format's name ("av1"), not the decoder's ("libdav1d")."""
     codec = stream.codec_context.codec
@@ -200,7 +192,7 @@ def _demuxed_duration(path: Path) -> float:
     import av
 
     container, stream = _open(path)
-    origin = _origin(container)
+    origin = time_origin(container)
     end = 0.0
     with container:
         try:
@@ -290,7 +282,7 @@ def _decoded(path: Path, container: Any, stream: Any) -> Iterator[tuple[int, flo
     import av
 
     stream.thread_type = "AUTO"
-    origin = _origin(container)
+    origin = time_origin(container)
     index = bad = run = 0
     error: Exception | None = None
     packets = container.demux(stream)

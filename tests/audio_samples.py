@@ -71,6 +71,16 @@ def place(
     return out
 
 
+def onset(samples: np.ndarray, sr: int, dbfs: float = -35.0) -> float:
+    """Seconds of the first 20 ms block louder than `dbfs`."""
+    block = sr // 50
+    n = len(samples) // block
+    rms = np.sqrt(np.mean(samples[: n * block].reshape(n, block) ** 2, axis=1) + 1e-12)
+    loud = np.flatnonzero(20 * np.log10(rms) > dbfs)
+    assert len(loud), "no sound above the threshold"
+    return float(loud[0] * block / sr)
+
+
 def write_wav(path: Path, samples: np.ndarray, sr: int = SR) -> Path:
     """Write float samples as a 16-bit PCM wav."""
     import soundfile as sf

@@ -20,6 +20,7 @@ from pipelines.text_encoder import TextEncoder
 from tests.audio_samples import SR, noise, place, random_cnn14, read_wav_16k, speak, write_wav
 from tests.conftest import Env, build_env
 from tests.test_audio_encoders import TEXTS, _music
+from tests.video_samples import late_sound
 
 # file -> (sentence, where it starts in the file, file length)
 SPOKEN = {
@@ -257,26 +258,12 @@ def test_chunks_without_speech_are_not_transcribed(env: Env, tmp_path: Path) -> 
 def test_transcripts_keep_the_times_of_a_sound_track_that_starts_late(
     env: Env, tmp_path: Path
 ) -> None:
-    """A track whose first sample plays at 1.5 s (as in a video whose sound starts late):
+    """A track whose first sample plays at 1.5 s in a video whose picture starts at 0:
     words spoken 1 s into the samples are said 2.5 s into the file."""
-    from fractions import Fraction
-
-    import av
-
     env.with_audio(audio_model="")
     sentence = "Call the dentist tomorrow to book a new appointment."
     samples = place(read_wav_16k(speak(sentence, tmp_path / "tts.wav")), 1.0, 6.0)
-    path = tmp_path / "late.mkv"
-    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("flac", rate=SR)
-        stream.layout = "mono"
-        for i in range(0, len(pcm), 1600):
-            frame = av.AudioFrame.from_ndarray(pcm[None, i : i + 1600], format="s16", layout="mono")
-            frame.sample_rate = SR
-            frame.pts, frame.time_base = 24000 + i, Fraction(1, SR)  # sound from 1.5 s
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+    path = late_sound(tmp_path / "late.mkv", samples, SR, 1.5)
     [piece] = env.audio.prepare(str(path), "mka")
     assert "dentist" in piece.text
     assert abs(piece.start - 2.5) <= 0.7, piece.start  # VAD pads a segment's start by ~0.4 s

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 import tracemalloc
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -19,8 +18,11 @@ from pipelines.audio_decode import (
     probe_audio,
     rms_dbfs,
     stream_audio,
+    timed_blocks,
 )
 from pipelines.media_error import MediaError
+from tests import audio_samples as aus
+from tests import video_samples as vs
 
 SR = 44100
 
@@ -31,9 +33,17 @@ def _tone(seconds: float, freq: float = 440.0, sr: int = SR, channels: int = 2) 
     return np.repeat(mono[:, None], channels, axis=1)
 
 
-def _encode(path: Path, x: np.ndarray, codec: str, fmt: str | None = None, rate: int = SR) -> Path:
-    """Write stereo float samples at SR with PyAV's encoder `codec` (resampled to `rate`)."""
-    with av.open(str(path), "w", format=fmt) as out:
+def _encode(
+    path: Path,
+    x: np.ndarray,
+    codec: str,
+    fmt: str | None = None,
+    rate: int = SR,
+    options: dict[str, str] | None = None,
+) -> Path:
+    """Write stereo float samples at SR with PyAV's encoder `codec` (resampled to `rate`);
+    `options` are the muxer's."""
+    with av.open(str(path), "w", format=fmt, container_options=options) as out:
         stream = out.add_stream(codec, rate=rate)
         stream.layout = "stereo"
         _mux_audio(out, stream, x)
@@ -171,19 +181,25 @@ def test_audio_track_of_a_video_file_decodes(tmp_path: Path) -> None:
 
 
 def test_a_stream_that_starts_late_keeps_its_true_times(tmp_path: Path) -> None:
-    path = tmp_path / "late.mkv"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("flac", rate=16000)
-        stream.layout = "mono"
-        pcm = (_tone(4.0, sr=16000, channels=1)[:, 0] * 32767).astype(np.int16)
-        for i in range(0, len(pcm), 1600):
-            frame = av.AudioFrame.from_ndarray(pcm[None, i : i + 1600], format="s16", layout="mono")
-            frame.sample_rate = 16000
-            frame.pts, frame.time_base = 24000 + i, Fraction(1, 16000)  # sound from 1.5 s
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+    path = vs.late_sound(tmp_path / "late.mkv", _tone(4.0, sr=16000, channels=1), 16000, 1.5)
     spans = [(a, b) for a, b, _ in iter_windows(path, 16000, window_s=2.0, hop_s=1.0)]
     assert spans == [(1.5, 3.5), (2.5, 4.5), (3.5, 5.5)]
+
+
+@pytest.mark.parametrize("codec", ["mp2", "aac"])
+def test_times_in_an_mpeg_ts_count_from_the_container_start(tmp_path: Path, codec: str) -> None:
+    """ffmpeg's MPEG-TS files start at 1.4 s, which a player shows as 0:00 (and video frames
+    count from): a tone after 2 s of silence is heard at 2 s, not at 3.4 s."""
+    x = _tone(4.0)
+    x[: 2 * SR] = 0.0
+    path = _encode(tmp_path / "tone.ts", x, codec, "mpegts", options=vs.MPEG_TS_AS_FFMPEG)
+    with av.open(str(path)) as container:
+        assert container.start_time / av.time_base == pytest.approx(1.4, abs=0.05)
+    blocks = list(timed_blocks(path, 16000, block_s=30.0))
+    start = blocks[0][0]
+    assert start == pytest.approx(0.0, abs=0.05)
+    heard = start + aus.onset(np.concatenate([b for _, b in blocks]), 16000)
+    assert heard == pytest.approx(2.0, abs=0.05)
 
 
 def test_load_audio_refuses_clips_over_the_limit(tmp_path: Path) -> None:

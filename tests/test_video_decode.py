@@ -12,11 +12,12 @@ import logging
 import os
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.audio_decode import load_audio
+from pipelines.audio_decode import load_audio, timed_blocks
 from pipelines.media_error import MediaError
 from pipelines.shots import detect_shots, shots_from_cuts
 from pipelines.video_decode import probe_video, sample_frames
@@ -314,21 +315,11 @@ def test_shots_from_cuts_tile_the_video() -> None:
 # --- sound ------------------------------------------------------------------------------------
 
 
-def onset(samples: np.ndarray, sr: int, dbfs: float = -35.0) -> float:
-    """Seconds of the first 20 ms block louder than `dbfs`."""
-    block = sr // 50
-    n = len(samples) // block
-    rms = np.sqrt(np.mean(samples[: n * block].reshape(n, block) ** 2, axis=1) + 1e-12)
-    loud = np.flatnonzero(20 * np.log10(rms) > dbfs)
-    assert len(loud), "no sound above the threshold"
-    return float(loud[0] * block / sr)
-
-
 def test_mux_audio_puts_speech_at_its_time(videos: Path, four: Path) -> None:
     word = aus.read_wav_16k(aus.speak("lighthouse", videos / "word.wav"))
     at = 4.0
     track = aus.place(word, at, 10.0)
-    expected = onset(track, aus.SR)
+    expected = aus.onset(track, aus.SR)
     assert at <= expected < at + 0.3
     out = vs.mux_audio(four, track, aus.SR, videos / "talk.mp4")
     info = probe_video(out)
@@ -336,7 +327,25 @@ def test_mux_audio_puts_speech_at_its_time(videos: Path, four: Path) -> None:
     assert info.duration == pytest.approx(10.0, abs=0.15)
     heard = load_audio(out, aus.SR)
     assert len(heard) / aus.SR == pytest.approx(10.0, abs=0.15)
-    assert onset(heard, aus.SR) == pytest.approx(expected, abs=0.1)
+    assert aus.onset(heard, aus.SR) == pytest.approx(expected, abs=0.1)
     # the picture is copied untouched: the same frames at the same times
     assert [f.time for f in sample_frames(out)] == [f.time for f in sample_frames(four)]
     assert os.path.getsize(out) > os.path.getsize(four)
+
+
+def test_mpeg_ts_sound_and_picture_count_from_the_container_start(videos: Path, four: Path) -> None:
+    """ffmpeg's MPEG-TS files start at 1.4 s, which a player shows as 0:00: frames and sound
+    must both count from there, or a transcript lands 1.4 s after the picture it belongs to."""
+    at = 4.0
+    track = aus.place(aus.noise(0.5, dbfs=-10.0), at, 10.0)
+    out = vs.mux_audio(four, track, aus.SR, videos / "talk.ts", options=vs.MPEG_TS_AS_FFMPEG)
+    with av.open(str(out)) as container:
+        assert container.format.name == "mpegts"
+        assert container.start_time / av.time_base == pytest.approx(1.4, abs=0.05)
+    times = [f.time for f in sample_frames(out)]
+    assert times == pytest.approx([f.time for f in sample_frames(four)], abs=0.1)
+    blocks = list(timed_blocks(out, aus.SR, block_s=30.0))
+    start = blocks[0][0]
+    assert start == pytest.approx(0.0, abs=0.1)
+    heard = start + aus.onset(np.concatenate([b for _, b in blocks]), aus.SR)
+    assert heard == pytest.approx(at, abs=0.1)

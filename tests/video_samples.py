@@ -177,6 +177,10 @@ def _write_cv2(
 # --- sound ----------------------------------------------------------------------------------
 
 
+# The ffmpeg command's default -muxdelay 0.7 s: its MPEG-TS files start at 1.4 s, not 0.
+MPEG_TS_AS_FFMPEG = {"max_delay": "700000"}
+
+
 def _add_aac(container: Any, sr: int) -> Any:
     stream = container.add_stream("aac", rate=sr)
     stream.layout = "mono"
@@ -202,18 +206,24 @@ def _aac_packets(stream: Any, audio: np.ndarray, sr: int) -> list[Any]:
 
 
 def mux_audio(
-    video: Path, audio: np.ndarray, sr: int, out: Path, tags: dict[str, str] | None = None
+    video: Path,
+    audio: np.ndarray,
+    sr: int,
+    out: Path,
+    tags: dict[str, str] | None = None,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """`video`'s picture (copied, not re-encoded) with `audio` (mono float) as an AAC track.
 
     Sample 0 of `audio` plays at time 0 of the video, so speech placed at t s in the array
-    (tests.audio_samples.place) is heard at t s in the video.
+    (tests.audio_samples.place) is heard at t s in the video. The container follows the suffix
+    (.mp4, .mkv, .ts); `options` are its muxer's (MPEG_TS_AS_FFMPEG for a .ts).
     """
     import av
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(video)) as src, av.open(str(out), mode="w") as dst:
+    with av.open(str(video)) as src, av.open(str(out), "w", container_options=options) as dst:
         dst.metadata.update(tags or {})
         vin = src.streams.video[0]
         vout = dst.add_stream_from_template(vin)
@@ -225,6 +235,36 @@ def mux_audio(
             dst.mux(packet)
         dst.mux(_aac_packets(aout, audio, sr))
     return out
+
+
+def late_sound(path: Path, audio: np.ndarray, sr: int, start_s: float) -> Path:
+    """An .mkv whose picture starts at 0 and whose sound (mono float `audio`, lossless FLAC)
+    starts at `start_s`: sample 0 of `audio` is heard `start_s` into the file.
+
+    The picture makes the lateness real: a file's time 0 is its earliest stream's start, so
+    a sound track that is the only stream cannot start late."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
+    with av.open(str(path), mode="w") as out:
+        picture = out.add_stream("mpeg4", rate=1)
+        picture.width, picture.height, picture.pix_fmt = 64, 64, "yuv420p"
+        sound = out.add_stream("flac", rate=sr)
+        sound.layout = "mono"
+        for second in range(int(start_s + pcm.shape[1] / sr) + 1):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            frame.pts = second
+            out.mux(picture.encode(frame))
+        out.mux(picture.encode(None))
+        for i in range(0, pcm.shape[1], 1600):
+            frame = av.AudioFrame.from_ndarray(pcm[:, i : i + 1600], format="s16", layout="mono")
+            frame.sample_rate = sr
+            frame.pts, frame.time_base = round(start_s * sr) + i, Fraction(1, sr)
+            out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+    return path
 
 
 def audio_only_mp4(path: Path, audio: np.ndarray, sr: int) -> Path:
