@@ -29,9 +29,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipelines.media_error import MediaError
+from pipelines.resample import resize_image
 
 WHITE = (255, 255, 255)
-THUMBNAIL_SIDE = 256  # longest side of the thumbnails shown with hits
+# Thumbnails shown with hits fill a 256 px square cell (shorter side 256, as Immich's do): the
+# decoded photo already has that size, so a thumbnail is one JPEG encode, no resize.
+THUMBNAIL_SIDE = 256
+THUMBNAIL_MAX_ASPECT = 4  # a panorama's thumbnail is at most 4 x 256 px long
 THUMBNAIL_QUALITY = 85
 
 # ISO BMFF major brands that mean HEIF/HEIC (AVIF is read by Pillow itself).
@@ -131,15 +135,15 @@ def decode_image(
 
 
 def thumbnail(img: DecodedImage, size: int = THUMBNAIL_SIDE) -> bytes:
-    """JPEG bytes (quality 85) whose longest side is `size`; smaller images are not enlarged."""
+    """JPEG bytes (quality 85) whose shorter side is `size` and longer side at most
+    THUMBNAIL_MAX_ASPECT times that; smaller images are not enlarged."""
     if size < 1:
         raise ValueError(f"thumbnail size must be >= 1, not {size}")
     small = img.image
     w, h = small.size
-    if max(w, h) > size:  # resize makes a new image: no copy of the original first
-        f = size / max(w, h)
-        target = (max(1, round(w * f)), max(1, round(h * f)))
-        small = small.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    f = min(size / min(w, h), THUMBNAIL_MAX_ASPECT * size / max(w, h))
+    if f < 1:  # resize makes a new image: no copy of the original first
+        small = resize_image(small.convert("RGB"), (max(1, round(w * f)), max(1, round(h * f))))
     if small.mode != "RGB":
         small = small.convert("RGB")
     buf = io.BytesIO()
@@ -175,8 +179,12 @@ def ensure_thumbnail(
     except FileNotFoundError:
         pass
     data = thumbnail(img, size)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    temp = {"dir": target.parent, "prefix": f".{target.name}.", "suffix": ".tmp"}
+    try:
+        fd, tmp = tempfile.mkstemp(**temp)
+    except FileNotFoundError:  # the shard's first thumbnail (mkdir first costs every one 0.2 ms)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(**temp)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -307,14 +315,13 @@ def _decode_opened(
         rgb = rgb.transpose(step)
         if step in _SWAPS_AXES:
             width, height = height, width
-    if max_side is not None and max(rgb.size) > max_side:
-        rgb = rgb.copy() if rgb is im else rgb
-        rgb.thumbnail((max_side, max_side))
-    elif short_side is not None and min(rgb.size) > short_side:
-        w, h = rgb.size
+    w, h = rgb.size
+    if max_side is not None and max(w, h) > max_side:
+        f = max_side / max(w, h)
+        rgb = resize_image(rgb, (max(1, round(w * f)), max(1, round(h * f))))
+    elif short_side is not None and min(w, h) > short_side:
         f = short_side / min(w, h)
-        size = (max(short_side, round(w * f)), max(short_side, round(h * f)))
-        rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+        rgb = resize_image(rgb, (max(short_side, round(w * f)), max(short_side, round(h * f))))
     if rgb is im:  # detach from the (closing) file object
         rgb = im.copy()
     return DecodedImage(rgb, width, height, fmt, frames, meta)

@@ -1,8 +1,9 @@
 """The image spaces' encoders: `image` (a classifier's pooled features) and `clip` (CLIP/SigLIP).
 
 One typed interface serves both spaces: `encode_images()` for callers that hold PIL images, and
-`preprocess()` + `encode_tensor()` split apart so that the ingest runner can do the CPU work in
-its reader threads and a benchmark can time the model alone on the very same tensors. Classifier
+the encoder's `pixels` (a `PixelSpec`) + `encode_tensor()` split apart so that the ingest runner
+resizes in its reader threads, normalises a whole batch at once, and a benchmark can time the
+model alone on the very same batches. Classifier
 encoders also keep their ImageNet head and act as a `Labeler` (top labels become text segments,
 so text queries find photos even without CLIP).
 
@@ -35,6 +36,7 @@ from pipelines.model_resolver import (
     hub_allowed,
     resolve_model,
 )
+from pipelines.pixels import PixelSpec, from_processor, from_torchvision
 from pipelines.text_encoder import pick_device
 
 if TYPE_CHECKING:
@@ -60,6 +62,8 @@ class ImageEncoder(Protocol):
     name: str
     dim: int
     device: str
+    dtype: torch.dtype
+    pixels: PixelSpec  # how it takes its pixels (reader threads resize, the batch normalises)
 
     def encode_images(self, images: list[Image.Image], batch_size: int = 32) -> np.ndarray: ...
 
@@ -174,24 +178,19 @@ class ClassifierEncoder:
         head: torch.nn.Module,
         dim: int,
         categories: list[str],
-        transform: Any,
-        input_side: int,
+        pixels: PixelSpec,
         device: str,
         path: str = "",
-        tensor_transform: Any = None,
     ) -> None:
         import torch
 
         self.name = name
-        self.input_side = input_side  # shorter side the transform resizes to (decode no smaller)
-        # The same steps on uint8 CHW tensors (decoded by torchvision, on the GPU where it runs)
-        self.tensor_transform = tensor_transform or transform
+        self.pixels = pixels
         self.source = source
         self.path = path
         self.dim = dim
         self.device = device
         self.categories = categories
-        self.transform = transform
         self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
         # NHWC: cuDNN's and oneDNN's fast convolutions; on 2 CPU cores EfficientNet-Lite0 ran
         # 1.5-1.8x and ResNet50 1.4x faster than NCHW, with the same vectors (max diff 1e-4).
@@ -205,16 +204,8 @@ class ClassifierEncoder:
     # ImageEncoder
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        """Decoded images -> one float32 CPU batch (resize, centre crop, normalise)."""
-        import torch
-
-        if not images:
-            return torch.zeros((0, 3, 1, 1))
-        return torch.stack([self.transform(to_rgb(img)) for img in images])
-
-    def preprocess_decoded(self, images: list[torch.Tensor]) -> torch.Tensor:
-        """Decoded uint8 CHW tensors (any device) -> one float32 batch on that device."""
-        return _stack_transformed(self.tensor_transform, images)
+        """Decoded images -> one model input on the device (resize, centre crop, normalise)."""
+        return self.pixels.batch(images, self.device, self.dtype)
 
     def encode_tensor(self, batch: torch.Tensor) -> np.ndarray:
         """A preprocessed batch -> unit-length float32 vectors (the model alone)."""
@@ -316,7 +307,6 @@ def _load_torchvision(name: str, device: str, weights: str | None) -> Classifier
         source = _fetch_torchvision_weights(name, chosen)
 
     meta_from = chosen or default  # transforms and class names need no download
-    transform = meta_from.transforms()
     model = models.get_model(name, weights=chosen)
     if state_file is not None:
         model.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))
@@ -328,8 +318,7 @@ def _load_torchvision(name: str, device: str, weights: str | None) -> Classifier
         head=head,
         dim=head.in_features,
         categories=list(meta_from.meta["categories"]),
-        transform=transform,
-        input_side=int(transform.resize_size[0]),
+        pixels=from_torchvision(meta_from.transforms()),
         device=device,
         path=str(state_file) if state_file else str(_hub_file(chosen)) if chosen else "",
     )
@@ -412,7 +401,6 @@ def _load_pack(name: str, pack: ImagePack, device: str, weights: str | None) -> 
     try:
         code = importlib.import_module(pack.code_module)
         import torch
-        from torchvision import transforms
         from torchvision.models import ResNet50_Weights
     except (ImportError, RuntimeError) as exc:
         raise ModelNotAvailable(
@@ -446,16 +434,6 @@ def _load_pack(name: str, pack: ImagePack, device: str, weights: str | None) -> 
 
     head = model._fc
     model._fc = torch.nn.Identity()  # forward(): pooling, flatten, dropout (off in eval), fc
-    transform = transforms.Compose(
-        [
-            transforms.Resize(
-                pack.resize, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True
-            ),
-            transforms.CenterCrop(pack.crop),
-            transforms.ToTensor(),
-            transforms.Normalize(pack.mean, pack.std),
-        ]
-    )
     if head.out_features != 1000:
         raise ModelNotAvailable(f"{name}: expected a 1000-class ImageNet head, got {head}")
     return ClassifierEncoder(
@@ -467,18 +445,12 @@ def _load_pack(name: str, pack: ImagePack, device: str, weights: str | None) -> 
         # The same 1000 ImageNet classes in the same order (TF's Lite models have no background
         # class); torchvision ships the names in its weights' metadata, no download needed.
         categories=list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"]),
-        transform=transform,
-        tensor_transform=transforms.Compose(
-            [
-                transforms.Resize(
-                    pack.resize, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True
-                ),
-                transforms.CenterCrop(pack.crop),
-                transforms.ConvertImageDtype(torch.float32),
-                transforms.Normalize(pack.mean, pack.std),
-            ]
+        pixels=PixelSpec(
+            resize=pack.resize,
+            crop=(pack.crop, pack.crop),
+            mean=pack.mean,
+            std=pack.std,
         ),
-        input_side=pack.resize,
         device=device,
         path=str(folder / pack.weights.weights_file) if folder else "",
     )
@@ -519,25 +491,13 @@ class ClipEncoder:
         model = AutoModel.from_pretrained(path)
         self.model = model.eval().to(device=self.device, dtype=self.dtype)
         processor = AutoProcessor.from_pretrained(path)
-        self.image_processor = processor.image_processor
         self.tokenizer = processor.tokenizer
-        size = dict(self.image_processor.size)  # CLIP: shortest_edge; SigLIP: height/width
-        self.input_side = int(size.get("shortest_edge") or max(size.values()))
-        self._tensor_transform: Any = None
+        # The processor's steps (CLIP: shortest edge + crop; SigLIP: height x width), run as
+        # tensor operations rather than by the processor (numpy, one image at a time)
+        self.pixels = from_processor(processor.image_processor)
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        import torch
-
-        if not images:
-            return torch.zeros((0, 3, 1, 1))
-        out = self.image_processor(images=[to_rgb(img) for img in images], return_tensors="pt")
-        return out["pixel_values"]
-
-    def preprocess_decoded(self, images: list[torch.Tensor]) -> torch.Tensor:
-        """Decoded uint8 CHW tensors (any device) -> pixel values, as the processor would."""
-        if self._tensor_transform is None:
-            self._tensor_transform = _processor_as_transform(self.image_processor)
-        return _stack_transformed(self._tensor_transform, images)
+        return self.pixels.batch(images, self.device, self.dtype)
 
     def encode_tensor(self, batch: torch.Tensor) -> np.ndarray:
         import torch
@@ -613,55 +573,6 @@ def decode_jpegs(blobs: list[bytes], device: str) -> list[torch.Tensor]:
     if not data:
         return []
     return decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
-
-
-def _stack_transformed(transform: Any, images: list[torch.Tensor]) -> torch.Tensor:
-    import torch
-
-    if not images:
-        return torch.zeros((0, 3, 1, 1))
-    return torch.stack([transform(img) for img in images])
-
-
-def _processor_as_transform(processor: Any) -> Any:
-    """A Hugging Face CLIP/SigLIP image processor's steps as torchvision tensor transforms:
-    resize (shortest edge, or to height x width), centre crop, rescale, normalise."""
-    import torch
-    from torchvision import transforms
-
-    size = dict(processor.size)
-    if "shortest_edge" in size:
-        resize: Any = int(size["shortest_edge"])
-    else:
-        resize = (int(size["height"]), int(size["width"]))
-    steps = [
-        transforms.Resize(
-            resize, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True
-        )
-    ]
-    if getattr(processor, "do_center_crop", False):
-        crop = dict(processor.crop_size)
-        steps.append(transforms.CenterCrop((int(crop["height"]), int(crop["width"]))))
-    steps += [
-        transforms.ConvertImageDtype(torch.float32),  # x / 255, the processors' rescale
-        transforms.Normalize(list(processor.image_mean), list(processor.image_std)),
-    ]
-    return transforms.Compose(steps)
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB for the models; transparency composited over white rather than dropped to black."""
-    from PIL import Image
-
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in {"RGBA", "LA", "PA"} or img.mode.endswith("a"):
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return img.convert("RGB")
 
 
 def _unit(feats: torch.Tensor) -> np.ndarray:

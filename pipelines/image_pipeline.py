@@ -37,23 +37,25 @@ class _PhotoSpace(LazySpace):
     extra = "image"
 
     def preprocess(self, image: Any) -> Any:
-        return self.encoder.preprocess([image])[0]
+        """Reader side: resized, cropped uint8 pixels (normalised later, a batch at a time)."""
+        return self.encoder.pixels.of_image(image)
 
     def batch(self, payloads: list[Any]) -> Any:
-        """Preprocessed tensors and JPEG bytes -> one model batch; the JPEGs are decoded
-        together, on the model's device, and preprocessed there."""
+        """Pixels and JPEG bytes -> one model input: the JPEGs decoded together on the model's
+        device and taken through the same steps, then the whole batch normalised at once."""
         import torch
 
         from pipelines.image_encoders import decode_jpegs
 
-        device = self.encoder.device
+        enc = self.encoder
         jpegs = [i for i, p in enumerate(payloads) if isinstance(p, JpegBytes)]
-        if not jpegs:
-            return torch.stack(payloads)
-        decoded = decode_jpegs([payloads[i].data for i in jpegs], device)
-        ready = dict(zip(jpegs, self.encoder.preprocess_decoded(decoded), strict=True))
-        rows = [ready[i] if i in ready else p.to(device) for i, p in enumerate(payloads)]
-        return torch.stack(rows)
+        rows = list(payloads)
+        if jpegs:
+            decoded = decode_jpegs([payloads[i].data for i in jpegs], enc.device)
+            for i, chw in zip(jpegs, decoded, strict=True):
+                rows[i] = enc.pixels.of_tensor(chw)
+            rows = [r.to(enc.device) for r in rows]
+        return enc.pixels.normalise(torch.stack(rows), enc.device, enc.dtype)
 
     def encode_images(self, images: list[Any]) -> Any:
         """Query side: PIL images -> vectors in this space."""
@@ -119,7 +121,7 @@ def _label_piece(found: list[tuple[str, float]]) -> Piece:
 
 def decode_side(spaces: list[Any]) -> int:
     """The shorter side every consumer can work from: the models' inputs, the thumbnail."""
-    return max([THUMBNAIL_SIDE, *(s.encoder.input_side for s in spaces)])
+    return max([THUMBNAIL_SIDE, *(s.encoder.pixels.short_side for s in spaces)])
 
 
 class ImagePipeline:
@@ -173,7 +175,7 @@ class ImagePipeline:
             # Pillow decodes only a thumbnail's worth (JPEG draft: a fraction of the work), for
             # the thumbnail, the metadata and to refuse a broken file here; the models get the
             # bytes, decoded in their batch on their device. CMYK JPEGs stay with Pillow.
-            img = decode_image(Path(path), max_pixels=limit, max_side=THUMBNAIL_SIDE)
+            img = decode_image(Path(path), max_pixels=limit, short_side=THUMBNAIL_SIDE)
             if img.meta.get("mode") in ("RGB", "L"):
                 blob = JpegBytes(Path(path).read_bytes())
                 payloads = {space.name: blob for space in self.vision}

@@ -99,8 +99,8 @@ def test_video_moments_go_to_the_clip_space_too(clip_env: Env) -> None:
 def test_jpeg_bytes_through_the_clip_processor_steps_match_pillow(
     clip_env: Env, tmp_path: Path
 ) -> None:
-    """The tensor path rebuilds the Hugging Face processor's steps (resize shortest edge,
-    centre crop, rescale, normalise) with torchvision: same pixel values, within resampling."""
+    """JPEGs decoded as tensors take the processor's steps (resize shortest edge, centre crop,
+    rescale, normalise) as Pillow-decoded photos do: same pixel values, within resampling."""
     import torch
 
     from pipelines.image_pipeline import JpegBytes
@@ -110,7 +110,7 @@ def test_jpeg_bytes_through_the_clip_processor_steps_match_pillow(
     photo("coffee").save(path, quality=95)
     clip = clip_env.image.clip
     side = clip_env.image.decode_side()
-    by_pillow = clip.preprocess(decode_image(path, short_side=side).image)
+    by_pillow = clip.batch([clip.preprocess(decode_image(path, short_side=side).image)])[0]
     by_tensor = clip.batch([JpegBytes(path.read_bytes())])[0]
     assert by_tensor.shape == by_pillow.shape == (3, 32, 32)
     assert float(torch.mean(torch.abs(by_tensor - by_pillow))) < 0.05  # normalised units

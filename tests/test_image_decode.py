@@ -499,16 +499,24 @@ def test_short_side_reduces_once_to_what_the_models_need(
         decode_image(path, max_side=300, short_side=256)
 
 
-def test_thumbnail_is_a_jpeg_with_longest_side_256(tmp_path: Path, chelsea: Image.Image) -> None:
+def test_thumbnail_is_a_jpeg_with_shorter_side_256(tmp_path: Path, chelsea: Image.Image) -> None:
     path = tmp_path / "cat.png"
     chelsea.save(path)
     blob = thumbnail(decode_image(path))
     assert blob[:3] == b"\xff\xd8\xff"
     with Image.open(io.BytesIO(blob)) as thumb:
         assert thumb.format == "JPEG"
-        assert max(thumb.size) == 256
-        assert thumb.size == (256, 170)
+        assert thumb.size == (385, 256)  # 451 x 300: fills a 256 px square cell
         assert _mean_error(thumb, chelsea.resize(thumb.size)) < 10
+    # already that size (as the pipeline decodes photos): the pixels as they are, no resize
+    decoded = decode_image(path, short_side=256)
+    with Image.open(io.BytesIO(thumbnail(decoded))) as thumb:
+        assert thumb.size == decoded.image.size == (385, 256)
+    # a panorama: at most 4 x 256 long; a small image: never enlarged
+    for size, want in (((3000, 300), (1024, 102)), ((120, 90), (120, 90))):
+        small = DecodedImage(Image.new("RGB", size, BLUE), *size, "png", 1, {})
+        with Image.open(io.BytesIO(thumbnail(small))) as thumb:
+            assert thumb.size == want
 
 
 def _decoded(chelsea: Image.Image) -> DecodedImage:
@@ -528,7 +536,7 @@ def test_ensure_thumbnail_writes_once(tmp_path: Path, chelsea: Image.Image) -> N
     first = ensure_thumbnail(tmp_path, media_id, _decoded(chelsea))
     assert first == tmp_path / "9f" / f"{media_id}_256.jpg"
     with Image.open(first) as thumb:
-        assert max(thumb.size) == 256
+        assert min(thumb.size) == 256
     os.utime(first, ns=(1_000_000_000, 1_000_000_000))  # an old mtime a rewrite would change
     other = Image.new("RGB", (600, 400), BLUE)
     again = ensure_thumbnail(tmp_path, media_id, _decoded(other))

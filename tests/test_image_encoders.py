@@ -19,9 +19,9 @@ from pipelines.image_encoders import (
     TextImageEncoder,
     load_clip,
     load_image_encoder,
-    to_rgb,
 )
 from pipelines.model_resolver import ModelNotAvailable
+from pipelines.pixels import from_torchvision, to_rgb
 from tests.video_samples import photo
 
 
@@ -130,6 +130,12 @@ def test_tiny_clip_dims_from_the_model_and_unit_vectors(
     assert not np.allclose(v[0], v[1])
     # the split path (reader threads preprocess, the model runs alone) gives the same vectors
     np.testing.assert_allclose(enc.encode_tensor(enc.preprocess(imgs)), v[[0, 1, 3]], atol=1e-6)
+    # and its pixel values are the processor's own, to within a rounding of the resampling
+    from transformers import AutoProcessor
+
+    want = AutoProcessor.from_pretrained(path)(images=imgs, return_tensors="pt")["pixel_values"]
+    assert enc.preprocess(imgs).shape == want.shape
+    assert float((enc.preprocess(imgs) - want).abs().mean()) < 0.01
 
     t = enc.encode_texts(["a cat", "a dog", "a cat", "a very long caption " * 20], batch_size=3)
     assert_unit(t, 4, projection_dim)
@@ -233,6 +239,28 @@ def test_unknown_image_model_is_a_clear_error() -> None:
         load_image_encoder("no_such_net", device="cpu", weights=None)
     with pytest.raises(ModelNotAvailable, match="IMAGENET1K_V1, IMAGENET1K_V2"):
         load_image_encoder("resnet50", device="cpu", weights="IMAGENET9K")
+
+
+def test_pixels_are_what_torchvision_feeds_its_own_models() -> None:
+    """Resize and crop in reader threads (torch's uint8 kernels), normalise per batch: the tensor
+    torchvision's preset transform gives (Pillow's resampling), to within one level of 255 on
+    under 1% of the pixels, laid out channels-last (what the convolutions want) without a copy."""
+    import torch
+    from torchvision.models import ResNet50_Weights
+
+    preset = ResNet50_Weights.IMAGENET1K_V2.transforms()  # resize 232 bilinear, crop 224
+    spec = from_torchvision(preset)
+    assert (spec.resize, spec.crop, spec.bicubic, spec.short_side) == (232, (224, 224), False, 232)
+    imgs = [*noise_images(3, size=(300, 260)), Image.new("L", (240, 400), 90)]
+    pixels = spec.of_image(imgs[0])
+    assert pixels.dtype == torch.uint8 and pixels.shape == (224, 224, 3)
+    batch = spec.batch(imgs, "cpu", torch.float32)
+    assert batch.shape == (4, 3, 224, 224)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    want = torch.stack([preset(to_rgb(img)) for img in imgs])
+    one_level = 1 / 255 / min(spec.std) + 1e-5
+    torch.testing.assert_close(batch, want, atol=one_level, rtol=0)
+    assert float(((batch - want).abs() > 1e-5).float().mean()) < 0.01
 
 
 def test_to_rgb_composites_transparency_over_white() -> None:
