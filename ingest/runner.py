@@ -5,6 +5,11 @@ decoding and cutting it; the main thread batches pieces from many files through 
 writer thread owns every Milvus write and catalog update, in order. Crash safety comes from the
 order of writes: a media is marked pending before its segments go to Milvus (with deterministic
 ids), and done only after; a pending media is rewritten from scratch on the next run.
+
+While a model runs on the CPU (its threads on every core), readers start decoding no new file.
+Overlapped, the two only time-share the cores, and a reader that preempts one of the model's
+threads stalls the others at the next barrier: the model was slowed by all of the readers' CPU
+time, so overlapping gained nothing. Between batches the readers have every core to themselves.
 """
 
 from __future__ import annotations
@@ -125,6 +130,8 @@ class IngestRunner:
         self._ready: set[str] = set()  # collections created/loaded this run
         self._inflight: dict[str, _Job] = {}
         self._inflight_lock = threading.Lock()
+        self._model_idle = threading.Event()  # readers start decoding only when this is set
+        self._model_idle.set()
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -198,6 +205,7 @@ class IngestRunner:
         pipeline = self.pipelines.get(kind.modality)
         if pipeline is None:
             return _Skip(f, kind.modality, f"no {kind.modality} pipeline yet")
+        self._model_idle.wait()  # decode between batches of a model on the CPU
         try:
             pieces = pipeline.prepare(f.path, kind.format, media_id)
         except MediaError as exc:
@@ -303,7 +311,13 @@ class IngestRunner:
         batch = self._batches.pop(space, [])
         if not batch:
             return
-        out = self.encoders[space].encode([job.pieces[i].payload for job, i in batch])
+        encoder = self.encoders[space]
+        if encoder.device == "cpu":
+            self._model_idle.clear()
+        try:
+            out = encoder.encode([job.pieces[i].payload for job, i in batch])
+        finally:
+            self._model_idle.set()
         if isinstance(out, Encoded):
             vectors, derived = out.vectors, out.derived
         else:

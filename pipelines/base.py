@@ -17,6 +17,7 @@ import numpy as np
 
 from pipelines.milvus_store import Segment, Space, collection_name
 from pipelines.model_resolver import ModelNotAvailable
+from pipelines.text_encoder import pick_device
 
 
 @dataclass
@@ -63,6 +64,9 @@ class SpaceEncoder(Protocol):
     """The model of one vector space."""
 
     name: str  # the space kind, e.g. "text"
+
+    @property
+    def device(self) -> str: ...  # where its model runs ("cpu", "cuda", ...), without loading it
 
     @property
     def space(self) -> Space: ...  # loads the model (the dimension comes from it)
@@ -114,6 +118,10 @@ class LazyModel:
                     )
                     raise self._failed from exc
             return self._encoder
+
+    @property
+    def device(self) -> str:
+        return pick_device(self.settings.device)
 
     def _load(self) -> Any:
         raise NotImplementedError

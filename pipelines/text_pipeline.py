@@ -14,7 +14,7 @@ from mmrag.settings import Settings
 from pipelines.base import Piece
 from pipelines.chunking import chunk_blocks
 from pipelines.milvus_store import Space, collection_name
-from pipelines.text_encoder import TextEncoder
+from pipelines.text_encoder import TextEncoder, pick_device
 from pipelines.text_extract import extract_text
 
 
@@ -58,6 +58,10 @@ class TextPipeline:
 
     def encoders(self) -> dict[str, TextPipeline]:
         return {self.name: self}
+
+    @property
+    def device(self) -> str:
+        return pick_device(self.settings.device)
 
     def collection(self, prefix: str) -> str:
         return collection_name(prefix, self.name, self.settings.text_model)

@@ -99,9 +99,7 @@ class Env:
             self.store,
             [self.text, *extra],
             prefix=self.settings.collection_prefix,
-            read_workers=2,
-            embed_batch=16,
-            **kw,  # type: ignore[arg-type]
+            **{"read_workers": 2, "embed_batch": 16, **kw},  # type: ignore[arg-type]
         )
         return runner.run([str(p) for p in paths], prune=prune)
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fpdf import FPDF
 
 from pipelines.base import Encoded, Piece
@@ -187,6 +188,7 @@ class _SketchEncoder:
 
     name = "sketch"
     model = "test/char-trigrams"
+    device = "cpu"
 
     @property
     def space(self):
@@ -272,3 +274,52 @@ def test_a_new_model_in_a_primary_space_embeds_everything_again(env: Env) -> Non
     assert (report.unchanged, report.changed, report.failed) == (0, 3, [])
     assert env.store.count(sketch.collection(env.settings.collection_prefix)) == 3
     assert env.ingest(lib).unchanged == 3
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_readers_decode_between_the_batches_of_a_model_on_the_cpu(env: Env, device: str) -> None:
+    """A model on the CPU has every core while it runs: no file starts decoding then. A model
+    elsewhere (a GPU) leaves the cores to the readers, which keep decoding meanwhile."""
+    import threading
+    import time
+
+    from pipelines.text_pipeline import TextPipeline
+
+    sketch = _SketchEncoder()
+    sketch.device = device
+    runs: list[tuple[float, float]] = []  # the sketch model's batches, start and end
+    starts: list[float] = []  # when each file began decoding
+    lock = threading.Lock()
+    encode = sketch.encode
+
+    def slow_encode(payloads: list) -> Encoded:
+        t0 = time.perf_counter()
+        time.sleep(0.15)
+        out = encode(payloads)
+        runs.append((t0, time.perf_counter()))
+        return out
+
+    sketch.encode = slow_encode  # type: ignore[method-assign]
+
+    class Sketched(TextPipeline):
+        def encoders(self):
+            return {"text": self, "sketch": sketch}
+
+        def prepare(self, path: str, fmt: str, media_id: str = "") -> list[Piece]:
+            with lock:
+                starts.append(time.perf_counter())
+            time.sleep(0.03)  # decoding takes a while: files read ahead are still being read
+            return [Piece(Path(path).name, "summary", 0, 1, Path(path).name, space="sketch")]
+
+    env.text = Sketched(env.settings, encoder=env.text.encoder)
+    for i in range(24):
+        write(env.root / "lib" / f"note {i:02d}.txt", f"note number {i}")
+    report = env.ingest(env.root / "lib", embed_batch=4)
+    assert (report.new, report.failed) == (24, [])
+    assert len(runs) >= 6
+    # A reader past the gate just before a batch began may take a moment to reach prepare().
+    during = [t for t in starts for a, b in runs if a + 0.02 < t < b]
+    if device == "cpu":
+        assert during == []
+    else:
+        assert len(during) >= 3
