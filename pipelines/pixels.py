@@ -24,6 +24,9 @@ _RGB = tuple[float, float, float]
 
 @dataclass(frozen=True)
 class PixelSpec:
+    """One model's input steps (read from its torchvision weights or its Hugging Face image
+    processor), so every path to the model takes the same ones."""
+
     resize: int | tuple[int, int]  # the shorter side, or (height, width) whatever the aspect
     crop: tuple[int, int] | None  # (height, width) taken from the centre after resizing
     mean: _RGB  # per channel, on the 0-1 scale
