@@ -53,6 +53,16 @@ class AudioEncoder(Protocol):
     def info(self) -> dict[str, Any]: ...
 
 
+@runtime_checkable
+class SoundTagger(Protocol):
+    """An audio encoder that also names its windows' sounds (PANNs: AudioSet classes), from the
+    same forward pass as the vectors."""
+
+    def encode_and_tag(
+        self, windows: list[np.ndarray], k: int = 5, min_prob: float = 0.1
+    ) -> tuple[np.ndarray, Tags]: ...
+
+
 def load_audio_encoder(name: str, device: str = "auto") -> AudioEncoder:
     """The encoder registered under `name`; an unknown name lists the known ones."""
     factory = ENCODERS.get(name)

@@ -29,6 +29,7 @@ from pipelines.audio_decode import (
     probe_audio,
     timed_blocks,
 )
+from pipelines.audio_encoders import SoundTagger
 from pipelines.av_media import check_length
 from pipelines.base import LazyModel, LazySpace, Piece, SpaceEncoder
 from pipelines.media_error import MediaError
@@ -132,7 +133,7 @@ class AudioPipeline:
         the model tags sounds (PANNs with its AudioSet labels), runs of windows with the same
         tags become one `tags` text segment over their joint time range."""
         enc = self.audio.encoder  # type: ignore[union-attr]
-        tagging = hasattr(enc, "encode_and_tag") and self.settings.label_top_k > 0
+        tagging = isinstance(enc, SoundTagger) and self.settings.label_top_k > 0
         batch: list[tuple[float, float, np.ndarray]] = []
         run: list[Any] = []  # [start, end, tag names] of the current run of equal tags
         total = np.zeros(enc.dim, dtype=np.float64)  # for the whole recording's vector

@@ -1,4 +1,5 @@
-"""Audio with known content for tests: espeak-ng speech, silence, noise, speech placed in time.
+"""Audio with known content for tests: espeak-ng speech, silence, noise, speech placed in time,
+synthesised music.
 
 Tests that check *when* something was said need audio whose timing they control, so every helper
 here works on 16 kHz mono float32 arrays (what the speech and audio pipelines take).
@@ -105,3 +106,82 @@ def random_cnn14(folder: Path) -> Path:
     rows = ["index,mid,display_name"] + [f"{i},/m/{i},Sound {i}" for i in range(527)]
     (folder / panns.LABELS_NAME).write_text("\n".join(rows) + "\n")
     return checkpoint
+
+
+# --- a minute of sound: texts that read for over LENGTH_S, synthesised music ----------------
+
+LENGTH_S = 60.0
+
+# Each text lasts over 60 s when read, so no recording repeats itself (a repeat would make
+# "the right moment" ambiguous).
+TEXTS = {
+    "a": (
+        "The committee met on Tuesday to review the quarterly budget. After a long debate, "
+        "three new projects were approved, and the old warehouse will be sold next spring. "
+        "Several members asked for better reports on energy use. The chair promised monthly "
+        "figures, starting in April, and a public meeting in the town hall. Parking near the "
+        "station will cost more from June, but buses will run every ten minutes. A new bridge "
+        "across the river is planned for the autumn, although the engineers still disagree "
+        "about its height. Local shops complained that the roadworks kept customers away for "
+        "most of the winter. The library will open on Sundays, thanks to a gift from a retired "
+        "teacher who lived in the village for sixty years. Finally, the council thanked the "
+        "volunteers who cleaned the park after the storm, and the meeting closed at nine."
+    ),
+    "b": (
+        "Take two cups of flour, a pinch of salt and a spoon of sugar. Mix them in a large "
+        "bowl, then add warm milk slowly while you stir. Let the dough rest for an hour under "
+        "a clean towel. Bake it at two hundred degrees until the crust is golden brown. Serve "
+        "the bread with butter, honey, or a bowl of tomato soup on a cold winter evening. For "
+        "a sweeter loaf, fold in a handful of raisins and some grated orange peel before the "
+        "dough rests. If the kitchen is chilly, place the bowl near the oven so the yeast can "
+        "work. Some bakers brush the top with beaten egg, which gives a shiny finish. Others "
+        "sprinkle seeds, oats or coarse salt. Once baked, leave the bread on a wire rack for "
+        "twenty minutes; cutting it too early makes the middle heavy and damp. Wrapped in "
+        "paper, it keeps for three days, and stale slices make excellent toast."
+    ),
+    "c": (
+        "Captain's log, day forty two. The wind turned north at dawn and the sea grew rough. "
+        "We lowered the main sail and steered toward the rocky island on the horizon. Fresh "
+        "water is running low, so the crew will fill the barrels at the waterfall. Two dolphins "
+        "followed the ship all afternoon, jumping and whistling in the bright sunlight. The "
+        "cook caught four large fish, which we grilled on deck while the sun went down. At "
+        "midnight the lookout saw lights to the east, perhaps another vessel, perhaps a "
+        "lighthouse on a coast missing from our charts. I have ordered a double watch until "
+        "morning. The carpenter repaired the cracked mast with rope and tar, and the young "
+        "sailors practised knots by lantern light, laughing at each other's mistakes."
+    ),
+}
+
+
+def fit(x: np.ndarray) -> np.ndarray:
+    """`x` tiled or cut to LENGTH_S seconds at SR, peaks scaled to 0.5."""
+    n = int(LENGTH_S * SR)
+    x = np.tile(x, -(-n // len(x)))[:n] if len(x) < n else x[:n]
+    return (0.5 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
+
+
+def _note(freq: float, dur: float, harmonics: list[float], decay: float) -> np.ndarray:
+    t = np.arange(int(dur * SR)) / SR
+    tone = sum(a * np.sin(2 * np.pi * freq * (k + 1) * t) for k, a in enumerate(harmonics))
+    env = np.exp(-t * decay) * np.minimum(1.0, t * 200)
+    return (tone * env).astype(np.float32)
+
+
+def music(seed: int, harmonics: list[float], decay: float, beat: float, chords: bool) -> np.ndarray:
+    """A random walk over a major scale (a new melody every bar), notes with harmonics."""
+    rng = np.random.default_rng(seed)
+    scale = [0, 2, 4, 5, 7, 9, 11, 12, 14, 16]
+    out = np.zeros(int(LENGTH_S * SR) + SR, np.float32)
+    pos, step = 0, 4
+    while pos < int(LENGTH_S * SR):
+        step = int(np.clip(step + rng.integers(-2, 3), 0, len(scale) - 1))
+        base = 220.0 * 2 ** (scale[step] / 12)
+        dur = beat * rng.choice([0.5, 1.0, 1.0, 2.0])
+        note = _note(base, dur + 0.3, harmonics, decay)
+        if chords:
+            for interval in (4, 7):
+                note = note + 0.6 * _note(base * 2 ** (interval / 12), dur + 0.3, harmonics, decay)
+        end = min(len(out), pos + len(note))
+        out[pos:end] += note[: end - pos]
+        pos += int(dur * SR)
+    return fit(out)

@@ -17,9 +17,18 @@ import soundfile as sf
 
 from pipelines.audio_decode import load_audio
 from pipelines.text_encoder import TextEncoder
-from tests.audio_samples import SR, noise, place, random_cnn14, read_wav_16k, speak, write_wav
+from tests.audio_samples import (
+    SR,
+    TEXTS,
+    music,
+    noise,
+    place,
+    random_cnn14,
+    read_wav_16k,
+    speak,
+    write_wav,
+)
 from tests.conftest import Env, build_env
-from tests.test_audio_encoders import TEXTS, _music
 from tests.video_samples import late_sound
 
 # file -> (sentence, where it starts in the file, file length)
@@ -48,7 +57,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
     # a minute of one voice reading (the excerpt query comes from it) and a minute of music
     council = read_wav_16k(speak(TEXTS["a"], root / "tts" / "council.wav", "en-us", 130))
     sf.write(lib / "council meeting.flac", council[: int(COUNCIL_S * SR)], SR)
-    sf.write(lib / "tune.flac", _music(1, [1.0, 0.5, 0.3, 0.15], 3.0, 0.25, chords=False), SR)
+    sf.write(lib / "tune.flac", music(1, [1.0, 0.5, 0.3, 0.15], 3.0, 0.25, chords=False), SR)
     yield lib, spans
 
 

@@ -28,51 +28,9 @@ from pipelines.audio_encoders import (
     load_audio_encoder,
 )
 from pipelines.model_resolver import ModelNotAvailable
-from tests.audio_samples import random_cnn14
+from tests.audio_samples import LENGTH_S, SR, TEXTS, fit, music, random_cnn14
 
-SR = 16000
-LENGTH_S = 60.0
 EXCERPT_S = 3.0
-
-# Each text lasts over 60 s when read, so no recording repeats itself (a repeat would make
-# "the right moment" ambiguous).
-TEXTS = {
-    "a": (
-        "The committee met on Tuesday to review the quarterly budget. After a long debate, "
-        "three new projects were approved, and the old warehouse will be sold next spring. "
-        "Several members asked for better reports on energy use. The chair promised monthly "
-        "figures, starting in April, and a public meeting in the town hall. Parking near the "
-        "station will cost more from June, but buses will run every ten minutes. A new bridge "
-        "across the river is planned for the autumn, although the engineers still disagree "
-        "about its height. Local shops complained that the roadworks kept customers away for "
-        "most of the winter. The library will open on Sundays, thanks to a gift from a retired "
-        "teacher who lived in the village for sixty years. Finally, the council thanked the "
-        "volunteers who cleaned the park after the storm, and the meeting closed at nine."
-    ),
-    "b": (
-        "Take two cups of flour, a pinch of salt and a spoon of sugar. Mix them in a large "
-        "bowl, then add warm milk slowly while you stir. Let the dough rest for an hour under "
-        "a clean towel. Bake it at two hundred degrees until the crust is golden brown. Serve "
-        "the bread with butter, honey, or a bowl of tomato soup on a cold winter evening. For "
-        "a sweeter loaf, fold in a handful of raisins and some grated orange peel before the "
-        "dough rests. If the kitchen is chilly, place the bowl near the oven so the yeast can "
-        "work. Some bakers brush the top with beaten egg, which gives a shiny finish. Others "
-        "sprinkle seeds, oats or coarse salt. Once baked, leave the bread on a wire rack for "
-        "twenty minutes; cutting it too early makes the middle heavy and damp. Wrapped in "
-        "paper, it keeps for three days, and stale slices make excellent toast."
-    ),
-    "c": (
-        "Captain's log, day forty two. The wind turned north at dawn and the sea grew rough. "
-        "We lowered the main sail and steered toward the rocky island on the horizon. Fresh "
-        "water is running low, so the crew will fill the barrels at the waterfall. Two dolphins "
-        "followed the ship all afternoon, jumping and whistling in the bright sunlight. The "
-        "cook caught four large fish, which we grilled on deck while the sun went down. At "
-        "midnight the lookout saw lights to the east, perhaps another vessel, perhaps a "
-        "lighthouse on a coast missing from our charts. I have ordered a double watch until "
-        "morning. The carpenter repaired the cracked mast with rope and tar, and the young "
-        "sailors practised knots by lantern light, laughing at each other's mistakes."
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -94,42 +52,7 @@ def _speech(tmp: Path, text: str, voice: str, speed: int) -> np.ndarray:
     )
     x = load_audio(wav, SR)
     assert len(x) >= LENGTH_S * SR, f"{voice} reads the text in {len(x) / SR:.1f} s"
-    return _fit(x)
-
-
-def _fit(x: np.ndarray) -> np.ndarray:
-    n = int(LENGTH_S * SR)
-    x = np.tile(x, -(-n // len(x)))[:n] if len(x) < n else x[:n]
-    return (0.5 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
-
-
-def _note(freq: float, dur: float, harmonics: list[float], decay: float) -> np.ndarray:
-    t = np.arange(int(dur * SR)) / SR
-    tone = sum(a * np.sin(2 * np.pi * freq * (k + 1) * t) for k, a in enumerate(harmonics))
-    env = np.exp(-t * decay) * np.minimum(1.0, t * 200)
-    return (tone * env).astype(np.float32)
-
-
-def _music(
-    seed: int, harmonics: list[float], decay: float, beat: float, chords: bool
-) -> np.ndarray:
-    """A random walk over a major scale (a new melody every bar), notes with harmonics."""
-    rng = np.random.default_rng(seed)
-    scale = [0, 2, 4, 5, 7, 9, 11, 12, 14, 16]
-    out = np.zeros(int(LENGTH_S * SR) + SR, np.float32)
-    pos, step = 0, 4
-    while pos < int(LENGTH_S * SR):
-        step = int(np.clip(step + rng.integers(-2, 3), 0, len(scale) - 1))
-        base = 220.0 * 2 ** (scale[step] / 12)
-        dur = beat * rng.choice([0.5, 1.0, 1.0, 2.0])
-        note = _note(base, dur + 0.3, harmonics, decay)
-        if chords:
-            for interval in (4, 7):
-                note = note + 0.6 * _note(base * 2 ** (interval / 12), dur + 0.3, harmonics, decay)
-        end = min(len(out), pos + len(note))
-        out[pos:end] += note[: end - pos]
-        pos += int(dur * SR)
-    return _fit(out)
+    return fit(x)
 
 
 def _noise_texture(seed: int, kind: str) -> np.ndarray:
@@ -149,14 +72,14 @@ def _noise_texture(seed: int, kind: str) -> np.ndarray:
             seg = np.fft.irfft(spec * band, n)[start : start + SR]
             noise[start : start + SR] = seg * np.hanning(len(seg)) ** 0.2
         gust = 0.6 + 0.4 * np.sin(2 * np.pi * t / 7.0)
-        return _fit(noise * gust)
+        return fit(noise * gust)
     walk = np.clip(np.cumsum(rng.normal(0, 0.15, int(LENGTH_S) + 1)), -1.5, 1.5)
     density = np.repeat(60 * np.exp(walk), SR)[:n]  # drops per second, drifting
     drops = (rng.random(n) < density / SR).astype(np.float32)
     kernel = np.exp(-np.arange(160) / 25.0) * np.sin(2 * np.pi * 2500 * np.arange(160) / SR)
     rain = np.convolve(drops * rng.uniform(0.2, 1.0, n), kernel, mode="same")
     hiss = np.convolve(rng.standard_normal(n), np.ones(8) / 8, mode="same") * 0.05
-    return _fit(rain + hiss)
+    return fit(rain + hiss)
 
 
 def build_corpus(folder: Path) -> list[Recording]:
@@ -168,13 +91,13 @@ def build_corpus(folder: Path) -> list[Recording]:
         "speech-a-us-male": _speech(tmp, TEXTS["a"], "en-us", 130),
         "speech-b-gb-female": _speech(tmp, TEXTS["b"], "en-gb+f3", 125),
         "speech-a-scottish": _speech(tmp, TEXTS["a"], "en-gb-scotland", 125),  # same words as 1
-        "music-plucked": _music(1, [1.0, 0.5, 0.3, 0.15], 3.0, 0.25, chords=False),
-        "music-organ-chords": _music(2, [1.0, 0.0, 0.6, 0.0, 0.4], 0.3, 0.5, chords=True),
+        "music-plucked": music(1, [1.0, 0.5, 0.3, 0.15], 3.0, 0.25, chords=False),
+        "music-organ-chords": music(2, [1.0, 0.0, 0.6, 0.0, 0.4], 0.3, 0.5, chords=True),
         "noise-wind": _noise_texture(3, "wind"),
         "noise-rain": _noise_texture(4, "rain"),
     }
     over = _speech(tmp, TEXTS["c"], "en-us+f2", 115)
-    signals["speech-c-over-music"] = _fit(over + 0.4 * _music(5, [1.0, 0.4, 0.2], 2.0, 0.3, False))
+    signals["speech-c-over-music"] = fit(over + 0.4 * music(5, [1.0, 0.4, 0.2], 2.0, 0.3, False))
     out = []
     for name, x in signals.items():
         path = folder / f"{name}.flac"
@@ -292,7 +215,7 @@ def test_encoder_interface_and_unit_rows() -> None:
 
 
 @pytest.mark.parametrize("name", ["logmel-stats", "whisper-tiny-encoder"])
-def test_every_offline_encoder_separates_speech_from_music(
+def test_every_offline_encoder_separates_speech_frommusic(
     name: str, corpus: list[Recording]
 ) -> None:
     encoder = load_audio_encoder(name)

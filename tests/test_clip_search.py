@@ -12,8 +12,8 @@ import pytest
 from pipelines.image_decode import decode_image
 from search.fusion import RRF_K
 from tests.conftest import Env
-from tests.test_image_encoders import save_tiny
-from tests.test_images import PHOTOS, make_photos
+from tests.image_samples import PHOTOS, make_photos, save_tiny
+from tests.video_samples import photo, photo_video
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,6 @@ def test_bm25_mode_leaves_clip_out(clip_env: Env) -> None:
 
 
 def test_video_moments_go_to_the_clip_space_too(clip_env: Env) -> None:
-    from tests.video_samples import photo, photo_video
-
     lib = clip_env.root / "videos"
     lib.mkdir()
     spans = photo_video(lib / "two.mp4", [photo("astronaut"), photo("coffee")], 3.0)
@@ -104,7 +102,6 @@ def test_jpeg_bytes_through_the_clip_processor_steps_match_pillow(
     import torch
 
     from pipelines.image_pipeline import JpegBytes
-    from tests.test_images import photo
 
     path = tmp_path / "coffee.jpg"
     photo("coffee").save(path, quality=95)

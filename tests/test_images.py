@@ -9,34 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image
 
 from pipelines.image_decode import decode_image
 from pipelines.text_pipeline import LabelSet
 from search.query import Filters, Near
 from tests.conftest import Env, write
+from tests.image_samples import PHOTOS, altered, make_photos
 from tests.video_samples import photo
-
-PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field", "coins"]
-
-
-def make_photos(root: Path) -> Path:
-    lib = root / "photos"
-    lib.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(PHOTOS):
-        ext = "jpg" if i % 2 == 0 else "png"
-        photo(name).save(lib / f"{name}.{ext}")
-    return lib
-
-
-def altered(img: Image.Image) -> Image.Image:
-    """Crop 10%, shrink, brighten 20%, re-encode as a poor JPEG."""
-    w, h = img.size
-    out = img.crop((w // 20, h // 20, w - w // 20, h - h // 20)).resize((w * 3 // 5, h * 3 // 5))
-    out = ImageEnhance.Brightness(out).enhance(1.2)
-    buf = io.BytesIO()
-    out.save(buf, "JPEG", quality=40)
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
 @pytest.fixture
