@@ -6,10 +6,10 @@ writer thread owns every Milvus write and catalog update, in order. Crash safety
 order of writes: a media is marked pending before its segments go to Milvus (with deterministic
 ids), and done only after; a pending media is rewritten from scratch on the next run.
 
-While a model runs on the CPU (its threads on every core), readers start decoding no new file.
-Overlapped, the two only time-share the cores, and a reader that preempts one of the model's
-threads stalls the others at the next barrier: the model was slowed by all of the readers' CPU
-time, so overlapping gained nothing. Between batches the readers have every core to themselves.
+While a model runs on the CPU (its threads on every core), readers start decoding no new file
+and the writer sends Milvus nothing. Overlapped, they only time-share the cores, and a thread that
+preempts one of the model's stalls the others at the next barrier: the model was slowed by all of
+the readers' CPU time, so overlapping gained nothing. Between batches they have every core.
 """
 
 from __future__ import annotations
@@ -130,8 +130,7 @@ class IngestRunner:
         self._ready: set[str] = set()  # collections created/loaded this run
         self._inflight: dict[str, _Job] = {}
         self._inflight_lock = threading.Lock()
-        self._model_idle = threading.Event()  # readers start decoding only when this is set
-        self._model_idle.set()
+        self._cpu_model = _Gate()  # closed while a model runs on the CPU
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -205,7 +204,7 @@ class IngestRunner:
         pipeline = self.pipelines.get(kind.modality)
         if pipeline is None:
             return _Skip(f, kind.modality, f"no {kind.modality} pipeline yet")
-        self._model_idle.wait()  # decode between batches of a model on the CPU
+        self._cpu_model.wait_open()  # decode between batches of a model on the CPU
         try:
             pieces = pipeline.prepare(f.path, kind.format, media_id)
         except MediaError as exc:
@@ -313,11 +312,11 @@ class IngestRunner:
             return
         encoder = self.encoders[space]
         if encoder.device == "cpu":
-            self._model_idle.clear()
+            self._cpu_model.close()
         try:
             out = encoder.encode([job.pieces[i].payload for job, i in batch])
         finally:
-            self._model_idle.set()
+            self._cpu_model.open()
         if isinstance(out, Encoded):
             vectors, derived = out.vectors, out.derived
         else:
@@ -397,6 +396,7 @@ class IngestRunner:
             if stale := sorted(redo & per_media.keys()):
                 self.store.delete_media(name, stale)
             segments = [s for segs in per_media.values() for s in segs]
+            self._cpu_model.wait_open()  # Milvus's work too waits for a model on the CPU
             self.store.upsert(name, segments, batch=self.write_batch)
             written[name] = {m: [s.id for s in segs] for m, segs in per_media.items()}
             report.segments += len(segments)
@@ -449,6 +449,28 @@ class IngestRunner:
                     gone.append(rec.path)
         self.catalog.remove_paths(gone)
         return len(gone)
+
+
+class _Gate:
+    """Closed while a model runs on the CPU. A waiter re-checks after waking, so one woken by
+    an opening that a new batch has already closed again waits on."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+
+    def open(self) -> None:
+        with self._cond:
+            self._closed = False
+            self._cond.notify_all()
+
+    def wait_open(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._closed)
 
 
 def _facts(job: _Job) -> MediaFacts:

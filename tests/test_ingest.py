@@ -278,8 +278,9 @@ def test_a_new_model_in_a_primary_space_embeds_everything_again(env: Env) -> Non
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_readers_decode_between_the_batches_of_a_model_on_the_cpu(env: Env, device: str) -> None:
-    """A model on the CPU has every core while it runs: no file starts decoding then. A model
-    elsewhere (a GPU) leaves the cores to the readers, which keep decoding meanwhile."""
+    """A model on the CPU has every core while it runs: no file starts decoding and nothing is
+    written to Milvus then. A model elsewhere (a GPU) leaves the cores to the readers, which keep
+    decoding meanwhile."""
     import threading
     import time
 
@@ -300,6 +301,14 @@ def test_readers_decode_between_the_batches_of_a_model_on_the_cpu(env: Env, devi
         return out
 
     sketch.encode = slow_encode  # type: ignore[method-assign]
+    writes: list[float] = []  # when each Milvus upsert began
+    upsert = env.store.upsert
+
+    def timed_upsert(*args: object, **kw: object) -> None:
+        writes.append(time.perf_counter())
+        upsert(*args, **kw)  # type: ignore[arg-type]
+
+    env.store.upsert = timed_upsert  # type: ignore[method-assign]
 
     class Sketched(TextPipeline):
         def encoders(self):
@@ -319,7 +328,9 @@ def test_readers_decode_between_the_batches_of_a_model_on_the_cpu(env: Env, devi
     assert len(runs) >= 6
     # A reader past the gate just before a batch began may take a moment to reach prepare().
     during = [t for t in starts for a, b in runs if a + 0.02 < t < b]
+    assert len(writes) >= 2
     if device == "cpu":
         assert during == []
+        assert [t for t in writes for a, b in runs if a + 0.02 < t < b] == []
     else:
         assert len(during) >= 3
