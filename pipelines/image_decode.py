@@ -139,13 +139,11 @@ def thumbnail(img: DecodedImage, size: int = THUMBNAIL_SIDE) -> bytes:
     THUMBNAIL_MAX_ASPECT times that; smaller images are not enlarged."""
     if size < 1:
         raise ValueError(f"thumbnail size must be >= 1, not {size}")
-    small = img.image
+    small = to_rgb(img.image)
     w, h = small.size
     f = min(size / min(w, h), THUMBNAIL_MAX_ASPECT * size / max(w, h))
-    if f < 1:  # resize makes a new image: no copy of the original first
-        small = resize_image(small.convert("RGB"), (max(1, round(w * f)), max(1, round(h * f))))
-    if small.mode != "RGB":
-        small = small.convert("RGB")
+    if f < 1:
+        small = resize_image(small, (max(1, round(w * f)), max(1, round(h * f))))
     buf = io.BytesIO()
     small.save(buf, "JPEG", quality=THUMBNAIL_QUALITY)
     return buf.getvalue()
@@ -309,7 +307,7 @@ def _decode_opened(
     if orientation is not None:
         meta["orientation"] = orientation
 
-    rgb = _to_rgb(im)
+    rgb = to_rgb(im)
     step = _TRANSPOSE.get(_applied_orientation(im, orientation) or 1)
     if step is not None:
         rgb = rgb.transpose(step)
@@ -327,7 +325,7 @@ def _decode_opened(
     return DecodedImage(rgb, width, height, fmt, frames, meta)
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB with sensible tone; transparency composited on white."""
     mode = im.mode
     if mode == "RGB":

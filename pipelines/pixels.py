@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipelines.image_decode import to_rgb
 from pipelines.resample import resize_tensor
 
 if TYPE_CHECKING:
@@ -116,18 +117,3 @@ def from_processor(processor: Any) -> PixelSpec:
         std=tuple(float(s) for s in processor.image_std),
         bicubic=int(getattr(resample, "value", resample) or 3) != 2,
     )
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB for the models; transparency composited over white rather than dropped to black."""
-    from PIL import Image
-
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in {"RGBA", "LA", "PA"} or img.mode.endswith("a"):
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return img.convert("RGB")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
+from pipelines.image_decode import to_rgb
 from pipelines.image_encoders import (
     ImageEncoder,
     Labeler,
@@ -19,7 +20,7 @@ from pipelines.image_encoders import (
     load_image_encoder,
 )
 from pipelines.model_resolver import ModelNotAvailable
-from pipelines.pixels import from_torchvision, to_rgb
+from pipelines.pixels import from_torchvision
 from tests.image_samples import noise_images, save_tiny
 from tests.video_samples import photo
 
