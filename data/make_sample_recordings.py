@@ -31,7 +31,7 @@ PAUSE_S = 1.5
 
 
 def speak(text: str, voice: str = "en-us", speed: int = 150) -> np.ndarray:
-    from pipelines.audio_decode import load_audio
+    from mmrag.pipelines.audio.decode import load_audio
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "s.wav"

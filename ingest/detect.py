@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.text_extract import BOMS, is_readable
+from mmrag.kinds import MediaType
+from mmrag.pipelines.text.extract import BOMS, is_readable
 
 HEAD_BYTES = 64 * 1024
 """How much of a file detection looks at."""
@@ -25,8 +26,11 @@ BINARY_REASON = "binary content (not a supported text, image, audio or video for
 
 @dataclass(frozen=True)
 class MediaKind:
-    modality: str  # "text" | "image" | "audio" | "video"
+    media: MediaType  # which pipeline takes it
     format: str  # "txt", "md", "html", "pdf", "jpeg", "png", "wav", "mp4", ...
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "media", MediaType(self.media))
 
 
 class UnsupportedContent(Exception):
@@ -62,7 +66,7 @@ def detect_kind(path: Path, head: bytes | None = None) -> MediaKind:
 
 # --- binary signatures -----------------------------------------------------------------------
 
-# Fixed magic numbers at offset 0: (prefix, modality, format). Container formats that need a
+# Fixed magic numbers at offset 0: (prefix, media type, format). Container formats that need a
 # closer look (RIFF, ISO-BMFF `ftyp`, Matroska, Ogg, MP3) are handled in `_match_signature`.
 _MAGIC: tuple[tuple[bytes, str, str], ...] = (
     (b"%PDF-", "text", "pdf"),
@@ -100,9 +104,9 @@ _BMP_DIB_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 
 
 def _match_signature(head: bytes) -> MediaKind | None:
-    for magic, modality, fmt in _MAGIC:
+    for magic, media, fmt in _MAGIC:
         if head.startswith(magic):
-            return MediaKind(modality, fmt)
+            return MediaKind(media, fmt)
     tag = head[:4]
     if tag in (b"RIFF", b"RF64", b"BW64") and head[8:12] in _RIFF_FORMS:
         return MediaKind(*_RIFF_FORMS[head[8:12]])
@@ -261,9 +265,9 @@ def _fallback_filetype(head: bytes) -> MediaKind:
     guess = filetype.guess(head)
     if guess is None:
         raise UnsupportedContent(BINARY_REASON)
-    modality = guess.mime.split("/", 1)[0]
-    if modality in ("image", "audio", "video"):
-        return MediaKind(modality, guess.extension)
+    media = guess.mime.split("/", 1)[0]
+    if media in ("image", "audio", "video"):
+        return MediaKind(media, guess.extension)
     raise UnsupportedContent(
         f"unsupported format: {guess.mime} (not a supported text, image, audio or video format)"
     )

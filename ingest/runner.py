@@ -27,13 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from ingest.catalog import Catalog, MediaFacts
-from ingest.detect import MediaKind, UnsupportedContent, detect_kind
-from ingest.scan import FoundFile, ScanProblem, content_hash, scan
-from pipelines.base import Encoded, Piece, Pipeline, SpaceEncoder
-from pipelines.media_error import MediaError
-from pipelines.milvus_store import MilvusStore
-from pipelines.model_resolver import ModelNotAvailable
+from mmrag.ingest.detect import MediaKind, UnsupportedContent, detect_kind
+from mmrag.ingest.scan import FoundFile, ScanProblem, content_hash, scan
+from mmrag.pipelines.base import MediaError, Piece, Pipeline, SpaceEncoder
+from mmrag.pipelines.model_resolver import ModelNotAvailable
+from mmrag.store.catalog import Catalog, MediaFacts
+from mmrag.store.milvus import MilvusStore
 
 
 @dataclass
@@ -53,7 +52,7 @@ class IngestReport:
     seconds: float = 0.0
 
 
-# -- what a reader thread decides about one file -------------------------------------------------
+# -- what a reader thread decides about one file; the writer takes the same objects -------------
 
 
 @dataclass
@@ -118,7 +117,7 @@ class IngestRunner:
     ) -> None:
         self.catalog = catalog
         self.store = store
-        self.pipelines = {m: p for p in pipelines for m in p.modalities}
+        self.pipelines = {p.media: p for p in pipelines}
         self.encoders: dict[str, SpaceEncoder] = {
             name: enc for p in pipelines for name, enc in p.encoders().items()
         }
@@ -201,16 +200,16 @@ class IngestRunner:
             kind = detect_kind(Path(f.path), head=head)
         except UnsupportedContent as exc:
             return _Fail(f, str(exc))
-        pipeline = self.pipelines.get(kind.modality)
+        pipeline = self.pipelines.get(kind.media)
         if pipeline is None:
-            return _Skip(f, kind.modality, f"no {kind.modality} pipeline yet")
+            return _Skip(f, kind.media, f"no {kind.media} pipeline yet")
         self._cpu_model.wait_open()  # decode between batches of a model on the CPU
         try:
             pieces = pipeline.prepare(f.path, kind.format, media_id)
         except MediaError as exc:
             return _Fail(f, str(exc))
         except ModelNotAvailable as exc:
-            return _Skip(f, kind.modality, f"its model is not available: {exc}")
+            return _Skip(f, kind.media, f"its model is not available: {exc}")
         except Exception as exc:  # a decoder bug must not stop the run; say what it was
             return _Fail(f, f"{kind.format} could not be processed: {type(exc).__name__}: {exc}")
         if not pieces:
@@ -263,7 +262,7 @@ class IngestRunner:
     ) -> None:
         if isinstance(outcome, _Unchanged):
             report.unchanged += 1
-            writes.put(("touch", outcome.file))
+            writes.put(outcome)
         elif isinstance(outcome, _KnownFailure):
             report.failed_before += 1
             tick("file", 1)
@@ -273,10 +272,10 @@ class IngestRunner:
             tick("file", 1)
         elif isinstance(outcome, _Fail):
             report.failed.append((outcome.file.display, outcome.reason))
-            writes.put(("fail", outcome.file, outcome.reason))
+            writes.put(outcome)
         elif isinstance(outcome, _Link):
             report.reused += 1
-            writes.put(("link", outcome.file, outcome.media_id))
+            writes.put(outcome)
         elif isinstance(outcome, _Job):
             with self._inflight_lock:
                 leader = self._inflight.get(outcome.media_id)
@@ -294,7 +293,7 @@ class IngestRunner:
             todo = [i for i, vec in enumerate(job.vectors) if vec is None]
             job.missing = len(todo)
             if not todo:  # the pipeline embedded everything itself
-                writes.put(("job", job))
+                writes.put(job)
             for i in todo:
                 self._queue(job, i, writes)
 
@@ -317,11 +316,7 @@ class IngestRunner:
             out = encoder.encode([job.pieces[i].payload for job, i in batch])
         finally:
             self._cpu_model.open()
-        if isinstance(out, Encoded):
-            vectors, derived = out.vectors, out.derived
-        else:
-            vectors, derived = out, [[] for _ in batch]
-        for (job, i), vec, extra in zip(batch, vectors, derived, strict=True):
+        for (job, i), vec, extra in zip(batch, out.vectors, out.derived, strict=True):
             job.vectors[i] = vec
             for piece in extra:  # counted before this piece is, so the job cannot complete early
                 job.pieces.append(piece)
@@ -330,7 +325,7 @@ class IngestRunner:
                 self._queue(job, len(job.pieces) - 1, writes)
             job.missing -= 1
             if job.missing == 0:
-                writes.put(("job", job))
+                writes.put(job)
 
     # -- writing (writer thread) -----------------------------------------------------------
 
@@ -344,8 +339,8 @@ class IngestRunner:
             ops = [writes.get()]
             rows = 0
             while ops[-1] is not None and rows < self.write_batch:
-                if ops[-1][0] == "job":
-                    rows += len(ops[-1][1].pieces)
+                if isinstance(ops[-1], _Job):
+                    rows += len(ops[-1].pieces)
                 try:
                     ops.append(writes.get_nowait())
                 except queue.Empty:
@@ -356,31 +351,31 @@ class IngestRunner:
             if errors or not ops:
                 continue  # after a failure, drain so the producer never blocks
             try:
-                jobs = [op[1] for op in ops if op[0] == "job"]
+                jobs = [op for op in ops if isinstance(op, _Job)]
                 if jobs:
                     self._store_jobs(jobs, report, tick)
                 for op in ops:
-                    if op[0] != "job":
+                    if not isinstance(op, _Job):
                         self._write(op)
                         tick("file", 1)
             except BaseException as exc:
                 errors.append(exc)
 
-    def _write(self, op: tuple) -> None:
-        kind, f = op[0], op[1]
-        if kind == "touch":
+    def _write(self, op: _Unchanged | _Fail | _Link) -> None:
+        f = op.file
+        if isinstance(op, _Unchanged):
             self.catalog.touch_path(f.path, f.display, f.root)
-        elif kind == "fail":
-            old = self.catalog.fail_path(f.path, f.display, f.root, f.size, f.mtime_ns, op[2])
+        elif isinstance(op, _Fail):
+            old = self.catalog.fail_path(f.path, f.display, f.root, f.size, f.mtime_ns, op.reason)
             self._release(old)
-        elif kind == "link":
-            self._release(self._link(f, op[2]))
+        else:
+            self._release(self._link(f, op.media_id))
 
     def _store_jobs(self, jobs: list[_Job], report: IngestReport, tick: Progress) -> None:
         ids = [j.media_id for j in jobs]
         redo = self.catalog.known_media(ids)  # leftovers of an interrupted or older write
         self.catalog.begin_media_many(
-            [(j.media_id, j.kind.modality, j.kind.format, j.file.size, _facts(j)) for j in jobs]
+            [(j.media_id, j.kind.media, j.kind.format, j.file.size, _facts(j)) for j in jobs]
         )
         by_space: dict[str, dict[str, list]] = {}  # space -> media id -> segments
         for j in jobs:

@@ -6,10 +6,9 @@ import json
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -25,10 +24,12 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from mmrag.kinds import QueryKind
 from mmrag.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from search.query import Near
+    from mmrag.app import Models
+    from mmrag.search.query import Near
 
 app = typer.Typer(
     add_completion=False,
@@ -41,8 +42,6 @@ err = Console(stderr=True)
 
 DEMO_LIBRARY = Path("data/library")
 DEMO_QUERIES = Path("data/eval/demo_queries.txt")
-QUERY_KINDS = ("text", "image", "audio", "video")
-SPACES = ("text", "image", "clip", "audio", "speech")  # speech: transcripts, into `text`
 
 
 @app.callback()
@@ -87,25 +86,22 @@ def _fail(message: str, code: int = 2) -> None:
 
 @contextmanager
 def _open(settings: Settings):
-    """Catalog, store and text pipeline for one command; closed even on errors."""
-    from ingest.catalog import Catalog
-    from pipelines.milvus_store import MilvusStore, StoreError
-    from pipelines.model_resolver import ModelNotAvailable
-    from pipelines.text_pipeline import TextPipeline
+    """Catalog, store and models for one command; closed even on errors."""
+    from mmrag.app import Models, open_store
+    from mmrag.pipelines.model_resolver import ModelNotAvailable
+    from mmrag.store.schema import StoreError
 
     try:
-        catalog = Catalog(settings.catalog)
-        store = MilvusStore(
-            settings.milvus_uri,
-            settings.milvus_token,
-            settings.collection_prefix,
-            settings.index_type,
-        )
+        models = Models.build(settings)  # loads nothing yet: each model on first use
+    except ValueError as exc:
+        _fail(f"invalid settings: {exc}")
+    try:
+        catalog, store = open_store(settings)
     except (StoreError, OSError, RuntimeError) as exc:
         _fail(str(exc))
     try:
-        yield catalog, store, TextPipeline(settings)
-    except ModelNotAvailable as exc:
+        yield catalog, store, models
+    except (ModelNotAvailable, StoreError) as exc:
         _fail(str(exc))
     finally:
         store.close()
@@ -135,69 +131,14 @@ def ingest(
 ) -> None:
     """Scan folders, embed what is new or changed, and write it to Milvus."""
     settings = _settings(ctx, read_workers=workers, embed_batch_size=batch_size)
-    with _open(settings) as (catalog, store, text):
-        report = _run_ingest(settings, catalog, store, text, paths, prune, retry_failed, quiet)
+    with _open(settings) as (catalog, store, models):
+        report = _run_ingest(models, catalog, store, paths, prune, retry_failed, quiet)
     _print_report(report)
 
 
-@dataclass
-class _Media:
-    """A command's photo and sound pipelines, built once so that each model loads once:
-    ingest, video (which shares both) and search use the same loaded spaces."""
-
-    photos: Any = None  # ImagePipeline
-    sound: Any = None  # AudioPipeline
-
-    @classmethod
-    def of(cls, settings: Settings, text) -> _Media:
-        from pipelines.audio_pipeline import AudioPipeline
-        from pipelines.image_pipeline import ImagePipeline
-
-        return cls(
-            ImagePipeline(settings, text) if settings.image_model or settings.clip_model else None,
-            AudioPipeline(settings, text)
-            if settings.audio_model or settings.speech_model
-            else None,
-        )
-
-    def pipelines(self, settings: Settings, text) -> list:
-        from pipelines.video_pipeline import VideoPipeline
-
-        found = [text, *(p for p in (self.photos, self.sound) if p is not None)]
-        if self.photos or self.sound:
-            found.append(VideoPipeline(settings, text, self.photos, self.sound))
-        return found
-
-    def unavailable(self) -> list[str]:
-        """The models that cannot be had here (the others are loaded now, for the run)."""
-        from pipelines.model_resolver import ModelNotAvailable
-
-        spaces = [*(self.photos.vision if self.photos else [])]
-        spaces += [s for s in (self.sound.audio, self.sound.speech) if s] if self.sound else []
-        missing = []
-        for space in spaces:
-            try:
-                space.encoder  # noqa: B018 - loads the model, or says why it cannot
-            except ModelNotAvailable:
-                missing.append(space.model_name)
-        return missing
-
-
-def _run_ingest(settings, catalog, store, text, paths, prune, retry_failed, quiet, media=None):
-    """One ingest run with a progress bar, on an open catalog, store and text pipeline."""
-    from ingest.runner import IngestRunner
-
-    pipelines = (media or _Media.of(settings, text)).pipelines(settings, text)
-    runner = IngestRunner(
-        catalog,
-        store,
-        pipelines,
-        prefix=settings.collection_prefix,
-        read_workers=settings.read_workers,
-        embed_batch=settings.embed_batch_size,
-        write_batch=settings.write_batch_size,
-        retry_failed=retry_failed,
-    )
+def _run_ingest(models: Models, catalog, store, paths, prune, retry_failed, quiet):
+    """One ingest run with a progress bar, on an open catalog and store."""
+    runner = models.runner(catalog, store, retry_failed=retry_failed)
     progress = Progress(
         TextColumn("ingest"),
         BarColumn(),
@@ -265,7 +206,7 @@ def _parse_date(value: str | None, flag: str) -> datetime | None:
 
 
 def _parse_near(value: str | None) -> Near | None:
-    from search.query import Near
+    from mmrag.search.query import Near
 
     if not value:
         return None
@@ -329,10 +270,10 @@ def search(
     ] = None,
 ) -> None:
     """Search by text, an example image or an audio clip; hits name the file and where in it."""
-    from pipelines.media_error import MediaError
-    from pipelines.model_resolver import ModelNotAvailable
-    from search.query import MODES, Filters
-    from search.render import dumps, hits_json, print_hits
+    from mmrag.pipelines.base import MediaError
+    from mmrag.pipelines.model_resolver import ModelNotAvailable
+    from mmrag.search.query import MODES, Filters
+    from mmrag.search.render import dumps, hits_json, print_hits
 
     if mode not in MODES:
         _fail(f"--mode must be one of {', '.join(MODES)}")
@@ -358,19 +299,13 @@ def search(
         )
         batch = [{"id": None, kind: str(given)}]
     settings = _settings(ctx, hybrid_fusion=fusion)
-    with _open(settings) as (catalog, store, text):
-        searcher = _searcher(settings, store, catalog, text)
+    with _open(settings) as (catalog, store, models):
+        searcher = models.searcher(catalog, store)
         for item in batch:
-            kind = next(k for k in QUERY_KINDS if isinstance(item.get(k), str))
+            kind = next(k for k in QueryKind if isinstance(item.get(k), str))
+            value = item[kind] if kind == QueryKind.TEXT else Path(item[kind])
             try:
-                if kind == "image":
-                    hits = searcher.search_image(Path(item["image"]), limit, filters)
-                elif kind == "audio":
-                    hits = searcher.search_audio(Path(item["audio"]), limit, filters)
-                elif kind == "video":
-                    hits = searcher.search_video(Path(item["video"]), limit, filters)
-                else:
-                    hits = searcher.search(item["text"], mode, limit, filters)  # type: ignore[arg-type]
+                hits = searcher.find(kind, value, mode, limit, filters)  # type: ignore[arg-type]
             except (MediaError, ModelNotAvailable, ValueError, OSError) as exc:
                 what = item[kind]
                 if not queries:
@@ -384,25 +319,6 @@ def search(
                 print(dumps(hits_json(hits)))
             else:
                 print_hits(out, label, hits, mode if kind == "text" else kind)
-
-
-def _searcher(settings: Settings, store, catalog, text, media: _Media | None = None):
-    from search.query import Searcher
-
-    media = media or _Media.of(settings, text)
-    photos, sound = media.photos, media.sound
-    return Searcher(
-        store,
-        catalog,
-        text,
-        settings.collection_prefix,
-        settings.hybrid_fusion,
-        settings.dense_weight,
-        image=photos.image if photos else None,
-        thumbnails=settings.thumbnails,
-        clip=photos.clip if photos else None,
-        audio=sound.audio if sound else None,
-    )
 
 
 def _read_queries(path: Path) -> list[dict]:
@@ -421,9 +337,9 @@ def _read_queries(path: Path) -> list[dict]:
         if (
             not isinstance(item, dict)
             or "id" not in item
-            or not any(isinstance(item.get(k), str) for k in QUERY_KINDS)
+            or not any(isinstance(item.get(k), str) for k in QueryKind)
         ):
-            kinds = ", ".join(f'"{k}"' for k in QUERY_KINDS)
+            kinds = ", ".join(f'"{k}"' for k in QueryKind)
             _fail(f'{path}:{n}: each line needs "id" and one of {kinds} as a string')
         items.append(item)
     return items
@@ -433,7 +349,7 @@ def _read_queries(path: Path) -> list[dict]:
 def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """What is in the store: counts per space and modality, and every failure with its reason."""
     settings = _settings(ctx)
-    with _open(settings) as (catalog, store, _text):
+    with _open(settings) as (catalog, store, _):
         spaces = {}
         for name in store.existing_collections():
             spaces[name] = {
@@ -475,8 +391,11 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
 @app.command()
 def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Each space's model: where it came from, dimension, max tokens, parameters, memory."""
+    from mmrag.registry import SPACES
+
     settings = _settings(ctx)
-    rows = [_model_row(space, settings) for space in SPACES]
+    rows = [_model_row(spec, settings) for spec in SPACES.values()]
+    rows.append(_speech_row(settings))
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -501,32 +420,35 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
     out.print(t)
 
 
-def _model_row(space: str, settings: Settings) -> dict:
+def _model_row(spec, settings: Settings) -> dict:
     """Load one space's model and describe it; a model that cannot be had says why."""
-    from pipelines.audio_pipeline import AudioSpace, Speech
-    from pipelines.image_pipeline import ClipSpace, ImageSpace
-    from pipelines.model_resolver import ModelNotAvailable
-    from pipelines.text_encoder import TextEncoder
+    from mmrag.pipelines.model_resolver import ModelNotAvailable
 
-    name = getattr(settings, f"{space}_model")
+    name = spec.model(settings)
     if not name:
-        return {"space": space, "name": "", "off": f"off ({space}_model is empty)"}
-    holders = {"image": ImageSpace, "clip": ClipSpace, "audio": AudioSpace, "speech": Speech}
+        return {"space": spec.name, "name": "", "off": f"off ({spec.setting} is empty)"}
     try:
-        if space == "text":
-            info = TextEncoder(name, settings.device).info().__dict__
-        elif space == "speech":
-            info = _speech_info(Speech(settings).encoder)
-        else:
-            info = holders[space](settings).encoder.info()
+        info = spec.build(settings, name).info()
     except ModelNotAvailable as exc:
-        return {"space": space, "name": name, "error": str(exc)}
-    return {"space": space, **info}
+        return {"space": spec.name, "name": name, "error": str(exc)}
+    return {"space": spec.name, **info}
 
 
-def _speech_info(transcriber) -> dict:
+def _speech_row(settings: Settings) -> dict:
+    """The transcriber (not a space: its segments go to `text`)."""
+    from mmrag.pipelines.audio.spaces import Speech
+    from mmrag.pipelines.model_resolver import ModelNotAvailable
+
+    name = settings.speech_model
+    if not name:
+        return {"space": "speech", "name": "", "off": "off (speech_model is empty)"}
+    try:
+        transcriber = Speech(name, settings.device, settings.speech_language).encoder
+    except ModelNotAvailable as exc:
+        return {"space": "speech", "name": name, "error": str(exc)}
     resolved = getattr(transcriber, "resolved", None)
     return {
+        "space": "speech",
         "name": transcriber.name,
         "source": resolved.source if resolved else "OpenAI API",
         "path": str(resolved.path) if resolved else "",
@@ -544,12 +466,13 @@ def duplicates(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Groups of duplicate photos: exact (same bytes) and near (similar image vectors)."""
-    from pipelines.image_pipeline import ImageSpace
-    from search.duplicates import exact_duplicates, near_duplicates
+    from mmrag.registry import SPACES
+    from mmrag.search.duplicates import exact_duplicates, near_duplicates
 
     settings = _settings(ctx)
-    with _open(settings) as (catalog, store, _text):
-        collection = ImageSpace(settings).collection(settings.collection_prefix)
+    with _open(settings) as (catalog, store, _):
+        image = SPACES["image"].build(settings, settings.model_for("image"))
+        collection = image.collection(settings.collection_prefix)
         groups = exact_duplicates(catalog) + near_duplicates(store, catalog, collection, threshold)
     if as_json:
         print(json.dumps([g.__dict__ for g in groups], indent=2, ensure_ascii=False))
@@ -570,15 +493,15 @@ def demo(
     limit: Annotated[int, typer.Option("--limit", "-k")] = 3,
 ) -> None:
     """Ingest the sample library into the embedded store, then run a few real queries."""
-    from search.render import print_hits
+    from mmrag.app import Models
+    from mmrag.search.render import print_hits
 
     if not library.is_dir():
-        _fail(f"{library} is not a folder (run from the repository root)")
+        _fail(f"{library} is not a folder: run from the repository root, or give --library")
     settings = _settings(ctx)
     texts = [q.strip() for q in queries.read_text(encoding="utf-8").splitlines() if q.strip()]
-    with _open(settings) as (catalog, store, text):  # one store, one model load for both steps
-        media = _Media.of(settings, text)
-        missing = media.unavailable() if settings.profile == "default" else []
+    with _open(settings) as (catalog, store, models):  # one store, one model load for both steps
+        missing = models.unavailable() if settings.profile == "default" else []
         if missing:  # an air-gapped machine has none of the public models
             err.print(
                 f"[yellow]{', '.join(missing)} not available here: using the offline profile "
@@ -586,13 +509,12 @@ def demo(
                 "encoder for sounds, Whisper tiny.en for speech)[/yellow]"
             )
             settings = _settings(ctx, profile="offline")  # the text model is the same
-            media = _Media.of(settings, text)
-        report = _run_ingest(
-            settings, catalog, store, text, [str(library)], True, False, False, media
-        )
+            models = Models.build(settings, text_encoder=models.text.encoder)
+        report = _run_ingest(models, catalog, store, [str(library)], True, False, False)
         _print_report(report)
-        out.print(f"text model: {text.encoder.resolved.name} (from {text.encoder.resolved.source})")
-        searcher = _searcher(settings, store, catalog, text, media)
+        resolved = models.text.encoder.resolved
+        out.print(f"text model: {resolved.name} (from {resolved.source})")
+        searcher = models.searcher(catalog, store)
         for q in texts:
             t0 = time.perf_counter()
             hits = searcher.search(q, "hybrid", limit)

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     )
     dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Dense share in weighted fusion")
 
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="Models of spaces registered without a field of their own: {space: model}",
+    )
+
     embed_batch_size: int = Field(64, ge=1)
     write_batch_size: int = Field(512, ge=1)
     read_workers: int = Field(2, ge=1, description="Threads that read, extract and chunk files")
@@ -130,6 +135,12 @@ class Settings(BaseSettings):
     @classmethod
     def _strip(cls, v: str) -> str:
         return v.strip()
+
+    def model_for(self, space: str) -> str:
+        """The model configured for a space (mmrag.registry); empty means the space is off."""
+        if space in self.models:
+            return self.models[space]
+        return str(getattr(self, f"{space}_model", "") or "")
 
     @property
     def is_lite(self) -> bool:

@@ -14,8 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.image_decode import camera_name
-from pipelines.media_error import MediaError, NoVideoStream
+from mmrag.pipelines.base import MediaError, NoVideoStream, camera_name
 
 
 def open_stream(

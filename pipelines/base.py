@@ -1,4 +1,4 @@
-"""What every modality pipeline provides to the ingest runner.
+"""The contracts every modality shares: pieces, the one encoder call, lazy models, errors.
 
 A pipeline turns one file into `Piece`s (CPU work: decode, extract, cut; runs in reader
 threads). Each piece names the space it goes to, and each space has one `SpaceEncoder` that
@@ -10,14 +10,46 @@ pipelines may share an encoder. The runner, not the pipeline, talks to the catal
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from pipelines.milvus_store import Segment, Space, collection_name
-from pipelines.model_resolver import ModelNotAvailable
-from pipelines.text_encoder import pick_device
+from mmrag.kinds import MediaType, Modality, QueryKind
+from mmrag.pipelines.model_resolver import ModelNotAvailable
+from mmrag.store.schema import Segment, Space, collection_name
+
+
+class MediaError(Exception):
+    """A file cannot be turned into pieces; str() says why, in plain words, for the user."""
+
+
+class NoVideoStream(MediaError):
+    """A video container with sound only (a podcast saved as .mp4): a recording, not a video."""
+
+
+def unit(rows: Any) -> np.ndarray:
+    """Rows scaled to unit length, as float32 (cosine = inner product); zero rows stay zero.
+    Every space's vectors pass through here."""
+    rows = np.asarray(rows, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return (rows / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def camera_name(make: str | None, model: str | None) -> str | None:
+    """ "Canon" + "Canon EOS R5" -> "Canon EOS R5", not "Canon Canon EOS R5"."""
+    if make and model:
+        return model if model.lower().startswith(make.split()[0].lower()) else f"{make} {model}"
+    return make or model
+
+
+def pick_device(device: str) -> str:
+    """`auto` means CUDA when torch sees a GPU, else CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -25,7 +57,7 @@ class Piece:
     """A segment waiting for its vector."""
 
     payload: Any  # what the space's encoder takes: text for the text space
-    modality: str
+    modality: Modality
     start: float
     end: float
     text: str
@@ -40,7 +72,7 @@ class Piece:
         return Segment(
             id=f"{media_id}:{space}:{index}",  # deterministic: a redo overwrites, never duplicates
             media_id=media_id,
-            modality=self.modality,
+            modality=str(self.modality),
             start=self.start,
             end=self.end,
             text=self.text,
@@ -52,18 +84,37 @@ class Piece:
 
 @dataclass
 class Encoded:
-    """Vectors, plus pieces that the model's output gave rise to, per input (an image's class
-    labels become text pieces). Derived pieces are queued for their own space and written with
-    the same media, so they are redone and deleted together with it."""
+    """What every space's `encode` returns: unit vectors, one per payload, and the pieces the
+    model's output gave rise to, per payload (an image's class labels become a text piece).
+    Derived pieces are queued for their own space and written with the same media, so they are
+    redone and deleted together with it."""
 
     vectors: np.ndarray
-    derived: list[list[Piece]]
+    derived: list[list[Piece]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.derived:
+            self.derived = [[] for _ in range(len(self.vectors))]
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A classifier's labels with their probabilities, as one text-space vector: the
+    probability-weighted mean of the labels' own vectors (ConSE, Norouzi et al. 2014). A label
+    comes from a closed vocabulary (1000 ImageNet classes), so each is embedded once per run
+    however many photos carry it, and the vector says how sure the classifier was."""
+
+    labels: tuple[tuple[str, float], ...]
+
+    @property
+    def text(self) -> str:
+        return ", ".join(name for name, _ in self.labels)
 
 
 class SpaceEncoder(Protocol):
-    """The model of one vector space."""
+    """The model of one vector space: one typed `encode` for ingest, one for queries."""
 
-    name: str  # the space kind, e.g. "text"
+    name: str  # the space, e.g. "text"
 
     @property
     def device(self) -> str: ...  # where its model runs ("cpu", "cuda", ...), without loading it
@@ -73,11 +124,17 @@ class SpaceEncoder(Protocol):
 
     def collection(self, prefix: str) -> str: ...  # known without loading the model
 
-    def encode(self, payloads: list[Any]) -> np.ndarray | Encoded: ...
+    def encode(self, payloads: list[Any]) -> Encoded: ...
+
+    def encode_query(self, kind: QueryKind, inputs: list[Any]) -> np.ndarray:
+        """Query side: decoded query inputs (texts, pictures, a clip's path) -> unit rows."""
+        ...
+
+    def info(self) -> dict[str, Any]: ...  # name, source, dim, ... for `mmrag models` (loads)
 
 
 class Pipeline(Protocol):
-    modalities: frozenset[str]  # MediaKind.modality values it takes
+    media: MediaType  # the kind of file it takes
     primary: tuple[str, ...]  # spaces every file it takes is written to (done = in all of them)
 
     def encoders(self) -> dict[str, SpaceEncoder]: ...  # every space its pieces go to
@@ -93,9 +150,9 @@ class LazyModel:
     name = ""
     extra = ""  # the pip extra that brings this space's libraries
 
-    def __init__(self, settings: Any, model_name: str) -> None:
-        self.settings = settings
+    def __init__(self, model_name: str, device: str = "auto") -> None:
         self.model_name = model_name
+        self.requested_device = device
         self._encoder: Any = None
         self._failed: ModelNotAvailable | None = None
         self._lock = threading.Lock()
@@ -121,7 +178,7 @@ class LazyModel:
 
     @property
     def device(self) -> str:
-        return pick_device(self.settings.device)
+        return pick_device(self.requested_device)
 
     def _load(self) -> Any:
         raise NotImplementedError
@@ -136,3 +193,8 @@ class LazySpace(LazyModel):
 
     def collection(self, prefix: str) -> str:
         return collection_name(prefix, self.name, self.model_name)
+
+    def info(self) -> dict[str, Any]:
+        """What the loaded model says of itself (name, source, dim, memory, device...)."""
+        found = self.encoder.info()
+        return found if isinstance(found, dict) else asdict(found)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.catalog import Catalog
-from pipelines.milvus_store import MilvusStore
+from mmrag.kinds import Modality
+from mmrag.store.catalog import Catalog
+from mmrag.store.milvus import MilvusStore
+from mmrag.store.schema import quote
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ def near_duplicates(
             m = parent[m]
         return m
 
-    photos = 'modality == "image"'  # not video moments, which share the space
+    photos = f"modality == {quote(Modality.IMAGE)}"  # not video moments, which share the space
     for media_ids, vectors in store.iter_vectors(collection, expr=photos):
         found = store.search_dense(collection, vectors, neighbours + 1, photos)
         for media_id, hits in zip(media_ids, found, strict=True):

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.query import Searcher
+from mmrag.search.query import Searcher
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ become one result whose score adds up, so agreement between spaces ranks it high
 
 from __future__ import annotations
 
+from mmrag.kinds import Modality
+
 RRF_K = 60  # the constant of Cormack et al.; dampens the weight of the very first ranks
 
 
@@ -38,16 +40,13 @@ def fuse_ranked(lists: list[list[dict]], limit: int, k: int = RRF_K) -> list[dic
     return sorted(merged.values(), key=lambda r: r["score"], reverse=True)[:limit]
 
 
-MOMENT_MODALITIES = frozenset({"shot", "shot_label"})
-
-
 def merge_moments(rows: list[dict], gap: float = 0.5) -> list[dict]:
     """Hits on neighbouring moments of one video become one time range: a scene that spans
     several shots is one result, scored and shown by its best shot. Other rows pass through."""
     out: list[dict] = []
     by_media: dict[str, list[dict]] = {}
     for row in rows:
-        if row["modality"] in MOMENT_MODALITIES:
+        if Modality(row["modality"]).moment:
             by_media.setdefault(row["media_id"], []).append(row)
         else:
             out.append(row)

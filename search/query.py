@@ -5,22 +5,18 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from ingest.catalog import Catalog, MediaFacts, PathRecord
-from pipelines.image_decode import decode_image, thumbnail_path
-from pipelines.image_pipeline import decode_side
-from pipelines.milvus_store import MilvusStore, quote
-from pipelines.text_pipeline import TextPipeline
-from search.fusion import fuse_ranked, merge_moments, place
-
-if TYPE_CHECKING:
-    from pipelines.audio_pipeline import AudioSpace
-    from pipelines.image_pipeline import ClipSpace, ImageSpace
+from mmrag.kinds import Modality, QueryKind
+from mmrag.search.fusion import fuse_ranked, merge_moments, place
+from mmrag.store.catalog import Catalog, MediaFacts, PathRecord
+from mmrag.store.milvus import MilvusStore
+from mmrag.store.schema import quote
+from mmrag.store.thumbnails import thumbnail_path
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "bm25")
@@ -87,41 +83,83 @@ class Hit:
 OPTIONAL = ("page", "thumbnail", "taken_at", "camera", "gps")
 
 
+@dataclass(frozen=True)
+class SearchSpace:
+    """A configured space as the searcher sees it (built from the registry by mmrag.app)."""
+
+    name: str
+    encoder: Any  # a SpaceEncoder: encode_query(kind, inputs) -> unit rows
+    collection: str
+    queries: frozenset[QueryKind]
+    full_text: bool = False  # BM25 beside the dense vectors
+
+
+# Query files decoded once for every space they reach: (path, encoders) -> inputs
+Decoder = Callable[[Path, list[Any]], list[Any]]
+
+# What a query file finds unless told otherwise: a clip of a video finds video moments, a
+# sound clip finds moments of recordings (not whole recordings, `--modality recording`).
+DEFAULT_MODALITY = {QueryKind.VIDEO: Modality.SHOT, QueryKind.AUDIO: Modality.AUDIO}
+
+
 class Searcher:
     """Holds the encoders, so a batch of queries loads each model once.
 
-    A text query searches the `text` space (passages, photo labels, OCR words; hybrid, dense or
-    BM25) and, unless BM25 only, the `clip` space through CLIP's text tower; an image query
-    searches the `image` and `clip` spaces. Each space that holds anything gives a ranked list,
-    and the lists are fused by rank (search.fusion).
+    A query of a kind searches every configured space that the registry says it reaches and
+    that holds anything: a text query the `text` space (passages, photo labels, OCR words;
+    hybrid, dense or BM25) and, unless BM25 only, `clip` through CLIP's text tower; an image
+    query the photo spaces, one hit per file; a video clip the photo spaces' video moments; a
+    sound clip the `audio` space. Each space gives a ranked list, and the lists are fused by
+    rank (search.fusion).
     """
 
     def __init__(
         self,
         store: MilvusStore,
         catalog: Catalog,
-        text: TextPipeline,
-        prefix: str,
+        spaces: list[SearchSpace],
+        decoders: Mapping[QueryKind, Decoder] | None = None,
         fusion: str = "weighted",
         dense_weight: float = 0.5,
-        image: ImageSpace | None = None,
         thumbnails: Path | None = None,
-        clip: ClipSpace | None = None,
-        audio: AudioSpace | None = None,
     ):
         self.store = store
         self.catalog = catalog
-        self.text = text
-        self.collection = text.collection(prefix)
+        self.spaces = spaces
+        self.decoders = dict(decoders or {})
         self.fusion = fusion
         self.dense_weight = dense_weight
-        self.image = image
-        self.image_collection = image.collection(prefix) if image else None
-        self.clip = clip
-        self.clip_collection = clip.collection(prefix) if clip else None
-        self.audio = audio
-        self.audio_collection = audio.collection(prefix) if audio else None
         self.thumbnails = thumbnails
+
+    def find(
+        self,
+        kind: QueryKind,
+        query: str | Path,
+        mode: Mode = "hybrid",
+        limit: int = 10,
+        filters: Filters | None = None,
+    ) -> list[Hit]:
+        """Search with a text (`query` is the text) or an example file (`query` is its path)."""
+        if kind == QueryKind.TEXT:
+            return self.search(str(query), mode, limit, filters)
+        path = Path(query)
+        reached = [s for s in self.spaces if kind in s.queries]
+        if not reached:
+            raise ValueError(f"{kind} search needs a model for one of: {_reaching(kind)}")
+        _readable(path)
+        existing = set(self.store.existing_collections())
+        spaces = [s for s in reached if s.collection in existing]
+        filters = filters or Filters()
+        if filters.modality is None and kind in DEFAULT_MODALITY:
+            filters = replace(filters, modality=DEFAULT_MODALITY[kind])
+        expr = self._filter_expr(filters)
+        if not spaces or expr is None:
+            return []
+        inputs = self.decoders[kind](path, [s.encoder for s in spaces])
+        lists = [self._dense(kind, s, inputs, limit, expr) for s in spaces]
+        if kind == QueryKind.VIDEO:
+            return self._hits(_ranked(lists, limit), "")
+        return self._hits(fuse_ranked(lists, limit), "")
 
     def search(
         self, query: str, mode: Mode = "hybrid", limit: int = 10, filters: Filters | None = None
@@ -135,113 +173,76 @@ class Searcher:
         if expr is None:
             return []
         lists: list[list[dict]] = []
-        if self.collection in existing:  # else nothing ingested yet with this model
-            lists.append(self._search_text(query, mode, limit, expr))
-        if mode != "bm25" and self.clip and self.clip_collection in existing:
-            vector = self.clip.encode_texts([query])[0][None]
-            lists.append(self.store.search_dense(self.clip_collection, vector, limit, expr)[0])
+        for space in self.spaces:
+            if QueryKind.TEXT not in space.queries or space.collection not in existing:
+                continue  # else nothing ingested yet with this model
+            if space.full_text:
+                lists.append(self._search_text(space, query, mode, limit, expr))
+            elif mode != "bm25":
+                lists.append(self._dense(QueryKind.TEXT, space, [query], limit, expr))
         return self._hits(fuse_ranked(lists, limit), query)
-
-    def _search_text(self, query: str, mode: Mode, limit: int, expr: str) -> list[dict]:
-        if mode == "bm25":
-            return self.store.search_bm25(self.collection, [query], limit, expr)[0]
-        vector = self.text.encode([query])[0]
-        if mode == "dense":
-            return self.store.search_dense(self.collection, vector[None], limit, expr)[0]
-        return self.store.search_hybrid(
-            self.collection, vector, query, limit, expr, self.fusion, self.dense_weight
-        )
 
     def search_image(
         self, path: Path, limit: int = 10, filters: Filters | None = None
     ) -> list[Hit]:
-        """Photos, and video moments, that look like the one at `path`: the `image` and `clip`
-        spaces, fused; one hit per file, a video's being its best moment."""
-        spaces = self._vision_spaces("image", path)
-        if not spaces:
-            return []
-        expr = self._filter_expr(filters or Filters())
-        if expr is None:
-            return []
-        # Decoded as ingest decodes photos; ImageDecodeError says what is wrong with the file.
-        # One hit per file: a video gives its best moment (its neighbours are other pictures).
-        query = decode_image(path, short_side=decode_side([space for space, _ in spaces]))
-        lists = []
-        for space, name in spaces:  # the best moment of each video (grouping search)
-            vector = space.encode_images([query.image])[0][None]
-            found = self.store.search_dense(name, vector, limit, expr, group_by="media_id")
-            lists.append(found[0])
-        return self._hits(fuse_ranked(lists, limit), "")
+        """Photos, and video moments, that look like the one at `path`; one hit per file, a
+        video's being its best moment."""
+        return self.find(QueryKind.IMAGE, path, limit=limit, filters=filters)
 
     def search_video(
         self, path: Path, limit: int = 10, filters: Filters | None = None
     ) -> list[Hit]:
-        """Where a video clip comes from: each of its frames (one a second) searches the video
-        moments of every vision space and votes for its best moment in each video; a moment's
-        score adds up over the frames that chose it, and neighbouring chosen moments merge, so
-        an excerpt spanning two shots returns one range, and videos rank by their evidence."""
-        from pipelines.video_decode import sample_frames
-        from pipelines.video_pipeline import KEYFRAME_SIDE
-
-        spaces = self._vision_spaces("video", path)
-        filters = filters or Filters()
-        if filters.modality is None:
-            filters = replace(filters, modality="shot")
-        expr = self._filter_expr(filters)
-        if not spaces or expr is None:
-            return []
-        sampled = sample_frames(path, every_s=1.0, max_side=KEYFRAME_SIDE)
-        frames = [f.image for f in islice(sampled, VIDEO_QUERY_FRAMES)]  # decodes no further
-        if not frames:
-            raise ValueError(f"{path}: no frames could be decoded")
-        lists = []
-        for space, name in spaces:
-            vectors = space.encode_images(frames)
-            # Milvus grouping search: each frame's best moment in each of `depth` videos
-            depth = max(3 * limit, 20)
-            found = self.store.search_dense(name, vectors, depth, expr, group_by="media_id")
-            votes: dict[tuple, dict] = {}
-            for rows in found:
-                for row in rows:
-                    key = place(row)
-                    if key in votes:
-                        votes[key]["score"] += row["score"]
-                    else:
-                        votes[key] = dict(row)
-            lists.append(sorted(votes.values(), key=lambda r: r["score"], reverse=True))
-        return self._hits(_ranked(lists, limit), "")
-
-    def _vision_spaces(self, kind: str, path: Path) -> list[tuple[Any, str]]:
-        """(space, collection) of the photo spaces configured and holding anything; the query
-        file is checked first, so a typo is an error, never "no results"."""
-        pairs = [(self.image, self.image_collection), (self.clip, self.clip_collection)]
-        spaces = [(space, name) for space, name in pairs if space is not None]
-        if not spaces:
-            raise ValueError(f"{kind} search needs an image or CLIP model (image_model/clip_model)")
-        _readable(path)
-        existing = set(self.store.existing_collections())
-        return [(space, name) for space, name in spaces if name in existing]
+        """Where a video clip comes from (its frames vote for moments; see `_dense`)."""
+        return self.find(QueryKind.VIDEO, path, limit=limit, filters=filters)
 
     def search_audio(
         self, path: Path, limit: int = 10, filters: Filters | None = None
     ) -> list[Hit]:
-        """Moments that sound like the clip at `path` (the `audio` space): each hit is a window
-        with its time range, so a clip cut from a long recording finds where it comes from.
-        With the modality filter `recording`, whole recordings that sound alike instead."""
-        if self.audio is None:
-            raise ValueError("audio search needs an audio model (setting audio_model)")
-        _readable(path)
-        if self.audio_collection not in self.store.existing_collections():
-            return []
-        filters = filters or Filters()
-        if filters.modality is None:
-            filters = replace(filters, modality="audio")
-        expr = self._filter_expr(filters)
-        if expr is None:
-            return []
-        vector = self.audio.encode_clip(path)  # MediaError says what is wrong with the clip
-        rows = self.store.search_dense(self.audio_collection, vector[None], limit, expr)[0]
-        return self._hits(rows, "")
+        """Moments that sound like the clip at `path`: each hit is a window with its time
+        range, so a clip cut from a long recording finds where it comes from. With the modality
+        filter `recording`, whole recordings that sound alike instead."""
+        return self.find(QueryKind.AUDIO, path, limit=limit, filters=filters)
+
+    def _search_text(
+        self, space: SearchSpace, query: str, mode: Mode, limit: int, expr: str
+    ) -> list[dict]:
+        if mode == "bm25":
+            return self.store.search_bm25(space.collection, [query], limit, expr)[0]
+        vector = space.encoder.encode_query(QueryKind.TEXT, [query])[0]
+        if mode == "dense":
+            return self.store.search_dense(space.collection, vector[None], limit, expr)[0]
+        return self.store.search_hybrid(
+            space.collection, vector, query, limit, expr, self.fusion, self.dense_weight
+        )
+
+    def _dense(
+        self, kind: QueryKind, space: SearchSpace, inputs: list[Any], limit: int, expr: str
+    ) -> list[dict]:
+        """One space's ranked rows for a query.
+
+        An example picture finds each file's best row (Milvus grouping search: a video gives
+        its best moment, its neighbours being other pictures). A video clip's frames (one a
+        second) each vote for their best moment in each video; a moment's score adds up over
+        the frames that chose it, and neighbouring chosen moments merge later, so an excerpt
+        spanning two shots returns one range, and videos rank by their evidence."""
+        vectors = space.encoder.encode_query(kind, inputs)
+        if kind == QueryKind.IMAGE:
+            return self.store.search_dense(
+                space.collection, vectors, limit, expr, group_by="media_id"
+            )[0]
+        if kind != QueryKind.VIDEO:
+            return self.store.search_dense(space.collection, vectors, limit, expr)[0]
+        depth = max(3 * limit, 20)  # each frame's best moment in each of `depth` videos
+        found = self.store.search_dense(space.collection, vectors, depth, expr, group_by="media_id")
+        votes: dict[tuple, dict] = {}
+        for rows in found:
+            for row in rows:
+                key = place(row)
+                if key in votes:
+                    votes[key]["score"] += row["score"]
+                else:
+                    votes[key] = dict(row)
+        return sorted(votes.values(), key=lambda r: r["score"], reverse=True)
 
     def _filter_expr(self, f: Filters) -> str | None:
         """A Milvus filter; None when the catalog filters leave nothing to search."""
@@ -297,22 +298,25 @@ def _ranked(lists: list[list[dict]], limit: int) -> list[dict]:
     return merge_moments(fuse_ranked(lists, 3 * limit))[:limit]
 
 
+def _reaching(kind: QueryKind) -> str:
+    """The spaces (and their settings) that a query kind can search, for an error message."""
+    from mmrag.registry import SPACES
+
+    found = [f"{s.name} ({s.setting})" for s in SPACES.values() if kind in s.queries]
+    return ", ".join(found) or "none registered"
+
+
 def _readable(path: Path) -> None:
     """A query file is checked before anything else, so a typo is never "no results"."""
     if not Path(path).is_file():
         raise ValueError(f"{path}: no such file")
 
 
-VIDEO_QUERY_FRAMES = 120  # a query clip is read for at most two minutes
-
-TIMED = {"audio", "transcript", "tags", "recording", "shot", "shot_label"}
-
-
 def link(path: str, modality: str, start: float, end: float, page: int | None) -> str:
     """A file URI that players and viewers open at the place: W3C media fragments (#t=) for
     recordings and video, the PDF open parameter (#page=) for pages."""
     uri = Path(path).as_uri()
-    if modality in TIMED:
+    if Modality(modality).timed:
         return f"{uri}#t={start:.2f},{end:.2f}"
     return f"{uri}#page={page}" if page else uri
 

@@ -8,14 +8,16 @@ from rich.console import Console
 from rich.padding import Padding
 from rich.text import Text
 
-from search.query import Hit
+from mmrag.kinds import Modality
+from mmrag.search.query import Hit
 
 
 def location(hit: Hit) -> str:
     """Where in the file: page and character range for documents (times for timed media)."""
-    if hit.modality in {"image", "label", "ocr"}:
+    modality = Modality(hit.modality)
+    if modality.picture:
         return f"image ({hit.modality})" + (f"  thumb {hit.thumbnail}" if hit.thumbnail else "")
-    if hit.modality == "document":
+    if modality == Modality.DOCUMENT:
         where = f"chars {int(hit.start)}-{int(hit.end)}"
         return f"p.{hit.page} {where}" if hit.page else where
     where = f"{_clock(hit.start)}-{_clock(hit.end)} ({hit.modality})"

@@ -97,7 +97,7 @@ def random_cnn14(folder: Path) -> Path:
     ({"model": state_dict}), with a 527-row AudioSet-style labels file beside it."""
     import torch
 
-    from pipelines import panns
+    from mmrag.pipelines.audio import panns
 
     torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)

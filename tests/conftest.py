@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from ingest.catalog import Catalog
-from ingest.runner import IngestReport, IngestRunner
+from mmrag.app import Models
+from mmrag.ingest.runner import IngestReport
+from mmrag.pipelines.audio.pipeline import AudioPipeline
+from mmrag.pipelines.image.pipeline import ImagePipeline
+from mmrag.pipelines.text.encoder import TextEncoder
+from mmrag.pipelines.text.space import TextSpace
+from mmrag.search.query import Searcher
 from mmrag.settings import Settings
-from pipelines.audio_pipeline import AudioPipeline
-from pipelines.image_pipeline import ImagePipeline
-from pipelines.milvus_store import MilvusStore
-from pipelines.text_encoder import TextEncoder
-from pipelines.text_pipeline import TextPipeline
-from pipelines.video_pipeline import VideoPipeline
-from search.query import Searcher
+from mmrag.store.catalog import Catalog
+from mmrag.store.milvus import MilvusStore
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT: list[str] = []  # measurements tests want shown after the run (search quality)
@@ -58,16 +58,34 @@ def minilm() -> TextEncoder:
 
 @dataclass
 class Env:
-    """A store, a catalog and a pipeline over one temporary folder."""
+    """A store, a catalog and the models (mmrag.app) over one temporary folder."""
 
     root: Path
     settings: Settings
     catalog: Catalog
     store: MilvusStore
-    text: TextPipeline
-    image: ImagePipeline | None = None  # set by `with_images()`
-    audio: AudioPipeline | None = None  # set by `with_audio()`
-    video: VideoPipeline | None = None  # set by `with_video()`
+    minilm: TextEncoder
+    models: Models = None  # type: ignore[assignment]  # built in __post_init__
+
+    def __post_init__(self) -> None:
+        self.rebuild()
+
+    def rebuild(self) -> Env:
+        """The models again, from the settings as they are now (the loaded MiniLM is kept)."""
+        self.models = Models.build(self.settings, text_encoder=self.minilm)
+        return self
+
+    @property
+    def text(self) -> TextSpace:
+        return self.models.text
+
+    @property
+    def image(self) -> ImagePipeline | None:
+        return self.models.photos
+
+    @property
+    def audio(self) -> AudioPipeline | None:
+        return self.models.sound
 
     def with_images(self, clip_model: str = "") -> Env:
         """Also ingest photos, with the real EfficientNet-Lite0 weights (offline pack) and,
@@ -75,8 +93,7 @@ class Env:
         self.settings.image_model = "efficientnet-lite0"
         self.settings.clip_model = clip_model
         self.settings.thumbnails = self.root / "thumbs"
-        self.image = ImagePipeline(self.settings, self.text)
-        return self
+        return self.rebuild()
 
     def with_audio(
         self, audio_model: str = "whisper-tiny-encoder", speech_model: str = "tiny.en"
@@ -84,40 +101,24 @@ class Env:
         """Also ingest recordings, with the offline models (Whisper tiny.en pack)."""
         self.settings.audio_model = audio_model
         self.settings.speech_model = speech_model
-        self.audio = AudioPipeline(self.settings, self.text)
-        return self
-
-    def with_video(self) -> Env:
-        """Also ingest videos, sharing the photo and audio pipelines set up before."""
-        self.video = VideoPipeline(self.settings, self.text, self.image, self.audio)
-        return self
+        return self.rebuild()
 
     def ingest(self, *paths: Path | str, prune: bool = False, **kw: object) -> IngestReport:
-        extra = [p for p in (self.image, self.audio, self.video) if p is not None]
-        runner = IngestRunner(
-            self.catalog,
-            self.store,
-            [self.text, *extra],
-            prefix=self.settings.collection_prefix,
-            **{"read_workers": 2, "embed_batch": 16, **kw},  # type: ignore[arg-type]
+        runner = self.models.runner(
+            self.catalog, self.store, **{"read_workers": 2, "embed_batch": 16, **kw}
         )
         return runner.run([str(p) for p in paths], prune=prune)
 
     def searcher(self) -> Searcher:
-        return Searcher(
-            self.store,
-            self.catalog,
-            self.text,
-            self.settings.collection_prefix,
-            image=self.image.image if self.image else None,
-            thumbnails=self.settings.thumbnails,
-            clip=self.image.clip if self.image else None,
-            audio=self.audio.audio if self.audio else None,
-        )
+        return self.models.searcher(self.catalog, self.store)
 
     def cli(self, *args: str) -> Result:
         """The real `mmrag` command, in-process, on this env's store, catalog and thumbnails
         with the offline models."""
+        return self.cli_with({}, *args)
+
+    def cli_with(self, more: dict[str, str], *args: str) -> Result:
+        """`cli` with more MMRAG_* variables."""
         from typer.testing import CliRunner
 
         from mmrag.cli import app
@@ -128,6 +129,7 @@ class Env:
             "MMRAG_THUMBNAILS": str(self.settings.thumbnails),
             "MMRAG_PROFILE": "offline",
             "MMRAG_DEVICE": "cpu",
+            **more,
         }
         return CliRunner().invoke(app, list(args), env=env)
 
@@ -151,10 +153,12 @@ def build_env(root: Path, minilm: TextEncoder, **overrides: object) -> Env:
         "chunk_tokens": 64,
         "chunk_overlap": 8,
     }
-    settings = Settings(**(fields | overrides))
+    # The tests' Env starts with documents only; with_images()/with_audio() add the rest.
+    models_off = {"image_model": "", "clip_model": "", "audio_model": "", "speech_model": ""}
+    settings = Settings(**(fields | models_off | overrides))
     catalog = Catalog(settings.catalog)
     store = MilvusStore(settings.milvus_uri)
-    return Env(root, settings, catalog, store, TextPipeline(settings, encoder=minilm))
+    return Env(root, settings, catalog, store, minilm)
 
 
 @pytest.fixture

@@ -1,0 +1,189 @@
+"""The composition root: the one place that turns Settings into spaces, pipelines, an ingest
+runner and a searcher. The CLI, the tests and the benchmarks all build through `App`, so a space
+added to the registry reaches every one of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mmrag.kinds import Modality
+from mmrag.registry import QUERY_DECODERS, SPACES, SpaceSpec, spaces_writing
+from mmrag.settings import Settings
+
+if TYPE_CHECKING:
+    from mmrag.ingest.runner import IngestRunner
+    from mmrag.pipelines.audio.pipeline import AudioPipeline
+    from mmrag.pipelines.audio.spaces import Speech
+    from mmrag.pipelines.base import Pipeline, SpaceEncoder
+    from mmrag.pipelines.image.pipeline import ImagePipeline
+    from mmrag.pipelines.text.encoder import TextEncoder
+    from mmrag.pipelines.text.space import TextSpace
+    from mmrag.search.query import Searcher
+    from mmrag.store.catalog import Catalog
+    from mmrag.store.milvus import MilvusStore
+
+
+def open_store(settings: Settings) -> tuple[Catalog, MilvusStore]:
+    """The catalog and the Milvus store that settings name (the caller closes both)."""
+    from mmrag.store.catalog import Catalog
+    from mmrag.store.milvus import MilvusStore
+
+    catalog = Catalog(settings.catalog)
+    try:
+        store = MilvusStore(
+            settings.milvus_uri,
+            settings.milvus_token,
+            settings.collection_prefix,
+            settings.index_type,
+        )
+    except BaseException:
+        catalog.close()
+        raise
+    return catalog, store
+
+
+@dataclass
+class Models:
+    """Every configured space and pipeline, built from Settings once per command, so each
+    model loads once (lazily, on first use) however many pipelines share it."""
+
+    settings: Settings
+    spaces: dict[str, SpaceEncoder]  # configured spaces by name, in registry order
+    specs: dict[str, SpaceSpec]
+    speech: Speech | None
+    pipelines: list[Pipeline] = field(default_factory=list)
+    photos: ImagePipeline | None = None
+    sound: AudioPipeline | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, text_encoder: TextEncoder | None = None) -> Models:
+        from mmrag.pipelines.audio.spaces import Speech
+        from mmrag.pipelines.text.space import TextSpace
+
+        spaces: dict[str, SpaceEncoder] = {}
+        specs: dict[str, SpaceSpec] = {}
+        for spec in SPACES.values():
+            model = spec.model(settings)
+            if not model:
+                continue  # the space is off
+            if spec.name == "text" and text_encoder is not None:  # tests share one MiniLM
+                spaces[spec.name] = TextSpace(
+                    model, settings.device, settings.embed_batch_size, text_encoder
+                )
+            else:
+                spaces[spec.name] = spec.build(settings, model)
+            specs[spec.name] = spec
+        if "text" not in spaces:
+            raise ValueError("text_model is empty: the text space is required")
+        speech = (
+            Speech(settings.speech_model, settings.device, settings.speech_language)
+            if settings.speech_model
+            else None
+        )
+        models = cls(settings, spaces, specs, speech)
+        models.pipelines = models._pipelines()
+        return models
+
+    @property
+    def text(self) -> TextSpace:
+        return self.spaces["text"]  # type: ignore[return-value]
+
+    def writing(self, modality: Modality) -> list[Any]:
+        """The configured spaces whose collections hold this modality."""
+        return [self.spaces[s.name] for s in spaces_writing(modality) if s.name in self.spaces]
+
+    def _pipelines(self) -> list[Pipeline]:
+        from mmrag.pipelines.audio.pipeline import AudioConfig, AudioPipeline
+        from mmrag.pipelines.image.pipeline import ImageConfig, ImagePipeline
+        from mmrag.pipelines.text.pipeline import TextConfig, TextPipeline
+        from mmrag.pipelines.video.pipeline import VideoConfig, VideoPipeline
+
+        s = self.settings
+        text = TextPipeline(
+            self.text, TextConfig(s.chunk_tokens, s.chunk_overlap, s.max_file_mb * 1_000_000)
+        )
+        found: list[Pipeline] = [text]
+        if photo_spaces := self.writing(Modality.IMAGE):
+            self.photos = ImagePipeline(
+                photo_spaces,
+                self.text,
+                ImageConfig(
+                    s.thumbnails, s.max_image_mpx, s.ocr, s.ocr_lang, s.device, s.jpeg_decode
+                ),
+            )
+            found.append(self.photos)
+        sound_spaces = self.writing(Modality.AUDIO)
+        if sound_spaces or self.speech:
+            self.sound = AudioPipeline(
+                self.text,
+                sound_spaces[0] if sound_spaces else None,
+                self.speech,
+                AudioConfig(s.embed_batch_size, s.label_top_k, s.label_min_prob, s.max_media_hours),
+            )
+            found.append(self.sound)
+        frame_spaces = self.writing(Modality.SHOT)
+        if frame_spaces or self.sound:
+            found.append(
+                VideoPipeline(
+                    self.text,
+                    frame_spaces,
+                    self.sound,
+                    VideoConfig(
+                        s.video_sample_s, s.video_moment_s, s.embed_batch_size, s.max_media_hours
+                    ),
+                    thumbnail=self.photos.save_thumbnail if self.photos else None,
+                )
+            )
+        return found
+
+    def unavailable(self) -> list[str]:
+        """The models that cannot be had here (the others are loaded now, for the run)."""
+        from mmrag.pipelines.model_resolver import ModelNotAvailable
+
+        lazy = [s for name, s in self.spaces.items() if name != "text"]
+        missing = []
+        for model in [*lazy, *([self.speech] if self.speech else [])]:
+            try:
+                model.encoder  # noqa: B018 - loads the model, or says why it cannot
+            except ModelNotAvailable:
+                missing.append(model.model_name)
+        return missing
+
+    def runner(self, catalog: Catalog, store: MilvusStore, **options: Any) -> IngestRunner:
+        """An ingest runner over every pipeline; options override the settings' sizes."""
+        from mmrag.ingest.runner import IngestRunner
+
+        s = self.settings
+        sizes: dict[str, Any] = {
+            "prefix": s.collection_prefix,
+            "read_workers": s.read_workers,
+            "embed_batch": s.embed_batch_size,
+            "write_batch": s.write_batch_size,
+        }
+        return IngestRunner(catalog, store, self.pipelines, **(sizes | options))
+
+    def searcher(self, catalog: Catalog, store: MilvusStore) -> Searcher:
+        from mmrag.search.query import Searcher, SearchSpace
+
+        s = self.settings
+        spaces = [
+            SearchSpace(
+                name,
+                space,
+                space.collection(s.collection_prefix),
+                self.specs[name].queries,
+                self.specs[name].full_text,
+            )
+            for name, space in self.spaces.items()
+        ]
+        return Searcher(
+            store,
+            catalog,
+            spaces,
+            QUERY_DECODERS,
+            s.hybrid_fusion,
+            s.dense_weight,
+            s.thumbnails,
+        )
