@@ -21,53 +21,40 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
 
 def build_library(dest: Path, files: int, minutes: float) -> list[Path]:
     """Distinct recordings (identical ones would be ingested once: content is hashed)."""
+    from sample_makers import audio_samples
     from speech_rtf import generate
 
-    from tests.audio_samples import noise, read_wav_16k, write_wav
-
+    make = audio_samples()
     dest.mkdir(parents=True)
     work = dest.parent / "gen"
     work.mkdir()
     (wav,) = generate(work, minutes)
-    speech = read_wav_16k(wav)
+    speech = make.read_wav_16k(wav)
     out = []
     for i in range(files):
-        hiss = noise(len(speech) / 16000, dbfs=-65, seed=i)[: len(speech)]
+        hiss = make.noise(len(speech) / 16000, dbfs=-65, seed=i)[: len(speech)]
         shift = int(16000 * 7.3 * i) % len(speech)  # each file starts at another sentence
-        out.append(write_wav(dest / f"recording_{i:02d}.wav", np.roll(speech, shift) + hiss))
+        out.append(make.write_wav(dest / f"recording_{i:02d}.wav", np.roll(speech, shift) + hiss))
     shutil.rmtree(work)
     return out
 
 
-def ingest(settings, text, pipeline, lib: Path, work: Path, name: str):
-    from ingest.catalog import Catalog
-    from ingest.runner import IngestRunner
-    from pipelines.milvus_store import MilvusStore
+def ingest(models, lib: Path):
+    """A whole ingest of `lib` into the store and catalog that the models' settings name."""
+    from mmrag.app import open_store
 
-    store = MilvusStore(str(work / f"{name}.db"))
-    catalog = Catalog(work / f"{name}.sqlite")
+    catalog, store = open_store(models.settings)
     try:
-        runner = IngestRunner(
-            catalog,
-            store,
-            [text, pipeline],
-            read_workers=settings.read_workers,
-            embed_batch=settings.embed_batch_size,
-        )
+        runner = models.runner(catalog, store)
         t0 = time.perf_counter()
         report = runner.run([str(lib)])
         seconds = time.perf_counter() - t0
@@ -92,11 +79,10 @@ def main() -> None:
 
     from text_ingest import machine
 
+    from mmrag.app import Models
+    from mmrag.pipelines.audio.decode import is_silent, iter_windows, load_audio
+    from mmrag.pipelines.audio.speech import SAMPLE_RATE
     from mmrag.settings import Settings
-    from pipelines.audio_decode import is_silent, iter_windows, load_audio
-    from pipelines.audio_pipeline import AudioPipeline, AudioSpace, Speech
-    from pipelines.speech import SAMPLE_RATE
-    from pipelines.text_pipeline import TextPipeline
 
     work = Path(tempfile.mkdtemp(prefix="mmrag-audiobench-"))
     try:
@@ -106,13 +92,34 @@ def main() -> None:
             device=args.device,
             read_workers=args.workers,
             thumbnails=work / "thumbs",
+            image_model="",  # recordings only: no photo spaces
+            clip_model="",
             **({"text_model": args.text_model} if args.text_model else {}),
         )
-        speech_only = Settings(audio_model="", speech_model=args.speech_model, **base)
-        audio_only = Settings(audio_model=args.audio_model, speech_model="", **base)
-        text = TextPipeline(speech_only)
-        speech = Speech(speech_only)
-        sound = AudioSpace(audio_only)
+        # Two partial setups, timed apart: transcripts only, and the `audio` space only. The
+        # second shares the first's (loaded) text model.
+        speech_only = Models.build(
+            Settings(
+                audio_model="",
+                speech_model=args.speech_model,
+                milvus_uri=str(work / "s.db"),
+                catalog=work / "s.sqlite",
+                **base,
+            )
+        )
+        text = speech_only.text
+        audio_only = Models.build(
+            Settings(
+                audio_model=args.audio_model,
+                speech_model="",
+                milvus_uri=str(work / "a.db"),
+                catalog=work / "a.sqlite",
+                **base,
+            ),
+            text_encoder=text.encoder,
+        )
+        speech, sound = speech_only.speech, audio_only.spaces["audio"]
+        assert speech is not None
         transcriber, encoder = speech.encoder, sound.encoder
         first = load_audio(files[0], SAMPLE_RATE)
         transcriber.transcribe(first[: 20 * SAMPLE_RATE])  # warm-ups
@@ -125,8 +132,7 @@ def main() -> None:
             segments, _ = transcriber.model.transcribe(str(f), **transcriber.options)
             words += sum(len(s.text.split()) for s in segments)
         raw_s = time.perf_counter() - t0
-        speech_pipe = AudioPipeline(speech_only, text, speech=speech)
-        speech_s, speech_report = ingest(speech_only, text, speech_pipe, work / "lib", work, "s")
+        speech_s, speech_report = ingest(speech_only, work / "lib")
 
         # sound: the encoder alone on the pipeline's windows, then the pipeline
         windows = [
@@ -135,14 +141,13 @@ def main() -> None:
             for _, _, w in iter_windows(f, encoder.sample_rate, encoder.window_s, encoder.hop_s)
             if not is_silent(w)
         ]
-        encoder.encode(windows[: audio_only.embed_batch_size])  # warm-up
-        batch = audio_only.embed_batch_size
+        batch = audio_only.settings.embed_batch_size
+        encoder.encode(windows[:batch])  # warm-up
         t0 = time.perf_counter()
         for i in range(0, len(windows), batch):
             encoder.encode(windows[i : i + batch])
         model_s = time.perf_counter() - t0
-        sound_pipe = AudioPipeline(audio_only, text, audio=sound)
-        sound_s, sound_report = ingest(audio_only, text, sound_pipe, work / "lib", work, "a")
+        sound_s, sound_report = ingest(audio_only, work / "lib")
         # every window, and one vector per recording
         assert sound_report.segments == len(windows) + len(files), sound_report.segments
     finally:

@@ -93,14 +93,11 @@ def main() -> None:
 
     from text_ingest import machine  # this folder is on sys.path when run as a script
 
-    from ingest.catalog import Catalog
-    from ingest.detect import detect_kind
-    from ingest.runner import IngestRunner
+    from mmrag.app import Models, open_store
+    from mmrag.ingest.detect import detect_kind
+    from mmrag.pipelines.base import LabelSet
+    from mmrag.pipelines.image.decode import decode_image
     from mmrag.settings import Settings
-    from pipelines.image_decode import decode_image
-    from pipelines.image_pipeline import ImagePipeline, ImageSpace
-    from pipelines.milvus_store import MilvusStore
-    from pipelines.text_pipeline import LabelSet, TextPipeline
 
     work = Path(tempfile.mkdtemp(prefix="mmrag-imgbench-"))
     try:
@@ -111,26 +108,29 @@ def main() -> None:
             thumbnails=work / "thumbs",
             image_model=args.model,
             clip_model="",  # no CLIP weights offline; see docs/benchmarks.md
+            audio_model="",  # photos only: the sound and speech models are off
+            speech_model="",
             device=args.device,
             embed_batch_size=args.batch,
+            read_workers=args.workers,
             ocr=args.ocr,
             jpeg_decode=args.jpeg_decode,
             **({"text_model": args.text_model} if args.text_model else {}),
         )
-        text = TextPipeline(settings)
-        image = ImageSpace(settings)
+        models = Models.build(settings)
+        photos, text, image = models.photos, models.text, models.spaces["image"]
+        assert photos is not None
         enc = image.encoder
         warm = enc.preprocess([decode_image(next((work / "lib").iterdir())).image] * args.batch)
         enc.encode_and_label(warm)
         text.encode(["warm up"])
-        photos = ImagePipeline(settings, text, image)
         files = sorted((work / "lib").iterdir())
         mpx = sum(_pixels(f) for f in files) / len(files) / 1e6
         t0 = time.perf_counter()
         pixels = [
             image.preprocess(decode_image(f, short_side=photos.decode_side()).image)
             for f in files
-            if detect_kind(f).modality == "image"
+            if detect_kind(f).media == "image"
         ]
         batches = [image.batch(pixels[i : i + args.batch]) for i in range(0, n, args.batch)]
         decode_s = time.perf_counter() - t0
@@ -139,14 +139,18 @@ def main() -> None:
             """A whole ingest into a fresh store, catalog and thumbnail folder."""
             run_dir = work / f"run{r}"
             run_dir.mkdir()
-            settings.thumbnails = run_dir / "thumbs"
-            store = MilvusStore(str(run_dir / "milvus.db"))
+            shutil.rmtree(settings.thumbnails, ignore_errors=True)  # the pipeline's cache
+            catalog, store = open_store(
+                settings.model_copy(
+                    update={
+                        "milvus_uri": str(run_dir / "milvus.db"),
+                        "catalog": run_dir / "catalog.sqlite",
+                    }
+                )
+            )
             store.ensure_space(image.space)
             store.ensure_space(text.space)
-            catalog = Catalog(run_dir / "catalog.sqlite")
-            runner = IngestRunner(
-                catalog, store, [text, photos], read_workers=args.workers, embed_batch=args.batch
-            )
+            runner = models.runner(catalog, store)
             t0 = time.perf_counter()
             report = runner.run([str(work / "lib")])
             seconds = time.perf_counter() - t0
@@ -173,8 +177,9 @@ def main() -> None:
         # label once, as a run does; a fresh pipeline has none embedded yet).
         label_sets = [LabelSet(tuple(found)) for found in labels if found]
         distinct_labels = len({name for s in label_sets for name, _ in s.labels})
+        fresh = Models.build(settings, text_encoder=text.encoder).text  # no label embedded yet
         t0 = time.perf_counter()
-        TextPipeline(settings, encoder=text.encoder).encode(label_sets)
+        fresh.encode(label_sets)
         labels_s = time.perf_counter() - t0
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -55,12 +55,15 @@ def main() -> None:
     from PIL import Image
     from skimage import data
 
+    from mmrag.app import Models
+    from mmrag.pipelines.base import LabelSet
     from mmrag.settings import Settings
-    from pipelines.image_pipeline import ImageSpace
-    from pipelines.text_pipeline import LabelSet, TextPipeline
 
-    settings = Settings(image_model=args.model, clip_model="", device="cpu")
-    image, text = ImageSpace(settings), TextPipeline(settings)
+    settings = Settings(
+        image_model=args.model, clip_model="", audio_model="", speech_model="", device="cpu"
+    )
+    models = Models.build(settings)
+    image, text = models.spaces["image"], models.text
     labels = []
     for name in PHOTOS:
         arr = getattr(data, name)()
@@ -71,9 +74,9 @@ def main() -> None:
     have = [i for i, found in enumerate(labels) if found]  # the others get no label segment
     joined = np.zeros((len(PHOTOS), text.encoder.dim), dtype=np.float32)
     conse = joined.copy()
-    joined[have] = text.encode([LabelSet(tuple(labels[i])).text for i in have])
-    conse[have] = text.encode([LabelSet(tuple(labels[i])) for i in have])
-    queries = text.encode(list(QUERIES))
+    joined[have] = text.encode([LabelSet(tuple(labels[i])).text for i in have]).vectors
+    conse[have] = text.encode([LabelSet(tuple(labels[i])) for i in have]).vectors
+    queries = text.encode(list(QUERIES)).vectors
     result: dict = {"model": args.model, "photos": len(PHOTOS), "queries": len(QUERIES)}
     for way, vectors in (("joined text", joined), ("ConSE mean", conse)):
         ranks = []

@@ -50,10 +50,27 @@ from pymilvus import (
     RRFRanker,
 )
 
+# mmrag's own collection schema wherever mmrag is importable (its environment, milvus-lite 3.x).
+# mmrag requires milvus-lite>=3.2.2, so it cannot be installed beside milvus-lite 2.x, and the
+# per-version environments of docs/milvus_lite_versions.md hold only pymilvus, milvus-lite,
+# numpy and psutil: there `_private_schema` below stands in, a copy checked against mmrag's
+# (`schema_drift`) on every run where mmrag is importable.
+try:
+    from mmrag.store import schema as mmrag_schema
+except ImportError:
+    mmrag_schema = None
+
 COLLECTION = "segments"
 MODALITIES = ("text", "image", "video", "audio")
 SEGMENTS_PER_MEDIA = 20
-TEXT_MAX = 8192
+# mmrag.store.schema's field sizes, copied for `_private_schema`
+COPIED_SIZES = {
+    "ID_MAX_LENGTH": 160,
+    "MEDIA_ID_MAX_LENGTH": 64,
+    "MODALITY_MAX_LENGTH": 16,
+    "TEXT_MAX_BYTES": 65_535,
+}
+TEXT_MAX = mmrag_schema.TEXT_MAX_BYTES if mmrag_schema else COPIED_SIZES["TEXT_MAX_BYTES"]
 BATCH = 1000
 TOP_K = 10
 OUTPUT_FIELDS = ["media_id"]  # always ask for fields explicitly, or vectors come back
@@ -295,15 +312,49 @@ def drain_background(db_path: str) -> float | None:
     return time.perf_counter() - t0
 
 
-def build_schema(client: MilvusClient, dim: int, with_bm25: bool = True) -> Any:
+def schema_source() -> str:
+    if mmrag_schema is not None:
+        return f"mmrag.store.schema v{mmrag_schema.SCHEMA_VERSION}"
+    return "private copy (mmrag not importable here)"
+
+
+def build_schema(client: Any, dim: int, with_bm25: bool = True) -> Any:
+    """mmrag's segment collection schema: a `text` space's (BM25 on) or, without BM25, a
+    dense-only one's."""
+    if mmrag_schema is not None:
+        space = mmrag_schema.Space("text", "benchmark", dim, bm25=with_bm25)
+        return mmrag_schema.collection_schema(client, space)
+    return _private_schema(client, dim, with_bm25)
+
+
+def schema_drift(dim: int) -> list[str]:
+    """Where `_private_schema` differs from mmrag's schema (empty where mmrag is not here)."""
+    if mmrag_schema is None:
+        return []
+    drift = [
+        f"{name} {size} (mmrag: {getattr(mmrag_schema, name)})"
+        for name, size in COPIED_SIZES.items()
+        if getattr(mmrag_schema, name) != size
+    ]
+    for bm25 in (True, False):  # create_schema is a classmethod: no store needed
+        ours = _private_schema(MilvusClient, dim, bm25).to_dict()
+        if ours != build_schema(MilvusClient, dim, bm25).to_dict():
+            drift.append(f"the fields {'with' if bm25 else 'without'} BM25")
+    return drift
+
+
+def _private_schema(client: Any, dim: int, with_bm25: bool) -> Any:
+    """A copy of mmrag.store.schema.collection_schema for environments without mmrag (see the
+    import at the top); `schema_drift` checks it field for field against the original."""
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.VARCHAR, max_length=128, is_primary=True)
-    schema.add_field("media_id", DataType.VARCHAR, max_length=64)
-    schema.add_field("modality", DataType.VARCHAR, max_length=16)
+    sizes = COPIED_SIZES
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=sizes["ID_MAX_LENGTH"])
+    schema.add_field("media_id", DataType.VARCHAR, max_length=sizes["MEDIA_ID_MAX_LENGTH"])
+    schema.add_field("modality", DataType.VARCHAR, max_length=sizes["MODALITY_MAX_LENGTH"])
     schema.add_field("start", DataType.DOUBLE)
     schema.add_field("end", DataType.DOUBLE)
     schema.add_field("page", DataType.INT64)
-    text_kwargs: dict[str, Any] = {"max_length": TEXT_MAX}
+    text_kwargs: dict[str, Any] = {"max_length": sizes["TEXT_MAX_BYTES"]}
     if with_bm25:
         text_kwargs |= {"enable_analyzer": True, "analyzer_params": {"type": "standard"}}
     schema.add_field("text", DataType.VARCHAR, **text_kwargs)
@@ -977,7 +1028,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     args.queries = max(args.queries, args.recall_queries)
     workdir = tempfile.mkdtemp(prefix="bench_", dir=args.workdir or "/tmp")
-    log(f"milvus-lite {lite}; workdir {workdir}; index types {args.index_types}")
+    log(
+        f"milvus-lite {lite}; workdir {workdir}; index types {args.index_types}; "
+        f"schema: {schema_source()}"
+    )
+    if drift := schema_drift(args.dim):
+        log(f"WARNING: _private_schema differs from mmrag's in {drift}: update the copy")
     sampler = RssSampler()
     sampler.start()
     result: dict[str, Any] = {

@@ -6,26 +6,21 @@ Without FOLDER it speaks ~2.5 minutes of espeak-ng sentences with 1-4 s pauses i
 RTF = processing seconds / audio seconds (lower is faster). Both sides share one loaded
 WhisperModel and the same options (VAD filter, word timestamps, beam 5, no conditioning):
   raw:  WhisperModel.transcribe(path)  (faster-whisper decodes the file itself)
-  ours: audio_decode.stream_audio(path) + speech_spans(samples) + transcriber.transcribe(samples)
+  ours: audio.decode.stream_audio(path) + speech_spans(samples) + transcriber.transcribe(samples)
 The model is warmed up first; each side runs `repeat` times, alternating, and the best is kept.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from pipelines.audio_decode import stream_audio  # noqa: E402
-from pipelines.speech import (  # noqa: E402
+from mmrag.pipelines.audio.decode import stream_audio
+from mmrag.pipelines.audio.speech import (
     SAMPLE_RATE,
     WhisperTranscriber,
     load_transcriber,
@@ -70,19 +65,20 @@ def machine(transcriber: WhisperTranscriber) -> dict[str, object]:
 
 def generate(dest: Path, minutes: float) -> list[Path]:
     """One wav of espeak-ng sentences separated by 1-4 s pauses, about `minutes` long."""
-    from tests.audio_samples import read_wav_16k, silence, speak, write_wav
+    from sample_makers import audio_samples
 
+    make = audio_samples()
     rng = np.random.default_rng(0)
-    parts: list[np.ndarray] = [silence(1.0)]
+    parts: list[np.ndarray] = [make.silence(1.0)]
     total, i = 1.0, 0
     while total < minutes * 60:
         text, voice = SENTENCES[i % len(SENTENCES)], VOICES[i % len(VOICES)]
-        spoken = read_wav_16k(speak(text, dest / f"s{i}.wav", voice=voice))
-        pause = silence(float(rng.uniform(1.0, 4.0)))
+        spoken = make.read_wav_16k(make.speak(text, dest / f"s{i}.wav", voice=voice))
+        pause = make.silence(float(rng.uniform(1.0, 4.0)))
         parts += [spoken, pause]
         total += (spoken.size + pause.size) / SAMPLE_RATE
         i += 1
-    return [write_wav(dest / "speech.wav", np.concatenate(parts))]
+    return [make.write_wav(dest / "speech.wav", np.concatenate(parts))]
 
 
 def decode_audio(path: Path) -> np.ndarray:

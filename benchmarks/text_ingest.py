@@ -84,14 +84,11 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
-    from ingest.catalog import Catalog
-    from ingest.runner import IngestRunner
+    from mmrag.app import Models, open_store
+    from mmrag.pipelines.text.encoder import TextEncoder
+    from mmrag.pipelines.text.pipeline import TextPipeline
     from mmrag.settings import Settings
-    from pipelines.milvus_store import MilvusStore
-    from pipelines.text_encoder import TextEncoder
-    from pipelines.text_pipeline import TextPipeline
 
-    NullModelPipeline = _null_pipeline()
     work = Path(tempfile.mkdtemp(prefix="mmrag-bench-"))
     try:
         files = build_library(work / "lib", args.copies)
@@ -100,17 +97,25 @@ def main() -> None:
             catalog=work / "catalog.sqlite",
             device=args.device,
             embed_batch_size=args.batch,
+            read_workers=args.workers,
+            image_model="",  # documents only: every other space off
+            clip_model="",
+            audio_model="",
+            speech_model="",
             **({"text_model": args.text_model} if args.text_model else {}),
         )
         encoder = TextEncoder(settings.text_model, settings.device)
         encoder.encode(["warm up the model"] * args.batch, batch_size=args.batch)
-        text = (NullModelPipeline if args.null_model else TextPipeline)(settings, encoder=encoder)
-        store = MilvusStore(settings.milvus_uri)
-        store.ensure_space(text.space)  # collection creation is one-off setup, not throughput
-        catalog = Catalog(settings.catalog)
-        runner = IngestRunner(
-            catalog, store, [text], read_workers=args.workers, embed_batch=args.batch
-        )
+        if args.null_model:  # the registry's text space swapped for one without a model
+            _register_null_text(encoder)
+            models = Models.build(settings)
+        else:
+            models = Models.build(settings, text_encoder=encoder)
+        text = next(p for p in models.pipelines if isinstance(p, TextPipeline))
+        catalog, store = open_store(settings)
+        # collection creation is one-off setup, not throughput
+        store.ensure_space(models.text.space)
+        runner = models.runner(catalog, store)
 
         t0 = time.perf_counter()
         report = runner.run([str(work / "lib")])
@@ -165,23 +170,31 @@ def main() -> None:
         args.json.write_text(json.dumps(result, indent=2))
 
 
-def _null_pipeline():
+def _register_null_text(encoder) -> None:
+    """Replace the `text` space in the registry by one whose model is random unit vectors:
+    everything real but the model (chunking still uses the real tokenizer), which shows what
+    the rest of the pipeline can sustain."""
+    import dataclasses
+
     import numpy as np
 
-    from pipelines.text_pipeline import TextPipeline
+    from mmrag.pipelines.base import Encoded
+    from mmrag.pipelines.text.space import TextSpace
+    from mmrag.registry import SPACES, register
 
-    class NullModel(TextPipeline):
-        """Everything real but the model: shows what the rest of the pipeline can sustain."""
-
-        def encode(self, payloads: list) -> np.ndarray:
+    class NullModel(TextSpace):
+        def encode(self, payloads: list) -> Encoded:
             v = np.random.default_rng(0).random((len(payloads), self.encoder.dim), np.float32)
-            return v / np.linalg.norm(v, axis=1, keepdims=True)
+            return Encoded(v / np.linalg.norm(v, axis=1, keepdims=True))
 
-    return NullModel
+    def build(settings, model: str) -> NullModel:
+        return NullModel(model, settings.device, settings.embed_batch_size, encoder)
+
+    register(dataclasses.replace(SPACES["text"], build=build))
 
 
 def _fmt(path: Path) -> str:
-    from ingest.detect import detect_kind
+    from mmrag.ingest.detect import detect_kind
 
     return detect_kind(path).format
 

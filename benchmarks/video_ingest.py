@@ -21,28 +21,22 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
 NAMES = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field"]
 
 
 def build_library(dest: Path, videos: int, seconds: float, size: tuple[int, int]) -> list[Path]:
     import numpy as np
+    from sample_makers import audio_samples, video_samples
     from speech_rtf import generate
 
-    from tests.audio_samples import read_wav_16k
-    from tests.video_samples import mux_audio, photo, photo_video
-
+    make = video_samples()
     dest.mkdir(parents=True)
-    images = [photo(n) for n in NAMES]
-    speech = read_wav_16k(generate(dest.parent / "tts", seconds / 60)[0])
+    images = [make.photo(n) for n in NAMES]
+    speech = audio_samples().read_wav_16k(generate(dest.parent / "tts", seconds / 60)[0])
     rng = np.random.default_rng(0)
     out = []
     for v in range(videos):
@@ -52,17 +46,18 @@ def build_library(dest: Path, videos: int, seconds: float, size: tuple[int, int]
             shown.append((images[int(rng.integers(len(images)))], hold))
             t += hold
         silent = dest.parent / f"silent{v}.mp4"
-        _slideshow(silent, shown, size, photo_video)
+        _slideshow(silent, shown, size, make.photo_video)
         track = np.roll(speech, int(16000 * 11.1 * v))[: int(seconds * 16000)]
-        out.append(mux_audio(silent, track, 16000, dest / f"video_{v:02d}.mp4"))
+        out.append(make.mux_audio(silent, track, 16000, dest / f"video_{v:02d}.mp4"))
         silent.unlink()
     return out
 
 
 def _slideshow(path: Path, shown: list, size: tuple[int, int], photo_video) -> None:
     """One video from (image, seconds) pairs: each pair rendered as frames at 25 fps."""
-    from tests.video_samples import letterbox
+    from sample_makers import video_samples
 
+    letterbox = video_samples().letterbox
     frames = []
     for image, hold in shown:
         frames += [letterbox(image, size)] * max(1, round(hold * 25))
@@ -82,17 +77,12 @@ def main() -> None:
     import numpy as np
     from text_ingest import machine
 
-    from ingest.catalog import Catalog
-    from ingest.runner import IngestRunner
+    from mmrag.app import Models, open_store
+    from mmrag.pipelines.audio.decode import iter_windows, stream_audio
+    from mmrag.pipelines.video.decode import probe_video, sample_frames
+    from mmrag.pipelines.video.pipeline import KEYFRAME_SIDE, moments_of
+    from mmrag.pipelines.video.shots import detect_shots
     from mmrag.settings import Settings
-    from pipelines.audio_decode import iter_windows, stream_audio
-    from pipelines.audio_pipeline import AudioPipeline
-    from pipelines.image_pipeline import ImagePipeline
-    from pipelines.milvus_store import MilvusStore
-    from pipelines.shots import detect_shots
-    from pipelines.text_pipeline import TextPipeline
-    from pipelines.video_decode import probe_video, sample_frames
-    from pipelines.video_pipeline import KEYFRAME_SIDE, VideoPipeline, moments_of
 
     work = Path(tempfile.mkdtemp(prefix="mmrag-videobench-"))
     try:
@@ -106,16 +96,14 @@ def main() -> None:
             catalog=work / "catalog.sqlite",
             thumbnails=work / "thumbs",
         )
-        text = TextPipeline(settings)
-        photos = ImagePipeline(settings, text)
-        sound = AudioPipeline(settings, text)
-        video = VideoPipeline(settings, text, photos, sound)
-        image, audio, speech = photos.image, sound.audio, sound.speech
+        models = Models.build(settings)
+        text, image, audio = models.text, models.spaces["image"], models.spaces["audio"]
+        speech = models.speech
+        assert speech is not None
         text.encode(["warm up"])
         image.encode([image.preprocess(next(sample_frames(files[0])).image)])
-        store = MilvusStore(settings.milvus_uri)
-        catalog = Catalog(settings.catalog)
-        runner = IngestRunner(catalog, store, [text, photos, sound, video])
+        catalog, store = open_store(settings)
+        runner = models.runner(catalog, store)
         t0 = time.perf_counter()
         report = runner.run([str(work / "lib")])
         pipeline_s = time.perf_counter() - t0
