@@ -6,6 +6,18 @@ detached, and every process (CLI search during an ingest, the web server, tests)
 over gRPC and holds a lease (a file named by its pid). The last process to let go stops the
 server; leases of processes that died (even by SIGKILL) are ignored, so a crash never strands the
 store. State lives beside the store in `<store>.host/`.
+
+A starter killed while the server comes up (SIGKILL between the launch and the server answering)
+leaves a server that holds the store's lock: the server's pid, port and start time are recorded
+(atomically) right after the launch, and a process that finds no usable record looks for such a
+server by its command line (`/proc`, where it exists) and reuses it, or stops it if it never
+comes up. A server is only ever signalled once its command line names this store (or, without
+`/proc`, once its pid was recorded by a starter), so an unrelated process with a reused pid is
+never touched.
+
+The server runs with SIGINT and SIGTERM both meaning "shut down cleanly" (`_SERVE`), whatever
+the starter inherited: a background job of a non-interactive shell starts with SIGINT ignored,
+and a server inheriting that would only stop on SIGKILL after STOP_TIMEOUT_S.
 """
 
 from __future__ import annotations
@@ -25,6 +37,26 @@ from filelock import FileLock
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0  # closing flushes and may wait for a background index build
+
+# `milvus-lite server`, with SIGINT and SIGTERM set to raise KeyboardInterrupt once (the server's
+# clean shutdown: drain requests, close the store) and ignored after that, so a second signal
+# cannot cut the close short. Explicit handlers, because an ignored SIGINT is inherited through
+# exec and Python then leaves it ignored.
+_SERVE = """import signal, sys
+def _stop(*_):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+signal.signal(signal.SIGINT, _stop)
+signal.signal(signal.SIGTERM, _stop)
+from milvus_lite.cmdline import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+# Test hook (tests/integration/test_lite_host.py): with this variable set to "spawned" (after the
+# launch, before the record) or "recorded" (after the record, before the server answers), the
+# starting process sleeps there so a test can SIGKILL it at that point.
+_TEST_PAUSE_ENV = "MMRAG_LITE_HOST_TEST_PAUSE"
 
 
 class LiteHostError(RuntimeError):
@@ -95,11 +127,12 @@ def acquire(store: Path) -> LiteHost:
     host = _host_dir(store)
     (host / "leases").mkdir(parents=True, exist_ok=True)
     state_file = host / "server.json"
-    with FileLock(host / "lock", timeout=START_TIMEOUT_S + 30):
-        state = _read_state(state_file)
-        if not (state and _alive(state["pid"]) and _port_open(state["port"])):
+    # The holder may wait for an orphan to come up, stop it, then start a server of its own.
+    with FileLock(host / "lock", timeout=2 * START_TIMEOUT_S + STOP_TIMEOUT_S + 30):
+        state = _reuse(store, _read_state(state_file))
+        if state is None:
             state = _start(store, host)
-            state_file.write_text(json.dumps(state))
+        _write_state(state_file, state)
         (host / "leases" / str(os.getpid())).touch()
         _held[store] = _held.get(store, 0) + 1
     if store not in _exit_hooks:
@@ -126,16 +159,17 @@ def release(store: Path, *, every_handle: bool = False) -> None:
         if _live_leases(host / "leases"):
             return
         state = _read_state(host / "server.json")
-        if state:
+        if state and _is_server(state["pid"], store, state.get("started")):
             _stop(state["pid"])
         (host / "server.json").unlink(missing_ok=True)
 
 
 def server_info(store: Path) -> dict | None:
     """The running server's pid, port and lease holders, or None."""
-    host = _host_dir(store.resolve())
+    store = store.resolve()
+    host = _host_dir(store)
     state = _read_state(host / "server.json")
-    if not (state and _alive(state["pid"])):
+    if not (state and _is_server(state["pid"], store, state.get("started"))):
         return None
     return {**state, "leases": _live_leases(host / "leases")}
 
@@ -146,16 +180,139 @@ _exit_hooks: set[Path] = set()
 
 def _read_state(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        state = json.loads(path.read_text())
+        return state if isinstance(state.get("pid"), int) else None
+    except (OSError, ValueError, AttributeError):
         return None
+
+
+def _write_state(path: Path, state: dict) -> None:
+    """Replace the record in one step, so a reader (or a starter killed mid-write) never leaves
+    half a file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)
+
+
+def _proc_args(pid: int) -> list[str] | None:
+    """The process's command line, or None where it cannot be read (no /proc, gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.decode(errors="replace").split("\0")[:-1] if raw else None
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot): with the pid, names one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _serves(args: list[str], store: Path) -> bool:
+    """Whether a command line is a Lite server on this store as mmrag starts one (`_SERVE`, or
+    `-m milvus_lite server` as earlier versions did). A `milvus-lite server` someone runs by hand
+    is not ours to reuse or stop."""
+    if "--data-dir" not in args[:-1] or args[args.index("--data-dir") + 1] != str(store):
+        return False
+    ours = ["-c", _SERVE], ["-m", "milvus_lite"]
+    return len(args) > 3 and args[1:3] in ours and args[3] == "server"
+
+
+def _is_server(pid: int, store: Path, started: int | None = None) -> bool:
+    """Whether `pid` is a live Lite server on this store. Where /proc exists, its command line
+    must name the store and (when recorded) its start time must match, so a reused pid is never
+    mistaken for the server; without /proc, a live recorded pid is all there is to go on."""
+    if not _alive(pid):
+        return False
+    args = _proc_args(pid)
+    if args is None:
+        return not Path("/proc/self").exists()
+    if not _serves(args, store):
+        return False
+    return started is None or _start_time(pid) in (None, started)
+
+
+def _port_arg(pid: int) -> int | None:
+    args = _proc_args(pid) or []
+    try:
+        return int(args[args.index("--port") + 1])
+    except (ValueError, IndexError):
+        return None
+
+
+def _orphans(store: Path) -> list[int]:
+    """Live Lite servers on this store found by their command line (none without /proc), the one
+    holding the store's LOCK first: a server left behind by a starter that died before it could
+    record it."""
+    try:
+        pids = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()]
+    except OSError:
+        return []
+    found = [pid for pid in pids if pid != os.getpid() and _serves(_proc_args(pid) or [], store)]
+    holder = _lock_holder(store / "LOCK")
+    return sorted((pid for pid in found if _alive(pid)), key=lambda pid: pid != holder)
+
+
+def _lock_holder(lock: Path) -> int | None:
+    """The pid holding an flock on `lock`, from /proc/locks (matched by inode)."""
+    try:
+        inode = lock.stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 5 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(inode):
+            return int(parts[4]) if parts[4].isdigit() else None
+    return None
+
+
+def _reuse(store: Path, state: dict | None) -> dict | None:
+    """A running server for the store to connect to: the recorded one, else one left by a dead
+    starter; each waited for while it comes up, and stopped if it never does. None: start one."""
+    candidates: list[tuple[int, int | None, int | None]] = []
+    if state and _is_server(state["pid"], store, state.get("started")):
+        candidates.append((state["pid"], state.get("port"), state.get("started")))
+    if not (candidates and _port_open(candidates[0][1] or 0)):  # the usual case stops here
+        candidates += [(p, _port_arg(p), _start_time(p)) for p in _orphans(store)]
+    seen: set[int] = set()
+    for pid, port, started in candidates:
+        if pid in seen:
+            continue
+        seen.add(pid)
+        if port and _wait_up(pid, port, time.monotonic() + START_TIMEOUT_S):
+            return {"pid": pid, "port": port, "store": str(store), "started": started}
+        if _is_server(pid, store, started):
+            _stop(pid)  # hung while starting, or not listening where its command line says
+    return None
+
+
+def _wait_up(pid: int, port: int, deadline: float, proc: subprocess.Popen | None = None) -> bool:
+    """Wait until the server answers on `port`; False if it exits first or the deadline passes."""
+    while time.monotonic() < deadline:
+        exited = proc.poll() is not None if proc else not _alive(pid)
+        if exited:
+            return False
+        if _port_open(port):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _test_pause(point: str) -> None:
+    if os.environ.get(_TEST_PAUSE_ENV) == point:
+        time.sleep(3600)
 
 
 def _start(store: Path, host: Path) -> dict:
     log_path = host / "server.log"
     for _attempt in range(3):  # a free port can be taken between probe and bind
         port = _free_port()
-        cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(store)]
+        cmd = [sys.executable, "-c", _SERVE, "server", "--data-dir", str(store)]
         cmd += ["--host", "127.0.0.1", "--port", str(port)]
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
@@ -165,25 +322,35 @@ def _start(store: Path, host: Path) -> dict:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # survives the starter being killed
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            if _port_open(port):
-                return {"pid": proc.pid, "port": port, "store": str(store)}
-            time.sleep(0.05)
-        else:
+        state = {"pid": proc.pid, "port": port, "store": str(store)}
+        state["started"] = _start_time(proc.pid)
+        _test_pause("spawned")
+        # Recorded before it answers: if this process dies now, the next one finds the server.
+        _write_state(host / "server.json", state)
+        _test_pause("recorded")
+        if _wait_up(proc.pid, port, time.monotonic() + START_TIMEOUT_S, proc):
+            return state
+        if proc.poll() is None:
             _stop(proc.pid)
             raise LiteHostError(
-                f"Milvus Lite server for {store} did not start in time; see {log_path}"
+                f"Milvus Lite server for {store} did not start in {START_TIMEOUT_S:.0f} s; "
+                f"see {log_path}"
             )
+        # It exited: the port was taken, or a server no record names holds the store's lock.
+        adopted = _reuse(store, None)
+        if adopted:
+            return adopted
+    holder = _lock_holder(store / "LOCK")
+    why = f"; process {holder} holds {store / 'LOCK'}" if holder else ""
     tail = log_path.read_text(errors="replace")[-2000:]
-    raise LiteHostError(f"Milvus Lite server for {store} failed to start:\n{tail}")
+    raise LiteHostError(f"Milvus Lite server for {store} failed to start{why}:\n{tail}")
 
 
 def _stop(pid: int) -> None:
     """Stop the server the way it shuts down cleanly: `milvus-lite server` drains requests and
-    closes its store only on SIGINT (KeyboardInterrupt); SIGTERM would end it at once, possibly
+    closes its store only on KeyboardInterrupt. SIGINT raises it in every server mmrag starts
+    (`_SERVE` also maps SIGTERM to it) and in those earlier versions started from a shell that
+    did not ignore SIGINT; a plain SIGTERM to `milvus-lite server` would end it at once, possibly
     in the middle of writing a file (seen: "File is too small" on the next start)."""
     try:
         os.kill(pid, signal.SIGINT)
