@@ -16,20 +16,24 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
-from mmrag.ingest.detect import MediaKind, UnsupportedContent, detect_kind
+from mmrag.ingest.detect import HEAD_BYTES, MediaKind, UnsupportedContent, detect_kind
 from mmrag.ingest.scan import FoundFile, ScanProblem, content_hash, scan
-from mmrag.pipelines.base import MediaError, Piece, Pipeline, SpaceEncoder
+from mmrag.kinds import MediaType
+from mmrag.pipelines.base import MediaError, Piece, Pipeline, SpaceEncoder, collecting_warnings
 from mmrag.pipelines.model_resolver import ModelNotAvailable
 from mmrag.store.catalog import Catalog, MediaFacts
 from mmrag.store.milvus import MilvusStore
@@ -43,6 +47,8 @@ class IngestReport:
     unchanged: int = 0
     reused: int = 0  # renamed, moved or copied content: vectors reused, nothing re-embedded
     failed: list[tuple[str, str]] = field(default_factory=list)
+    # indexed, with something the user should know (a recording that ends early): (path, why)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     failed_before: int = 0  # unchanged files that failed on an earlier run (see `mmrag status`)
     skipped: dict[str, int] = field(default_factory=dict)  # modality -> files not taken
     skip_reasons: dict[str, str] = field(default_factory=dict)  # modality -> why
@@ -97,9 +103,28 @@ class _Job:
     vectors: list[np.ndarray | None] = field(default_factory=list)
     followers: list[FoundFile] = field(default_factory=list)  # same content, other paths
     missing: int = 0
+    warning: str | None = None  # indexed, but the user should know (it ends early)
 
 
 Progress = Callable[[str, int], None]  # event ("file" | "segments"), amount
+
+# Bounded by what they hold, not by their bytes: photos by max_image_mpx (read from the header),
+# recordings and videos by max_media_hours (read from the container). An hour of video is
+# gigabytes; an uncompressed 16-bit scan within the pixel limit is hundreds of megabytes.
+UNBOUNDED_BY_SIZE = frozenset({MediaType.IMAGE, MediaType.AUDIO, MediaType.VIDEO})
+
+
+def ingest_lock_path(milvus_uri: str, catalog: Path) -> Path:
+    """Where one store's ingests take turns: beside a Milvus Lite store (`<store>.ingest.lock`),
+    or beside the catalog for a server, whose files are not on this machine."""
+    if "://" in milvus_uri:
+        return catalog.parent / f"{catalog.name}.ingest.lock"
+    store = Path(milvus_uri).expanduser().absolute()
+    return store.parent / f"{store.name}.ingest.lock"
+
+
+def say_on_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 class IngestRunner:
@@ -114,7 +139,12 @@ class IngestRunner:
         embed_batch: int = 64,
         write_batch: int = 512,
         retry_failed: bool = False,
+        max_file_bytes: int | None = None,
+        lock_file: Path | None = None,
     ) -> None:
+        """`max_file_bytes`: larger documents (and files of no known kind) are refused before
+        they are read; None: no limit. `lock_file`: where ingests of this store take turns
+        (default: beside the catalog; see ingest_lock_path)."""
         self.catalog = catalog
         self.store = store
         self.pipelines = {p.media: p for p in pipelines}
@@ -126,6 +156,8 @@ class IngestRunner:
         self.embed_batch = embed_batch
         self.write_batch = write_batch
         self.retry_failed = retry_failed
+        self.max_file_bytes = max_file_bytes
+        self.lock_file = lock_file or catalog.file.parent / f"{catalog.file.name}.ingest.lock"
         self._ready: set[str] = set()  # collections created/loaded this run
         self._inflight: dict[str, _Job] = {}
         self._inflight_lock = threading.Lock()
@@ -140,19 +172,56 @@ class IngestRunner:
         prune: bool = False,
         on_start: Callable[[int], None] | None = None,
         progress: Progress | None = None,
+        on_wait: Callable[[str], None] = say_on_stderr,
+    ) -> IngestReport:
+        """Ingest the roots. One ingest of a store at a time: a second one waits for the first
+        (saying so through `on_wait`), then finds its work done, so nothing is embedded twice."""
+        with self._turn(on_wait):
+            return self._run(roots, prune, on_start, progress)
+
+    @contextmanager
+    def _turn(self, on_wait: Callable[[str], None]) -> Iterator[None]:
+        """Hold the store's ingest lock. The OS lock dies with its process, so a crashed
+        holder never blocks the next run; the pid file only names the holder to a waiter."""
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.lock_file))
+        holder = self.lock_file.with_name(self.lock_file.name + ".pid")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            pid = _live_pid(holder)
+            who = f" (pid {pid})" if pid else ""
+            on_wait(f"another ingest of this store is running{who}; waiting for it to finish")
+            lock.acquire()
+        try:
+            holder.write_text(str(os.getpid()))
+            yield
+        finally:
+            holder.unlink(missing_ok=True)
+            lock.release()
+
+    def _run(
+        self,
+        roots: list[str],
+        prune: bool,
+        on_start: Callable[[int], None] | None,
+        progress: Progress | None,
     ) -> IngestReport:
         t0 = time.perf_counter()
         report = IngestReport()
         tick = progress or (lambda _event, _n: None)
         files: list[FoundFile] = []
+        problems: list[ScanProblem] = []
         bad_roots: set[str] = set()
         for item in scan(roots):
             if isinstance(item, ScanProblem):
                 report.failed.append((item.display, item.reason))
                 bad_roots.update(r for r in roots if item.display.startswith(r))
+                problems.append(item)
             else:
                 files.append(item)
         report.scanned = len(files)
+        self._record_unreadable(roots, files, problems)
         if on_start:
             on_start(len(files))
 
@@ -171,7 +240,8 @@ class IngestRunner:
             raise writer_error[0]
 
         if prune:
-            report.pruned = self._prune(roots, files, bad_roots, report)
+            still = {p.path for p in problems}
+            report.pruned = self._prune(roots, files, still, bad_roots, report)
         report.removed_media += self._collect(self.catalog.orphan_media())
         for name in self._ready:
             self.store.flush(name)
@@ -185,13 +255,15 @@ class IngestRunner:
         same_stat = known is not None and (known.size, known.mtime_ns) == (f.size, f.mtime_ns)
         if same_stat and known.media_id and self._done(known.media_id):
             return _Unchanged(f)
-        if same_stat and known.error and not self.retry_failed:
+        if same_stat and known.error and not known.media_id and not self.retry_failed:
             return _KnownFailure(f)
         changed = bool(known and known.media_id)
         try:
-            media_id = content_hash(f.path)
             with open(f.path, "rb") as fh:
-                head = fh.read(65536)
+                head = fh.read(HEAD_BYTES)
+            if too_large := self._too_large(f, head):
+                return _Fail(f, too_large)
+            media_id = content_hash(f.path)
         except OSError as exc:
             return _Fail(f, f"cannot read: {exc.strerror or exc}")
         if self._done(media_id):
@@ -205,7 +277,8 @@ class IngestRunner:
             return _Skip(f, kind.media, f"no {kind.media} pipeline yet")
         self._cpu_model.wait_open()  # decode between batches of a model on the CPU
         try:
-            pieces = pipeline.prepare(f.path, kind.format, media_id)
+            with collecting_warnings() as warnings:
+                pieces = pipeline.prepare(f.path, kind.format, media_id)
         except MediaError as exc:
             return _Fail(f, str(exc))
         except ModelNotAvailable as exc:
@@ -214,7 +287,22 @@ class IngestRunner:
             return _Fail(f, f"{kind.format} could not be processed: {type(exc).__name__}: {exc}")
         if not pieces:
             return _Fail(f, "no content to index")
-        return _Job(f, media_id, kind, pieces, changed)
+        return _Job(f, media_id, kind, pieces, changed, warning="; ".join(warnings) or None)
+
+    def _too_large(self, f: FoundFile, head: bytes) -> str | None:
+        """Why the file is refused for its size, before it is hashed or decoded (a 5 GB disk
+        image took seconds just to hash); None if it is not. Photos, recordings and videos,
+        told from the head, are bounded by their own limits instead (UNBOUNDED_BY_SIZE)."""
+        limit = self.max_file_bytes
+        if limit is None or f.size <= limit:
+            return None
+        try:
+            media = detect_kind(Path(f.path), head=head).media
+        except UnsupportedContent:
+            media = None
+        if media in UNBOUNDED_BY_SIZE:
+            return None
+        return f"too large: {_size(f.size)}, over the {limit / 1e6:g} MB limit (max_file_mb)"
 
     def _done(self, media_id: str) -> bool:
         """Stored in every space its pipeline always writes (derived pieces, such as labels,
@@ -375,8 +463,12 @@ class IngestRunner:
         ids = [j.media_id for j in jobs]
         redo = self.catalog.known_media(ids)  # leftovers of an interrupted or older write
         self.catalog.begin_media_many(
-            [(j.media_id, j.kind.media, j.kind.format, j.file.size, _facts(j)) for j in jobs]
+            [
+                (j.media_id, j.kind.media, j.kind.format, j.file.size, _facts(j), j.warning)
+                for j in jobs
+            ]
         )
+        report.warnings += [(j.file.display, j.warning) for j in jobs if j.warning]
         by_space: dict[str, dict[str, list]] = {}  # space -> media id -> segments
         for j in jobs:
             for piece, vec in zip(j.pieces, j.vectors, strict=True):
@@ -426,13 +518,42 @@ class IngestRunner:
             n += 1
         return n
 
+    # -- what the scan could not read ------------------------------------------------------
+
+    def _record_unreadable(
+        self, roots: list[str], files: list[FoundFile], problems: list[ScanProblem]
+    ) -> None:
+        """Record this run's unreadable entries as failed paths (so `status` lists them), and
+        forget earlier ones that this scan of their folder root no longer meets. Nothing is
+        forgotten below a folder that could not be listed: there the scan saw nothing."""
+        for p in problems:
+            if p.path:
+                self.catalog.fail_unreadable(p.path, p.display, p.root, p.reason)
+        now = {p.path for p in problems} | {f.path for f in files}
+        blind = [p.path.rstrip(os.sep) + os.sep for p in problems if p.unlisted and p.path]
+        gone: list[str] = []
+        for given in roots:
+            root = os.path.abspath(given)
+            if not os.path.isdir(root) or root + os.sep in blind:
+                continue
+            for path in self.catalog.unreadable_under(root):
+                if path not in now and not any(path.startswith(b) for b in blind):
+                    gone.append(path)
+        self.catalog.forget_unreadable(gone)
+
     # -- pruning ---------------------------------------------------------------------------
 
     def _prune(
-        self, roots: list[str], files: list[FoundFile], bad_roots: set[str], report: IngestReport
+        self,
+        roots: list[str],
+        files: list[FoundFile],
+        unreadable: set[str],
+        bad_roots: set[str],
+        report: IngestReport,
     ) -> int:
-        """Forget catalogued paths under the roots that no longer exist on disk."""
-        seen = {f.path for f in files}
+        """Forget catalogued paths under the roots that no longer exist on disk (a broken
+        symlink still exists: it is a failure, not a deletion)."""
+        seen = {f.path for f in files} | unreadable
         gone: list[str] = []
         for given in roots:
             if given in bad_roots:
@@ -466,6 +587,22 @@ class _Gate:
     def wait_open(self) -> None:
         with self._cond:
             self._cond.wait_for(lambda: not self._closed)
+
+
+def _live_pid(pid_file: Path) -> int | None:
+    """The pid written in the file, if that process is alive (a crashed holder left it)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except PermissionError:
+        return pid
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def _facts(job: _Job) -> MediaFacts:

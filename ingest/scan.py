@@ -6,6 +6,7 @@ followed but each real folder is visited once, so a symlink loop cannot trap the
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,8 +35,14 @@ class FoundFile:
 
 @dataclass(frozen=True)
 class ScanProblem:
+    """What could not be read. `path` (absolute) and `root` are set for an entry found under a
+    folder root, so the catalog can record it; `unlisted`: a folder whose contents went unseen."""
+
     display: str
     reason: str
+    path: str = ""
+    root: str = ""
+    unlisted: bool = False
 
 
 def _skip(name: str) -> bool:
@@ -59,7 +66,7 @@ def scan(roots: list[str]) -> Iterator[FoundFile | ScanProblem]:
             continue
         for dirpath, dirnames, filenames, problem in _walk(root, seen_dirs):
             if problem:
-                yield ScanProblem(_display(given, root, dirpath), problem)
+                yield ScanProblem(_display(given, root, dirpath), problem, dirpath, root, True)
                 continue
             dirnames[:] = sorted(d for d in dirnames if not _skip(d))
             for name in sorted(filenames):
@@ -109,10 +116,21 @@ def _stat(full: str, display: str, root: str) -> FoundFile | ScanProblem | None:
     try:
         st = os.stat(full)
     except OSError as exc:
-        return ScanProblem(display, f"cannot stat: {exc.strerror}")
+        return ScanProblem(display, _unreadable(full, exc), full, root)
     if not os.path.isfile(full):
         return None  # sockets, fifos, devices
     return FoundFile(full, display, root, st.st_size, st.st_mtime_ns)
+
+
+def _unreadable(full: str, exc: OSError) -> str:
+    """Why an entry cannot be read, in the user's terms: a link that leads nowhere or in a circle
+    is named as such, not as a bare errno."""
+    if os.path.islink(full):
+        if exc.errno == errno.ENOENT:
+            return f"broken symlink: {os.path.realpath(full)} does not exist"
+        if exc.errno == errno.ELOOP:
+            return "symlink loop: the link leads back to itself"
+    return f"cannot stat: {exc.strerror}"
 
 
 def content_hash(path: str, block: int = 1 << 20) -> str:

@@ -5,6 +5,8 @@ added to the registry reaches every one of them.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +27,15 @@ if TYPE_CHECKING:
     from mmrag.store.milvus import MilvusStore
 
 
-def open_store(settings: Settings) -> tuple[Catalog, MilvusStore]:
-    """The catalog and the Milvus store that settings name (the caller closes both)."""
+def open_store(
+    settings: Settings, warn: Callable[[str], None] | None = None
+) -> tuple[Catalog, MilvusStore]:
+    """The catalog and the Milvus store that settings name, checked to belong together (the
+    caller closes both). A catalog paired with another store is refused (StoreError); a catalog
+    with files beside a store with none, or the other way round, is worth a warning (`warn`,
+    default: one line on stderr) but not a refusal: re-ingesting mends it."""
     from mmrag.store.catalog import Catalog
+    from mmrag.store.identity import pair
     from mmrag.store.milvus import MilvusStore
 
     catalog = Catalog(settings.catalog)
@@ -41,7 +49,17 @@ def open_store(settings: Settings) -> tuple[Catalog, MilvusStore]:
     except BaseException:
         catalog.close()
         raise
+    try:
+        pair(catalog, store, str(settings.catalog), settings.milvus_uri, warn or _warn_stderr)
+    except BaseException:
+        store.close()
+        catalog.close()
+        raise
     return catalog, store
+
+
+def _warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 @dataclass
@@ -153,7 +171,7 @@ class Models:
 
     def runner(self, catalog: Catalog, store: MilvusStore, **options: Any) -> IngestRunner:
         """An ingest runner over every pipeline; options override the settings' sizes."""
-        from mmrag.ingest.runner import IngestRunner
+        from mmrag.ingest.runner import IngestRunner, ingest_lock_path
 
         s = self.settings
         sizes: dict[str, Any] = {
@@ -161,6 +179,8 @@ class Models:
             "read_workers": s.read_workers,
             "embed_batch": s.embed_batch_size,
             "write_batch": s.write_batch_size,
+            "max_file_bytes": s.max_file_mb * 1_000_000,
+            "lock_file": ingest_lock_path(s.milvus_uri, catalog.file),
         }
         return IngestRunner(catalog, store, self.pipelines, **(sizes | options))
 

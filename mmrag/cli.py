@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -51,7 +52,10 @@ def _global(
         str | None, typer.Option("--uri", help="Milvus Lite .db path or server URI")
     ] = None,
     token: Annotated[str | None, typer.Option("--token", help="Milvus server token")] = None,
-    catalog: Annotated[Path | None, typer.Option("--catalog", help="SQLite catalog path")] = None,
+    catalog: Annotated[
+        Path | None,
+        typer.Option("--catalog", help="SQLite catalog path (default: the store's own)"),
+    ] = None,
     text_model: Annotated[
         str | None, typer.Option("--text-model", help="HF id or local path")
     ] = None,
@@ -128,12 +132,21 @@ def ingest(
     workers: Annotated[int | None, typer.Option(help="Reader threads")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Embedding batch size")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="The summary as one JSON object on stdout; no progress bar, no table"
+        ),
+    ] = False,
 ) -> None:
     """Scan folders, embed what is new or changed, and write it to Milvus."""
     settings = _settings(ctx, read_workers=workers, embed_batch_size=batch_size)
     with _open(settings) as (catalog, store, models):
-        report = _run_ingest(models, catalog, store, paths, prune, retry_failed, quiet)
-    _print_report(report)
+        report = _run_ingest(models, catalog, store, paths, prune, retry_failed, quiet or as_json)
+    if as_json:
+        print(json.dumps(_report_json(report), ensure_ascii=False))
+    else:
+        _print_report(report)
 
 
 def _run_ingest(models: Models, catalog, store, paths, prune, retry_failed, quiet):
@@ -168,6 +181,7 @@ def _run_ingest(models: Models, catalog, store, paths, prune, retry_failed, quie
             prune=prune,
             on_start=lambda total: progress.update(task, total=total),
             progress=tick,
+            on_wait=lambda message: err.print(f"[yellow]{message}[/yellow]", highlight=False),
         )
 
 
@@ -181,6 +195,7 @@ def _print_report(report) -> None:
         ("renamed/copied (vectors reused)", report.reused),
         ("unchanged (skipped)", report.unchanged),
         ("failed", len(report.failed)),
+        ("indexed with a warning (see below)", len(report.warnings)),
         ("failed earlier, unchanged", report.failed_before),
         *[(f"{m} files skipped (see below)", n) for m, n in sorted(report.skipped.items())],
         ("deleted files pruned", report.pruned),
@@ -193,11 +208,39 @@ def _print_report(report) -> None:
     for modality, reason in sorted(report.skip_reasons.items()):
         err.print(f"[yellow]{modality} files skipped:[/yellow] {reason}", highlight=False)
     for display, reason in report.failed:
-        err.print(f"[yellow]failed:[/yellow] {display}: {reason}", highlight=False, markup=True)
+        err.print(f"[yellow]failed:[/yellow] {escape(display)}: {escape(reason)}", highlight=False)
+    for display, reason in report.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(display)}: {escape(reason)}", highlight=False)
+
+
+def _report_json(report) -> dict:
+    """The summary for scripts and cron: the table's numbers, and every failure and skip with
+    its reason (the table prints those below it)."""
+    return {
+        "scanned": report.scanned,
+        "new": report.new,
+        "changed": report.changed,
+        "reused": report.reused,
+        "unchanged": report.unchanged,
+        "failed": [{"path": path, "reason": reason} for path, reason in report.failed],
+        "failed_before": report.failed_before,
+        "skipped": {
+            modality: {"files": n, "reason": report.skip_reasons.get(modality, "")}
+            for modality, n in sorted(report.skipped.items())
+        },
+        "pruned": report.pruned,
+        "removed_media": report.removed_media,
+        "segments": report.segments,
+        "seconds": round(report.seconds, 3),
+        "warnings": [{"path": path, "reason": why} for path, why in report.warnings],
+    }
+
+
+MAX_LIMIT = 1000
 
 
 def _parse_date(value: str | None, flag: str) -> datetime | None:
-    if not value:
+    if value is None:
         return None
     try:
         return datetime.fromisoformat(value)
@@ -205,19 +248,71 @@ def _parse_date(value: str | None, flag: str) -> datetime | None:
         _fail(f"{flag} expects a date like 2024-05-31 or 2024-05-31T14:00, got {value!r}")
 
 
+def _date_range(
+    start: datetime | None, end: datetime | None, flags: tuple[str, str], wall_clock: bool
+) -> None:
+    """An empty range matches nothing: say so rather than print no results. `wall_clock`
+    compares as the taken filters do (UTC offsets dropped), else as instants."""
+    if start is None or end is None:
+        return
+    if wall_clock:
+        empty = start.replace(tzinfo=None) >= end.replace(tzinfo=None)
+    else:
+        empty = start.timestamp() >= end.timestamp()
+    if empty:
+        _fail(
+            f"{flags[0]} {start.isoformat()} is not before {flags[1]} {end.isoformat()}: "
+            "nothing can match"
+        )
+
+
 def _parse_near(value: str | None) -> Near | None:
+    import math
+
     from mmrag.search.query import Near
 
-    if not value:
+    if value is None:
         return None
+    usage = f"--near expects LAT,LON or LAT,LON,KM (e.g. 48.8584,2.2945,2), got {value!r}"
     try:
         parts = [float(v) for v in value.split(",")]
-        near = Near(*parts) if len(parts) in (2, 3) else None
     except ValueError:
-        near = None
-    if near is None or not (-90 <= near.lat <= 90 and -180 <= near.lon <= 180 and near.km > 0):
-        _fail(f"--near expects LAT,LON or LAT,LON,KM (e.g. 48.8584,2.2945,2), got {value!r}")
+        _fail(usage)
+    if len(parts) not in (2, 3):
+        _fail(usage)
+    if not all(math.isfinite(p) for p in parts):
+        _fail(f"--near takes finite numbers, got {value!r}")
+    near = Near(*parts)
+    if not -90 <= near.lat <= 90:
+        _fail(f"--near: latitude must be from -90 to 90, got {value!r}")
+    if not -180 <= near.lon <= 180:
+        _fail(f"--near: longitude must be from -180 to 180, got {value!r}")
+    if near.km <= 0:
+        _fail(f"--near: KM must be above 0, got {value!r}")
     return near
+
+
+def _choose(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    """An option with a fixed set of values: one line listing them, not a validation dump."""
+    allowed = [str(c) for c in choices]
+    if value not in allowed:
+        _fail(f"{flag} must be one of {', '.join(allowed)} (got {value!r})")
+
+
+def _query_file(flag: str, path: Path) -> None:
+    """An example file is checked before the store opens or a model loads."""
+    if path.is_dir():
+        _fail(f"{flag} {path}: is a folder, not a file")
+    if not path.is_file():
+        _fail(f"{flag} {path}: no such file")
+
+
+def _naming(what: str, exc: BaseException) -> str:
+    """The error about a query file, naming the file once (most decoders already do)."""
+    message = str(exc)
+    if any(message.startswith(f"{name}: ") for name in (what, str(Path(what)))):
+        return message
+    return f"{what}: {message}"
 
 
 @app.command()
@@ -228,7 +323,7 @@ def search(
         str, typer.Option(help="hybrid (BM25 + dense fused), dense or bm25")
     ] = "hybrid",
     fusion: Annotated[str | None, typer.Option(help="hybrid fusion: weighted or rrf")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-k", min=1, max=1000)] = 10,
+    limit: Annotated[int, typer.Option("--limit", "-k", help="Hits, 1 to 1000")] = 10,
     modality: Annotated[str | None, typer.Option(help="Only this modality, e.g. document")] = None,
     path: Annotated[
         str | None, typer.Option("--path", help="Only files matching this glob")
@@ -270,15 +365,31 @@ def search(
     ] = None,
 ) -> None:
     """Search by text, an example image or an audio clip; hits name the file and where in it."""
+    from typing import get_args
+
+    from mmrag.kinds import Modality
     from mmrag.pipelines.base import MediaError
     from mmrag.pipelines.model_resolver import ModelNotAvailable
     from mmrag.search.query import MODES, Filters
     from mmrag.search.render import dumps, hits_json, print_hits
 
-    if mode not in MODES:
-        _fail(f"--mode must be one of {', '.join(MODES)}")
+    _choose("--mode", mode, MODES)
+    if fusion is not None:
+        _choose("--fusion", fusion, get_args(Settings.model_fields["hybrid_fusion"].annotation))
+    if modality is not None:
+        _choose("--modality", modality, tuple(Modality))
+    if not 1 <= limit <= MAX_LIMIT:
+        _fail(f"--limit must be from 1 to {MAX_LIMIT}, got {limit}")
     if sum(x is not None for x in (query, image, audio, video, queries)) != 1:
         _fail("give one of: a QUERY, --image PATH, --audio PATH, --video PATH, or --queries FILE")
+    if query is not None and not query.strip():
+        _fail("QUERY is empty")
+    for flag, text in (("--path", path), ("--camera", camera)):
+        if text is not None and not text.strip():
+            _fail(f"{flag} is empty: give some text, or leave the option out")
+    for flag, given in (("--image", image), ("--audio", audio), ("--video", video)):
+        if given is not None:
+            _query_file(flag, given)
     filters = Filters(
         modality,
         path,
@@ -289,6 +400,9 @@ def search(
         camera,
         _parse_near(near),
     )
+    _date_range(filters.since, filters.until, ("--since", "--until"), wall_clock=False)
+    taken = ("--taken-since", "--taken-until")
+    _date_range(filters.taken_since, filters.taken_until, taken, wall_clock=True)
     if queries:
         batch = _read_queries(queries)
     elif query is not None:
@@ -307,10 +421,11 @@ def search(
             try:
                 hits = searcher.find(kind, value, mode, limit, filters)  # type: ignore[arg-type]
             except (MediaError, ModelNotAvailable, ValueError, OSError) as exc:
-                what = item[kind]
+                # a text query is not named again (the line's id says which one it was)
+                message = str(exc) if kind == QueryKind.TEXT else _naming(item[kind], exc)
                 if not queries:
-                    _fail(f"{what}: {exc}")
-                print(dumps({"id": item["id"], "error": f"{what}: {exc}", "hits": []}), flush=True)
+                    _fail(message)
+                print(dumps({"id": item["id"], "error": message, "hits": []}), flush=True)
                 continue
             label = item["text"] if kind == "text" else f"{kind} {item[kind]}"
             if queries:
@@ -322,10 +437,15 @@ def search(
 
 
 def _read_queries(path: Path) -> list[dict]:
+    """The JSONL queries file; a byte order mark (as some Windows editors write) is skipped."""
+    if path.is_dir():
+        _fail(f"--queries {path}: is a folder, not a file")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
         _fail(f"cannot read {path}: {exc.strerror}")
+    except UnicodeDecodeError as exc:
+        _fail(f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded)")
     items = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -341,6 +461,11 @@ def _read_queries(path: Path) -> list[dict]:
         ):
             kinds = ", ".join(f'"{k}"' for k in QueryKind)
             _fail(f'{path}:{n}: each line needs "id" and one of {kinds} as a string')
+        given = [f'"{k}"' for k in QueryKind if item.get(k) is not None]
+        if len(given) > 1:
+            kinds = ", ".join(f'"{k}"' for k in QueryKind)
+            both = ", ".join(given[:-1]) + " and " + given[-1]
+            _fail(f"{path}:{n}: give one of {kinds}, not {both}")
         items.append(item)
     return items
 
@@ -364,6 +489,7 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
             "facts_by_modality": catalog.facts_by_modality(),
             "spaces": spaces,
             "failures": [{"path": f.display, "reason": f.error} for f in catalog.failures()],
+            "warnings": [{"path": p, "reason": why} for p, why in catalog.warnings()],
         }
     if as_json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
@@ -385,7 +511,13 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
                 f"{n['camera']} with a camera, {n['gps']} with GPS"
             )
     for f in data["failures"]:
-        out.print(f"[yellow]failed:[/yellow] {f['path']}: {f['reason']}", highlight=False)
+        out.print(
+            f"[yellow]failed:[/yellow] {escape(f['path'])}: {escape(f['reason'])}", highlight=False
+        )
+    for w in data["warnings"]:
+        out.print(
+            f"[yellow]warning:[/yellow] {escape(w['path'])}: {escape(w['reason'])}", highlight=False
+        )
 
 
 @app.command()
@@ -498,7 +630,9 @@ def demo(
 
     if not library.is_dir():
         _fail(f"{library} is not a folder: run from the repository root, or give --library")
-    settings = _settings(ctx)
+    # The samples get a store of their own (<home>/demo), so they never mix with the user's
+    # library; --uri or MMRAG_MILVUS_URI still choose another.
+    settings = _settings(ctx, home=_settings(ctx).home / "demo")
     texts = [q.strip() for q in queries.read_text(encoding="utf-8").splitlines() if q.strip()]
     with _open(settings) as (catalog, store, models):  # one store, one model load for both steps
         missing = models.unavailable() if settings.profile == "default" else []
@@ -508,7 +642,8 @@ def demo(
                 "(--profile offline: MiniLM, EfficientNet-Lite0, no CLIP, Whisper tiny.en's "
                 "encoder for sounds, Whisper tiny.en for speech)[/yellow]"
             )
-            settings = _settings(ctx, profile="offline")  # the text model is the same
+            # the same store, and the same text model
+            settings = _settings(ctx, profile="offline", home=settings.home)
             models = Models.build(settings, text_encoder=models.text.encoder)
         report = _run_ingest(models, catalog, store, [str(library)], True, False, False)
         _print_report(report)

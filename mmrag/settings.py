@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -43,17 +46,72 @@ def config_file() -> Path:
     return Path(os.environ.get("MMRAG_CONFIG", "mmrag.toml"))
 
 
+def default_home() -> Path:
+    """The per-user data folder that holds the default store, so every working directory
+    sees the same library: $XDG_DATA_HOME/mmrag or ~/.local/share/mmrag on Linux,
+    ~/Library/Application Support/mmrag on macOS, %LOCALAPPDATA%\\mmrag on Windows."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        xdg = os.environ.get("XDG_DATA_HOME", "")
+        base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "mmrag"
+
+
+def absolute(path: str | os.PathLike[str]) -> Path:
+    """A user's path made absolute against the working directory now (and ~ expanded), so a
+    command's paths mean the same thing wherever it later runs."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def is_server_uri(uri: str) -> bool:
+    """A URI (http/https/tcp/unix) names a Milvus server; anything else is a Lite store path."""
+    return "://" in uri
+
+
+def store_files(milvus_uri: str, prefix: str, home: Path) -> tuple[Path, Path]:
+    """Where a store's own catalog and thumbnails live when not set: beside a Lite store
+    (`<store>.catalog.sqlite`, `<store>.thumbs/`), or for a server in a folder under the home
+    named after its host, port and collection prefix (`<home>/servers/<host>-<port>-<prefix>/`).
+    A collection prefix other than `mmrag` is a separate library, so it gets files of its own."""
+    if is_server_uri(milvus_uri):
+        parts = urlsplit(milvus_uri)
+        where = [parts.hostname or "localhost", str(parts.port or parts.scheme), prefix]
+        db = parts.path.strip("/")
+        name = re.sub(r"[^0-9A-Za-z._-]+", "_", "-".join([*where, db] if db else where))
+        folder = home / "servers" / name
+        return folder / "catalog.sqlite", folder / "thumbs"
+    store = absolute(milvus_uri)
+    tag = "" if prefix == "mmrag" else f".{prefix}"
+    return (
+        store.with_name(f"{store.name}{tag}.catalog.sqlite"),
+        store.with_name(f"{store.name}{tag}.thumbs"),
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run can be told; CLI flags are passed as keyword arguments."""
 
     model_config = SettingsConfigDict(env_prefix="MMRAG_", extra="forbid")
 
+    # The paths below are filled in and made absolute by `_place_store`, before validation.
+    home: Path = Field(
+        None,  # type: ignore[arg-type]
+        description="Folder of the default store (MMRAG_HOME); default: the per-user data "
+        "folder (default_home)",
+    )
     milvus_uri: str = Field(
-        "data/milvus.db",
-        description="Milvus Lite store (a path ending in .db) or a server URI http://host:19530",
+        "",
+        description="Milvus Lite store (a path ending in .db) or a server URI http://host:19530; "
+        "default: <home>/milvus.db",
     )
     milvus_token: str = Field("", description="Token for a Milvus server (user:password)")
-    catalog: Path = Field(Path("data/catalog.sqlite"), description="SQLite ingestion catalog")
+    catalog: Path = Field(
+        None,  # type: ignore[arg-type]
+        description="SQLite ingestion catalog; default: the store's own (store_files)",
+    )
     collection_prefix: str = "mmrag"
     index_type: str = Field("HNSW", description="Dense vector index (validated per backend)")
 
@@ -79,7 +137,10 @@ class Settings(BaseSettings):
         "auto",
         description="auto: JPEGs decode on the GPU (nvJPEG) when the image models run there",
     )
-    thumbnails: Path = Field(Path("data/thumbs"), description="Thumbnail cache, one per content")
+    thumbnails: Path = Field(
+        None,  # type: ignore[arg-type]
+        description="Thumbnail cache, one per content; default: the store's own (store_files)",
+    )
     max_image_mpx: int = Field(100, ge=1, description="Larger images are refused (bomb guard)")
     label_top_k: int = Field(5, ge=0, description="ImageNet labels kept per image, as text")
     ocr: bool = Field(True, description="Read printed words in images (needs Tesseract)")
@@ -121,7 +182,12 @@ class Settings(BaseSettings):
     write_batch_size: int = Field(512, ge=1)
     read_workers: int = Field(2, ge=1, description="Threads that read, extract and chunk files")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_file_mb: int = Field(200, ge=1, description="Files larger than this are reported, not read")
+    max_file_mb: int = Field(
+        200,
+        ge=1,
+        description="Larger documents (and files of no known kind) are reported before they are "
+        "read; photos, recordings and videos are bounded by max_image_mpx and max_media_hours",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -131,10 +197,30 @@ class Settings(BaseSettings):
             data = {**models, **data}
         return data
 
-    @field_validator("milvus_uri")
+    @model_validator(mode="before")
     @classmethod
-    def _strip(cls, v: str) -> str:
-        return v.strip()
+    def _place_store(cls, data: Any) -> Any:
+        """Default the store to `<home>/milvus.db` and its catalog and thumbnails to the
+        store's own (`store_files`); make every path the user gave absolute, now. An empty
+        value counts as unset; a value of the wrong type is left for its field to refuse."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in ("home", "catalog", "thumbnails"):
+            if data.get(key) in (None, ""):
+                data.pop(key, None)
+            elif isinstance(data[key], str | os.PathLike):
+                data[key] = absolute(data[key])
+        home = data.setdefault("home", absolute(default_home()))
+        uri = data.get("milvus_uri")
+        if isinstance(home, Path) and (uri is None or isinstance(uri, str)):
+            uri = (uri or "").strip() or str(home / "milvus.db")
+            data["milvus_uri"] = uri = uri if is_server_uri(uri) else str(absolute(uri))
+            prefix = str(data.get("collection_prefix") or "mmrag")
+            catalog, thumbnails = store_files(uri, prefix, home)
+            data.setdefault("catalog", catalog)
+            data.setdefault("thumbnails", thumbnails)
+        return data
 
     def model_for(self, space: str) -> str:
         """The model configured for a space (mmrag.registry); empty means the space is off."""
@@ -145,7 +231,7 @@ class Settings(BaseSettings):
     @property
     def is_lite(self) -> bool:
         """A local path (not http/https/tcp/unix URI) means the embedded Milvus Lite store."""
-        return "://" not in self.milvus_uri
+        return not is_server_uri(self.milvus_uri)
 
     @classmethod
     def settings_customise_sources(

@@ -9,7 +9,11 @@ pipelines may share an encoder. The runner, not the pipeline, talks to the catal
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +30,32 @@ class MediaError(Exception):
 
 class NoVideoStream(MediaError):
     """A video container with sound only (a podcast saved as .mp4): a recording, not a video."""
+
+
+log = logging.getLogger(__name__)
+_warnings: ContextVar[list[str] | None] = ContextVar("mmrag_media_warnings", default=None)
+
+
+@contextmanager
+def collecting_warnings() -> Iterator[list[str]]:
+    """Gather what `media_warning` says while one file is prepared (in this thread)."""
+    found: list[str] = []
+    token = _warnings.set(found)
+    try:
+        yield found
+    finally:
+        _warnings.reset(token)
+
+
+def media_warning(message: str) -> None:
+    """Something the user should know about a file that was still indexed (it ends early, part
+    of it could not be decoded): reported with the file in the ingest summary and in `status`.
+    Said once per file however many passes decode it; logged when no ingest is listening."""
+    found = _warnings.get()
+    if found is None:
+        log.warning(message)
+    elif message not in found:
+        found.append(message)
 
 
 def unit(rows: Any) -> np.ndarray:

@@ -20,6 +20,9 @@ from mmrag.store.thumbnails import thumbnail_path
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "bm25")
+# The deepest a search goes to find `limit` rows it can show (see Searcher._shown): Milvus's
+# top-k ceiling is 16384, and a hybrid search asks each of its two requests for 3 * limit.
+MAX_DEPTH = 16384 // 3
 
 
 @dataclass(frozen=True)
@@ -206,14 +209,22 @@ class Searcher:
     def _search_text(
         self, space: SearchSpace, query: str, mode: Mode, limit: int, expr: str
     ) -> list[dict]:
+        name = space.collection
         if mode == "bm25":
-            return self.store.search_bm25(space.collection, [query], limit, expr)[0]
+            return self._shown(lambda k: self.store.search_bm25(name, [query], k, expr), limit)[0]
         vector = space.encoder.encode_query(QueryKind.TEXT, [query])[0]
         if mode == "dense":
-            return self.store.search_dense(space.collection, vector[None], limit, expr)[0]
-        return self.store.search_hybrid(
-            space.collection, vector, query, limit, expr, self.fusion, self.dense_weight
-        )
+            return self._shown(
+                lambda k: self.store.search_dense(name, vector[None], k, expr), limit
+            )[0]
+        return self._shown(
+            lambda k: [
+                self.store.search_hybrid(
+                    name, vector, query, k, expr, self.fusion, self.dense_weight
+                )
+            ],
+            limit,
+        )[0]
 
     def _dense(
         self, kind: QueryKind, space: SearchSpace, inputs: list[Any], limit: int, expr: str
@@ -226,14 +237,15 @@ class Searcher:
         the frames that chose it, and neighbouring chosen moments merge later, so an excerpt
         spanning two shots returns one range, and videos rank by their evidence."""
         vectors = space.encoder.encode_query(kind, inputs)
-        if kind == QueryKind.IMAGE:
-            return self.store.search_dense(
-                space.collection, vectors, limit, expr, group_by="media_id"
-            )[0]
+        group = "media_id" if kind in (QueryKind.IMAGE, QueryKind.VIDEO) else None
+
+        def fetch(k: int) -> list[list[dict]]:
+            return self.store.search_dense(space.collection, vectors, k, expr, group_by=group)
+
         if kind != QueryKind.VIDEO:
-            return self.store.search_dense(space.collection, vectors, limit, expr)[0]
-        depth = max(3 * limit, 20)  # each frame's best moment in each of `depth` videos
-        found = self.store.search_dense(space.collection, vectors, depth, expr, group_by="media_id")
+            return self._shown(fetch, limit)[0]
+        # each frame's best moment in each of `max(3 * limit, 20)` videos
+        found = self._shown(fetch, max(3 * limit, 20))
         votes: dict[tuple, dict] = {}
         for rows in found:
             for row in rows:
@@ -255,6 +267,28 @@ class Searcher:
                 return None
             parts.append(f"media_id in [{', '.join(quote(m) for m in sorted(media))}]")
         return " and ".join(parts)
+
+    def _shown(self, fetch: Callable[[int], list[list[dict]]], want: int) -> list[list[dict]]:
+        """Each of `fetch(depth)`'s ranked lists cut to its first `want` rows that a hit can
+        show (their media have a path).
+
+        Milvus can hold rows of media the catalog has no path for yet: an ingest writes a
+        batch's rows before it links their files, and a crash leaves such rows until the next
+        run. Dropping them from exactly `want` rows would return fewer hits than exist, so the
+        search is asked again, deeper, until every list has `want` such rows or Milvus has no
+        more. Filtering before fusion keeps the rank of every shown row what it would be
+        without the others; with none of them, the first call is the only one."""
+        depth = want
+        while True:
+            lists = fetch(depth)
+            shown = self.catalog.display_paths(r["media_id"] for rows in lists for r in rows)
+            kept = [[r for r in rows if r["media_id"] in shown][:want] for rows in lists]
+            short = any(
+                len(k) < want and len(rows) >= depth for k, rows in zip(kept, lists, strict=True)
+            )
+            if not short or depth >= MAX_DEPTH:
+                return kept
+            depth = min(MAX_DEPTH, 4 * depth)
 
     def _hits(self, rows: list[dict], query: str) -> list[Hit]:
         where = self.catalog.display_paths(r["media_id"] for r in rows)
@@ -308,6 +342,8 @@ def _reaching(kind: QueryKind) -> str:
 
 def _readable(path: Path) -> None:
     """A query file is checked before anything else, so a typo is never "no results"."""
+    if Path(path).is_dir():
+        raise ValueError(f"{path}: is a folder, not a file")
     if not Path(path).is_file():
         raise ValueError(f"{path}: no such file")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -55,6 +55,20 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE media ADD COLUMN camera TEXT;
     ALTER TABLE media ADD COLUMN lat REAL;
     ALTER TABLE media ADD COLUMN lon REAL;
+    """,
+    # Facts about the catalog itself; `store_id` names the Milvus store it belongs to (the same
+    # id is a property of that store's collections), so a catalog is never read against another
+    # store's rows. Set on first open by mmrag.app.open_store.
+    3: """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+    # Content indexed with something the user should know (a recording that ends early, with
+    # what was kept); NULL for most. Rewritten each time the content is embedded.
+    4: """
+    ALTER TABLE media ADD COLUMN warning TEXT;
     """,
 }
 
@@ -154,6 +168,36 @@ class Catalog:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    # -- which store -------------------------------------------------------------------------
+
+    @property
+    def store_id(self) -> str | None:
+        """The id of the store this catalog belongs to; None until it is first paired."""
+        row = self._one("SELECT value FROM meta WHERE key = 'store_id'")
+        return row["value"] if row else None
+
+    def claim_store_id(self, store_id: str) -> str:
+        """Pair the catalog with a store unless it already is (another process may have been
+        first); return the id it belongs to now."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES ('store_id', ?) ON CONFLICT(key) DO NOTHING",
+                (store_id,),
+            )
+        return str(self.store_id)
+
+    def has_files(self) -> bool:
+        """Whether any path points at content (cheap, unlike counts(): checked on every open)."""
+        return self._one("SELECT 1 FROM paths WHERE media_id IS NOT NULL LIMIT 1") is not None
+
+    def wrote_to(self, collection: str) -> bool:
+        """Whether this catalog has recorded rows in a Milvus collection (its evidence that the
+        collection is its store's)."""
+        return (
+            self._one("SELECT 1 FROM segments WHERE collection = ? LIMIT 1", (collection,))
+            is not None
+        )
+
     # -- reads -------------------------------------------------------------------------------
 
     def path_record(self, path: str) -> PathRecord | None:
@@ -245,6 +289,24 @@ class Catalog:
         rows = self._all("SELECT * FROM paths WHERE root = ?", (root,))
         return [_path_record(r) for r in rows]
 
+    def unreadable_under(self, root: str) -> list[str]:
+        """Paths found under this root that fail_unreadable recorded (a failure with no size
+        and mtime, or a failure that still holds content)."""
+        rows = self._all(
+            "SELECT path FROM paths WHERE root = ? AND error IS NOT NULL "
+            "AND (media_id IS NOT NULL OR (size = 0 AND mtime_ns = 0))",
+            (root,),
+        )
+        return [r["path"] for r in rows]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        """(path as given, why) of indexed files whose content came with a warning."""
+        rows = self._all(
+            "SELECT p.display, m.warning FROM paths p JOIN media m ON m.id = p.media_id "
+            "WHERE m.warning IS NOT NULL AND p.error IS NULL ORDER BY p.display"
+        )
+        return [(r["display"], r["warning"]) for r in rows]
+
     def failures(self) -> list[PathRecord]:
         rows = self._all("SELECT * FROM paths WHERE error IS NOT NULL ORDER BY display")
         return [_path_record(r) for r in rows]
@@ -285,20 +347,24 @@ class Catalog:
     def begin_media(
         self, media_id: str, modality: str, fmt: str, size: int, facts: MediaFacts | None = None
     ) -> None:
-        self.begin_media_many([(media_id, modality, fmt, size, facts or MediaFacts())])
+        self.begin_media_many([(media_id, modality, fmt, size, facts or MediaFacts(), None)])
 
-    def begin_media_many(self, items: list[tuple[str, str, str, int, MediaFacts]]) -> None:
-        """Mark contents (id, modality, format, size, facts) as being written: a crash now
-        leaves them 'pending', and pending content is rewritten from scratch on the next run."""
+    def begin_media_many(
+        self, items: list[tuple[str, str, str, int, MediaFacts, str | None]]
+    ) -> None:
+        """Mark contents (id, modality, format, size, facts, warning) as being written: a crash
+        now leaves them 'pending', and pending content is rewritten from scratch on the next
+        run."""
         now = time.time()
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO media(id, modality, format, size, status, updated_at, "
-                "taken_at, camera, lat, lon) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?) "
+                "taken_at, camera, lat, lon, warning) "
+                "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET status='pending', updated_at=excluded.updated_at, "
                 "taken_at=excluded.taken_at, camera=excluded.camera, lat=excluded.lat, "
-                "lon=excluded.lon",
-                [(*item[:4], now, *item[4].row()) for item in items],
+                "lon=excluded.lon, warning=excluded.warning",
+                [(*item[:4], now, *item[4].row(), item[5]) for item in items],
             )
 
     def finish_media(self, media_id: str, collection: str, segment_ids: list[str]) -> None:
@@ -332,10 +398,11 @@ class Catalog:
         return old if old != media_id else None
 
     def touch_path(self, path: str, display: str, root: str) -> None:
-        """An unchanged file was seen again: refresh when and how it was named."""
+        """An unchanged file was seen again: refresh when and how it was named (and forget that
+        it could not be read for a while: see fail_unreadable)."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE paths SET seen_at=?, display=?, root=? WHERE path=?",
+                "UPDATE paths SET seen_at=?, display=?, root=?, error=NULL WHERE path=?",
                 (time.time(), display, root, path),
             )
 
@@ -344,6 +411,28 @@ class Catalog:
     ) -> str | None:
         """Record why a file could not be ingested; return the media it pointed at before."""
         return self._set_path(path, display, root, None, size, mtime_ns, error)
+
+    def fail_unreadable(self, path: str, display: str, root: str, error: str) -> None:
+        """Record a path the scan could not read (a broken symlink, a symlink loop, a folder it
+        cannot list), so `status` shows it. It has no size or mtime (0). A path that held
+        content keeps it, with its size and mtime, as a deleted file does until --prune."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO paths(path, display, root, media_id, size, mtime_ns, error, seen_at) "
+                "VALUES (?, ?, ?, NULL, 0, 0, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                "display=excluded.display, root=excluded.root, error=excluded.error, "
+                "seen_at=excluded.seen_at",
+                (path, display, root, error, time.time()),
+            )
+
+    def forget_unreadable(self, paths: Iterable[str]) -> None:
+        """These paths no longer fail to read (gone, or no longer a problem): drop the record of
+        one that held nothing; one that held content keeps it (until --prune), without the
+        error."""
+        items = [(p,) for p in paths]
+        with self.transaction() as db:
+            db.executemany("DELETE FROM paths WHERE path=? AND media_id IS NULL", items)
+            db.executemany("UPDATE paths SET error=NULL WHERE path=?", items)
 
     def _set_path(
         self,

@@ -17,6 +17,7 @@ from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker, WeightedRanker
 from mmrag.store import lite_host
 from mmrag.store.schema import (
     OUTPUT_FIELDS,
+    STORE_PROPERTY,
     Segment,
     Space,
     StoreError,
@@ -34,7 +35,8 @@ class _NoMvccNoise(logging.Filter):
         return "mvccTs" not in record.getMessage()
 
 
-logging.getLogger("pymilvus").addFilter(_NoMvccNoise())
+# A logger's filter sees only records logged on that logger, not its children's.
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_NoMvccNoise())
 
 # Index types each backend really builds. Milvus Lite accepts unknown names and silently falls
 # back to brute force, so mmrag refuses anything outside these lists instead.
@@ -74,6 +76,9 @@ class MilvusStore:
         except Exception as exc:
             raise StoreError(f"cannot connect to Milvus at {uri}: {exc}") from exc
         self._loaded: set[str] = set()
+        # The id that pairs this store with its catalog, written into each collection made here
+        # (set by mmrag.app.open_store; None: collections are made without one).
+        self.store_id: str | None = None
 
     def close(self) -> None:
         self.client.close()
@@ -102,6 +107,24 @@ class MilvusStore:
     def existing_collections(self) -> list[str]:
         return sorted(c for c in self.client.list_collections() if c.startswith(self.prefix + "_"))
 
+    def store_ids(self) -> dict[str, str | None]:
+        """Each mmrag collection's store id (None where made before ids or without one)."""
+        return {
+            name: (self.client.describe_collection(name).get("properties") or {}).get(
+                STORE_PROPERTY
+            )
+            for name in self.existing_collections()
+        }
+
+    def mark_store(self, names: Iterable[str], store_id: str) -> None:
+        """Write the store id into collections made before they carried one."""
+        for name in names:
+            self.client.alter_collection_properties(name, {STORE_PROPERTY: store_id})
+
+    def row_count(self, collection: str) -> int:
+        """Rows in a collection, from its statistics (no load; may still count deleted rows)."""
+        return int(self.client.get_collection_stats(collection).get("row_count", 0))
+
     def _create(self, name: str, space: Space) -> None:
         index = self.client.prepare_index_params()
         index.add_index(
@@ -118,7 +141,7 @@ class MilvusStore:
             schema=collection_schema(self.client, space),
             index_params=index,
             consistency_level="Strong",
-            properties=collection_properties(space),
+            properties=collection_properties(space, self.store_id),
         )
 
     def _check_dim(self, name: str, space: Space) -> None:

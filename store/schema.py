@@ -20,6 +20,7 @@ from pymilvus import DataType, Function, FunctionType, MilvusClient
 SCHEMA_VERSION = 1
 SCHEMA_PROPERTY = "mmrag.schema"  # collection property holding SCHEMA_VERSION
 MODEL_PROPERTY = "mmrag.model"
+STORE_PROPERTY = "mmrag.store"  # the store id its catalog also holds (mmrag.app.open_store)
 ID_MAX_LENGTH = 160  # "<xxh3-128 hex>:<space>:<index>"
 MEDIA_ID_MAX_LENGTH = 64
 MODALITY_MAX_LENGTH = 16
@@ -116,8 +117,9 @@ def collection_schema(client: MilvusClient, space: Space) -> Any:
     return schema
 
 
-def collection_properties(space: Space) -> dict[str, str]:
-    return {MODEL_PROPERTY: space.model, SCHEMA_PROPERTY: str(SCHEMA_VERSION)}
+def collection_properties(space: Space, store_id: str | None = None) -> dict[str, str]:
+    props = {MODEL_PROPERTY: space.model, SCHEMA_PROPERTY: str(SCHEMA_VERSION)}
+    return props | ({STORE_PROPERTY: store_id} if store_id else {})
 
 
 def check_version(name: str, properties: dict[str, Any]) -> None:

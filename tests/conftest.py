@@ -45,6 +45,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("MMRAG_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("MMRAG_CONFIG", str(tmp_path / "no-such-mmrag.toml"))
+    monkeypatch.setenv("MMRAG_HOME", str(tmp_path / "mmrag-home"))  # never the user's own store
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 

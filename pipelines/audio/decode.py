@@ -7,7 +7,8 @@ resampler turns any layout and rate into mono float32 as frames arrive, so a two
 one block of memory, not two hours of it.
 
 Decisions:
-- A truncated or partly corrupt file yields what decodes and ends (logged); a file of which
+- A truncated or partly corrupt file yields what decodes and ends, and says so
+  (`media_warning`: the ingest summary and `status` list it with what was kept); a file of which
   nothing decodes raises `MediaError`. Losing the tail of a damaged recording beats losing it all.
 - Times are seconds from the container's start (what a player shows as 0:00, the clock video
   frames are on too; an MPEG-TS starts at 1.4 s, not 0), then of decoded audio. A stream that
@@ -22,7 +23,6 @@ av is imported lazily: modules that only want `rms_dbfs` or the types need not p
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -38,9 +38,7 @@ from mmrag.pipelines.av_media import (
     recorded_facts,
     time_origin,
 )
-from mmrag.pipelines.base import MediaError
-
-log = logging.getLogger(__name__)
+from mmrag.pipelines.base import MediaError, media_warning
 
 SILENCE_DBFS = -60.0
 _FLOOR_DBFS = -200.0  # rms_dbfs of digital silence: finite, so it can be stored and compared
@@ -127,6 +125,7 @@ def _decoded_chunks(path: Path, sample_rate: int) -> Iterator[tuple[float, np.nd
     resampler = _Resampler(sample_rate)
     decoded = 0
     start = 0.0
+    stopped = ""  # why decoding stopped before the end, if it did
     origin = time_origin(container)
     with container:
         try:
@@ -144,18 +143,76 @@ def _decoded_chunks(path: Path, sample_rate: int) -> Iterator[tuple[float, np.nd
             if decoded == 0:
                 why = reason(exc)
                 raise MediaError(f"{path}: corrupt audio, nothing decodes ({why})") from exc
-            log.warning(
-                "%s: decoding stopped after %.1f s (%s); keeping what decoded",
-                path,
-                decoded / sample_rate,
-                reason(exc),
-            )
+            stopped = reason(exc)
         tail = resampler.flush()
         decoded += len(tail)
         if len(tail):
             yield start, tail
+        if decoded:
+            end, promised = start + decoded / sample_rate, header_duration(container, stream)
+            if stopped:
+                of = f" of {_clock(promised)}" if promised and promised > end else ""
+                media_warning(
+                    f"damaged: decoding stopped at {_clock(end)}{of} ({stopped}); "
+                    f"kept {_clock(end)}"
+                )
+            elif why := ends_early(path, end, promised):
+                media_warning(why)
     if decoded == 0:
         raise MediaError(f"{path}: no audio decodes from the file (truncated or corrupt)")
+
+
+# --- files that end early ---------------------------------------------------------------------
+
+EARLY_S = 1.0  # a recording that ends this much (or 2%) before its header says ends early
+_TAIL_BYTES = 1 << 16
+
+
+def ends_early(path: Path, decoded_s: float, promised_s: float | None) -> str | None:
+    """Why a decoded recording is shorter than the file says it is, or None.
+
+    Containers that state their length (FLAC, MP4/M4A, MP3 with a Xing header) are compared
+    with what decoded. Where FFmpeg takes the length from what is there instead, the file's own
+    structure tells: a WAV's data chunk promises more bytes than the file holds, an Ogg stream's
+    last page lacks its end-of-stream mark."""
+    kept = f"kept {_clock(decoded_s)}"
+    if promised_s and decoded_s < promised_s - max(EARLY_S, 0.02 * promised_s):
+        return f"truncated: ends at {_clock(decoded_s)} of {_clock(promised_s)}; {kept}"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+            size = f.seek(0, 2)
+            f.seek(max(0, size - _TAIL_BYTES))
+            tail = f.read()
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        missing = _wav_missing_bytes(head, size)
+        if missing:
+            return f"truncated WAV: {missing:,} bytes of its sound data are missing; {kept}"
+    elif head[:4] == b"OggS":
+        last = tail.rfind(b"OggS")
+        if last >= 0 and len(tail) > last + 5 and not tail[last + 5] & 0x04:
+            return f"truncated Ogg: the stream has no end (its last page is cut); {kept}"
+    return None
+
+
+def _wav_missing_bytes(head: bytes, size: int) -> int:
+    """Bytes a WAV's data chunk promises beyond the end of the file (0: none, or unknown)."""
+    at = 12
+    while at + 8 <= len(head):
+        chunk, length = head[at : at + 4], int.from_bytes(head[at + 4 : at + 8], "little")
+        if chunk == b"data":
+            if length in (0, 0xFFFFFFFF):  # a stream written without knowing its length
+                return 0
+            return max(0, at + 8 + length - size)
+        at += 8 + length + (length & 1)
+    return 0
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(max(0.0, seconds), 60)
+    return f"{int(m)}:{s:04.1f}"
 
 
 class _Resampler:

@@ -30,6 +30,7 @@ def test_demo_falls_back_to_the_offline_models_and_answers_from_every_kind_of_fi
     summary = dict(_table(r.stderr))
     assert summary["files scanned"] == summary["new"] == str(files)  # docs, photos, memo, video
     assert summary["failed"] == "0"
+    assert summary["indexed with a warning (see below)"] == "0" and "warning:" not in said
     blocks = _blocks(r.stdout)
     cat = " ".join(blocks["a cat"][:2])  # the photo, and the video's moment showing it
     assert "photos/chelsea the cat.jpg" in cat and "videos/garden tour.mp4  0:00.0-0:06.0" in cat

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,14 @@ def toml(path: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def test_defaults_without_any_configuration() -> None:
+def test_defaults_without_any_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MMRAG_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     s = load_settings()
-    assert s.milvus_uri == "data/milvus.db"
-    assert s.catalog == Path("data/catalog.sqlite")
+    assert s.milvus_uri == str(tmp_path / "xdg" / "mmrag" / "milvus.db")  # the per-user home
+    assert s.catalog == tmp_path / "xdg" / "mmrag" / "milvus.db.catalog.sqlite"  # the store's
     assert s.text_model == DEFAULT_TEXT_MODEL
     assert s.chunk_tokens is None  # the model's own max sequence length decides
     assert (s.chunk_overlap, s.embed_batch_size, s.device) == (32, 64, "auto")
@@ -40,7 +45,7 @@ def test_each_layer_overrides_the_one_below(tmp_path: Path, monkeypatch: pytest.
 
     assert s.chunk_tokens == 200  # flag beats env and toml
     assert s.read_workers == 4  # env beats toml; a flag left as None does not override
-    assert s.milvus_uri == "from-env.db"  # env beats toml; None flag ignored
+    assert s.milvus_uri == str(Path.cwd() / "from-env.db")  # env beats toml; None flag ignored
     assert s.index_type == "FLAT"  # toml beats the default
     assert s.dense_weight == 0.3
     assert s.device == "cpu"
@@ -112,7 +117,8 @@ def test_unknown_key_in_the_toml_is_an_error(tmp_path: Path, monkeypatch: pytest
 def test_is_lite(uri: str, lite: bool) -> None:
     s = Settings(milvus_uri=uri)
     assert s.is_lite is lite
-    assert s.milvus_uri == uri.strip()
+    # a store path is made absolute once (the catalog is found from it); a URI is kept
+    assert s.milvus_uri == (os.path.abspath(uri.strip()) if lite else uri.strip())
 
 
 def test_profile_fills_only_the_models_left_unset(
