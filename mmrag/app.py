@@ -198,6 +198,17 @@ class Models:
             )
             for name, space in self.spaces.items()
         ]
+        reranker = None
+        if s.rerank_model:
+            from pathlib import Path
+
+            from mmrag.pipelines.model_resolver import resolve_model
+            from mmrag.search.rerank import Reranker
+
+            def resolve(name: str) -> Path:
+                return resolve_model(name, kind="rerank model").path
+
+            reranker = Reranker(s.rerank_model, resolve, s.device)
         return Searcher(
             store,
             catalog,
@@ -206,4 +217,5 @@ class Models:
             s.hybrid_fusion,
             s.dense_weight,
             s.thumbnails,
+            reranker,
         )

@@ -1,4 +1,4 @@
-"""The `mmrag` command line: ingest, search, status, models, demo."""
+"""The `mmrag` command line: ingest, search, ask, status, models, duplicates, demo."""
 
 from __future__ import annotations
 
@@ -363,14 +363,32 @@ def search(
             help='JSONL: one {"id", and "text", "image", "audio" or "video"} object per line',
         ),
     ] = None,
+    group: Annotated[
+        bool, typer.Option("--group", help="One hit per file, with its best 3 moments")
+    ] = False,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Drop hits scoring below this")
+    ] = None,
+    cutoff: Annotated[
+        str, typer.Option(help="auto: stop where scores fall off a cliff; off: no cut")
+    ] = "off",
+    sort: Annotated[
+        str, typer.Option(help="relevance, or date (taken, else modified; newest first)")
+    ] = "relevance",
+    page: Annotated[int, typer.Option(help="Page of results (1-based), --limit per page")] = 1,
+    rerank: Annotated[
+        str | None,
+        typer.Option("--rerank", help="Cross-encoder (HF id or path) re-scoring text hits"),
+    ] = None,
 ) -> None:
     """Search by text, an example image or an audio clip; hits name the file and where in it."""
+    import math
     from typing import get_args
 
     from mmrag.kinds import Modality
     from mmrag.pipelines.base import MediaError
     from mmrag.pipelines.model_resolver import ModelNotAvailable
-    from mmrag.search.query import MODES, Filters
+    from mmrag.search.query import CUTOFFS, MAX_DEPTH, MODES, SORTS, Filters, Shape
     from mmrag.search.render import dumps, hits_json, print_hits
 
     _choose("--mode", mode, MODES)
@@ -380,6 +398,17 @@ def search(
         _choose("--modality", modality, tuple(Modality))
     if not 1 <= limit <= MAX_LIMIT:
         _fail(f"--limit must be from 1 to {MAX_LIMIT}, got {limit}")
+    _choose("--cutoff", cutoff, CUTOFFS)
+    _choose("--sort", sort, SORTS)
+    if page < 1:
+        _fail(f"--page must be 1 or more, got {page}")
+    if page * limit > MAX_DEPTH:
+        _fail(f"--page {page} with --limit {limit} goes past hit {MAX_DEPTH}, the deepest")
+    if min_score is not None and not math.isfinite(min_score):
+        _fail(f"--min-score must be a finite number, got {min_score}")
+    if rerank is not None and not rerank.strip():
+        _fail("--rerank is empty: give a model id or path, or leave the option out")
+    shape = Shape(group, min_score, cutoff, sort, page)
     if sum(x is not None for x in (query, image, audio, video, queries)) != 1:
         _fail("give one of: a QUERY, --image PATH, --audio PATH, --video PATH, or --queries FILE")
     if query is not None and not query.strip():
@@ -412,14 +441,21 @@ def search(
             (k, v) for k, v in (("image", image), ("audio", audio), ("video", video)) if v
         )
         batch = [{"id": None, kind: str(given)}]
-    settings = _settings(ctx, hybrid_fusion=fusion)
+    settings = _settings(ctx, hybrid_fusion=fusion, rerank_model=rerank)
     with _open(settings) as (catalog, store, models):
         searcher = models.searcher(catalog, store)
         for item in batch:
             kind = next(k for k in QueryKind if isinstance(item.get(k), str))
             value = item[kind] if kind == QueryKind.TEXT else Path(item[kind])
             try:
-                hits = searcher.find(kind, value, mode, limit, filters)  # type: ignore[arg-type]
+                hits = searcher.find(
+                    kind,
+                    value,
+                    mode,  # type: ignore[arg-type]
+                    limit,
+                    filters,
+                    shape,
+                )
             except (MediaError, ModelNotAvailable, ValueError, OSError) as exc:
                 # a text query is not named again (the line's id says which one it was)
                 message = str(exc) if kind == QueryKind.TEXT else _naming(item[kind], exc)
@@ -654,6 +690,84 @@ def demo(
             t0 = time.perf_counter()
             hits = searcher.search(q, "hybrid", limit)
             print_hits(out, q, hits, f"hybrid, {1000 * (time.perf_counter() - t0):.0f} ms")
+
+
+@app.command()
+def ask(
+    ctx: typer.Context,
+    question: Annotated[str, typer.Argument(help="What to ask about the library")],
+    sources: Annotated[
+        int | None, typer.Option("--sources", help="Passages to retrieve (ask_sources, 8)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="answer, citations, sources and mode as one object")
+    ] = False,
+    speak: Annotated[
+        Path | None, typer.Option("--speak", help="Also write the answer as speech to FILE")
+    ] = None,
+) -> None:
+    """Answer a question from the library, citing files with page or time: an LLM's answer
+    through any OpenAI-compatible endpoint (llm_base_url, llm_model), else the best passages."""
+    import os
+
+    from mmrag.pipelines.model_resolver import ModelNotAvailable
+    from mmrag.search import answer as qa
+
+    if not question.strip():
+        _fail("QUESTION is empty")
+    if sources is not None and not 1 <= sources <= 100:
+        _fail(f"--sources must be from 1 to 100, got {sources}")
+    settings = _settings(ctx, ask_sources=sources)
+    with _open(settings) as (catalog, store, models):
+        try:
+            hits = models.searcher(catalog, store).search(question, "hybrid", settings.ask_sources)
+        except (ModelNotAvailable, ValueError, OSError) as exc:
+            _fail(str(exc))
+    try:
+        endpoint: qa.Endpoint | qa.LLMUnavailable = qa.resolve_endpoint(
+            settings.llm_base_url,
+            settings.llm_model,
+            settings.llm_api_key,
+            os.environ,
+            settings.llm_timeout_s,
+            settings.llm_speech_model,
+            settings.llm_voice,
+        )
+    except qa.LLMUnavailable as exc:
+        endpoint = exc
+
+    def note(text: str) -> None:
+        err.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
+
+    def stream(piece: str) -> None:
+        print(piece, end="", flush=True)
+
+    result = qa.answer(question, qa.sources_of(hits), endpoint, None if as_json else stream)
+    if as_json:
+        print(json.dumps(result.to_json(), ensure_ascii=False))
+    elif not result.sources:
+        print(result.text)
+    else:
+        print("" if result.mode == "llm" else result.text)  # the streamed answer's line end
+        if result.cited:
+            print("\nSources:")
+            for s in result.cited:
+                print(f"{s.heading()}  {s.link}")
+    if result.note and result.sources:
+        note(f"{result.note}; extractive answer" if result.mode == "extractive" else result.note)
+    if result.dropped:
+        cites = ", ".join(f"[{n}]" for n in result.dropped)
+        note(f"the answer cites {cites}, not among the {len(result.sources)} sources: dropped")
+    if speak is not None:
+        try:
+            spoken_by, why = qa.speak(
+                result.text, speak, endpoint if isinstance(endpoint, qa.Endpoint) else None
+            )
+        except qa.SpeechUnavailable as exc:
+            _fail(str(exc))
+        if why:
+            note(why)
+        err.print(f"spoke the answer to {escape(str(speak))} with {escape(spoken_by)}")
 
 
 def main() -> None:

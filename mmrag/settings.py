@@ -172,6 +172,28 @@ class Settings(BaseSettings):
         "weighted", description="How hybrid search merges dense and BM25 results"
     )
     dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Dense share in weighted fusion")
+    rerank_model: str = Field(
+        "",
+        description="Cross-encoder (HF id or local path) that re-scores a text query's text "
+        "hits; empty: off",
+    )
+
+    # `mmrag ask`: any OpenAI-compatible chat endpoint (Ollama, vLLM, llama.cpp, hosted APIs)
+    ask_sources: int = Field(
+        8, ge=1, le=100, description="Passages `mmrag ask` retrieves and gives the model"
+    )
+    llm_base_url: str = Field(
+        "",
+        description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1 (Ollama); "
+        "empty: OPENAI_BASE_URL, else OpenAI's when an API key is set",
+    )
+    llm_model: str = Field("", description="Chat model name; empty: OPENAI_MODEL")
+    llm_api_key: str = Field("", description="Endpoint key; empty: OPENAI_API_KEY (or none)")
+    llm_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds to wait for the endpoint before the extractive answer"
+    )
+    llm_speech_model: str = Field("tts-1", description="`ask --speak`: the speech API's model")
+    llm_voice: str = Field("alloy", description="`ask --speak`: the speech API's voice")
 
     models: dict[str, str] = Field(
         default_factory=dict,

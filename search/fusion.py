@@ -19,9 +19,17 @@ def place(row: dict) -> tuple:
     return (row["media_id"], row.get("page") or 0, row["start"], row["end"])
 
 
-def fuse_ranked(lists: list[list[dict]], limit: int, k: int = RRF_K) -> list[dict]:
+def fuse_ranked(
+    lists: list[list[dict]], limit: int, k: int = RRF_K, names: list[str] | None = None
+) -> list[dict]:
     """One ranked list from several; a single non-empty list is returned as it is (its own
-    scores kept), so adding a space that found nothing changes no result."""
+    scores kept), so adding a space that found nothing changes no result.
+
+    With `names` (one per list: the space each came from), every row returned carries
+    `sources`, [{"space": name, "rank": rank in that list}, ...], best rank first per space,
+    so a hit can say which spaces found it and where (its provenance)."""
+    if names is not None:
+        lists = [_sourced(rows, name) for rows, name in zip(lists, names, strict=True)]
     found = [rows for rows in lists if rows]
     if len(found) <= 1:
         return (found[0] if found else [])[:limit]
@@ -35,9 +43,26 @@ def fuse_ranked(lists: list[list[dict]], limit: int, k: int = RRF_K) -> list[dic
                 continue
             best = merged[key]
             best["score"] += gain
+            if "sources" in row:
+                best["sources"] = join_sources(best.get("sources", []), row["sources"])
             if not best.get("text") and row.get("text"):
                 best["text"] = row["text"]  # a photo's labels or OCR words make a better snippet
     return sorted(merged.values(), key=lambda r: r["score"], reverse=True)[:limit]
+
+
+def _sourced(rows: list[dict], name: str) -> list[dict]:
+    """Copies of one space's rows, each naming the space and its rank there."""
+    return [{**row, "sources": [{"space": name, "rank": n}]} for n, row in enumerate(rows, 1)]
+
+
+def join_sources(a: list[dict], b: list[dict]) -> list[dict]:
+    """Two provenance lists as one: each space once, at its best (lowest) rank, in the order
+    the spaces were first seen."""
+    best: dict[str, int] = {}
+    for source in [*a, *b]:
+        space, rank = source["space"], source["rank"]
+        best[space] = min(rank, best.get(space, rank))
+    return [{"space": space, "rank": rank} for space, rank in best.items()]
 
 
 def merge_moments(rows: list[dict], gap: float = 0.5) -> list[dict]:
@@ -56,9 +81,12 @@ def merge_moments(rows: list[dict], gap: float = 0.5) -> list[dict]:
         for row in group[1:]:
             if row["start"] <= run["end"] + gap:
                 start, end = run["start"], max(run["end"], row["end"])
+                sources = join_sources(run.get("sources", []), row.get("sources", []))
                 if row["score"] > run["score"]:
                     run = dict(row)
                 run["start"], run["end"] = start, end
+                if sources:
+                    run["sources"] = sources
             else:
                 out.append(run)
                 run = dict(row)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmrag.kinds import Modality, QueryKind
-from mmrag.search.fusion import fuse_ranked, merge_moments, place
+from mmrag.search.fusion import fuse_ranked, join_sources, merge_moments, place
+from mmrag.search.rerank import TEXT_MODALITIES, Reranker
 from mmrag.store.catalog import Catalog, MediaFacts, PathRecord
 from mmrag.store.milvus import MilvusStore
 from mmrag.store.schema import quote
@@ -23,6 +24,60 @@ MODES: tuple[str, ...] = ("hybrid", "dense", "bm25")
 # The deepest a search goes to find `limit` rows it can show (see Searcher._shown): Milvus's
 # top-k ceiling is 16384, and a hybrid search asks each of its two requests for 3 * limit.
 MAX_DEPTH = 16384 // 3
+SORTS: tuple[str, ...] = ("relevance", "date")
+CUTOFFS: tuple[str, ...] = ("off", "auto")
+MOMENTS_PER_FILE = 3  # a grouped hit's best moments
+AUTO_DROP = 0.5  # the automatic cutoff's cliff: a score under half the one before it
+RERANK_DEPTH = 30  # a reranked text query re-scores at least this many candidates
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What is done with the ranked candidates after retrieval, in this order.
+
+    1. `group`: one hit per file, ranked by its best row, carrying up to `MOMENTS_PER_FILE`
+       of its best rows as `moments` (the file's best places).
+    2. `min_score`: hits (and a group's moments) scoring below it are dropped; the score is
+       the one the hit shows (fused, or the cross-encoder's when reranked).
+    3. `cutoff="auto"`: the list stops at the first cliff (`auto_cutoff`).
+    4. `page`, `limit` its size: the hits at ranks (page - 1) * limit + 1 to page * limit,
+       found by retrieving limit * page and slicing, so page 2 continues page 1.
+    5. `sort="date"`: the page's hits, newest first (the file's taken_at where it says, else
+       its modification time). Pages are cut from the relevance order first, so no hit shows
+       on two pages; a hit's `rank` stays its relevance rank.
+    """
+
+    group: bool = False
+    min_score: float | None = None
+    cutoff: str = "off"
+    sort: str = "relevance"
+    page: int = 1
+
+    def check(self) -> None:
+        """One line naming the option that is wrong."""
+        if self.sort not in SORTS:
+            raise ValueError(f"unknown sort {self.sort!r}; choose one of {', '.join(SORTS)}")
+        if self.cutoff not in CUTOFFS:
+            raise ValueError(f"unknown cutoff {self.cutoff!r}; choose one of {', '.join(CUTOFFS)}")
+        if self.page < 1:
+            raise ValueError(f"page must be 1 or more, got {self.page}")
+        if self.min_score is not None and not math.isfinite(self.min_score):
+            raise ValueError(f"min_score must be a finite number, got {self.min_score}")
+
+
+def auto_cutoff(scores: list[float], drop: float = AUTO_DROP) -> int:
+    """How many hits of a ranked list to keep: those above the first cliff, where a hit scores
+    below (1 - drop) times the hit before it. The first hit always stays.
+
+    The first cliff, not the largest gap: where the list is cut then depends only on the hits
+    above the cut, so a deeper search (page 2, a larger limit) cuts in the same place and pages
+    agree. A ratio means nothing at or below zero, so a list is never cut after such a score.
+    With RRF fusion across spaces the scores fall gently (1/61, 1/62, ...) and it rarely cuts."""
+    for i in range(1, len(scores)):
+        before = scores[i - 1]
+        if before > 0 and scores[i] < before * (1 - drop):
+            return i
+    return len(scores)
 
 
 @dataclass(frozen=True)
@@ -78,12 +133,16 @@ class Hit:
     taken_at: str | None = None
     camera: str | None = None
     gps: dict[str, float] | None = None
+    # provenance: the spaces that found it and its rank in each, [{"space", "rank"}, ...]
+    sources: list[dict] | None = None
+    # grouped by file (Shape.group): the file's best places, this hit's own first
+    moments: list[dict] | None = None
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None or k not in OPTIONAL}
 
 
-OPTIONAL = ("page", "thumbnail", "taken_at", "camera", "gps")
+OPTIONAL = ("page", "thumbnail", "taken_at", "camera", "gps", "sources", "moments")
 
 
 @dataclass(frozen=True)
@@ -125,6 +184,7 @@ class Searcher:
         fusion: str = "weighted",
         dense_weight: float = 0.5,
         thumbnails: Path | None = None,
+        reranker: Reranker | None = None,
     ):
         self.store = store
         self.catalog = catalog
@@ -133,6 +193,7 @@ class Searcher:
         self.fusion = fusion
         self.dense_weight = dense_weight
         self.thumbnails = thumbnails
+        self.reranker = reranker  # re-scores a text query's text candidates (search.rerank)
 
     def find(
         self,
@@ -141,10 +202,57 @@ class Searcher:
         mode: Mode = "hybrid",
         limit: int = 10,
         filters: Filters | None = None,
+        shape: Shape | None = None,
     ) -> list[Hit]:
-        """Search with a text (`query` is the text) or an example file (`query` is its path)."""
+        """Search with a text (`query` is the text) or an example file (`query` is its path),
+        then group, cut, page and sort the ranked candidates as `shape` says.
+
+        Grouping asks for deeper lists until `limit * page` files are found (or Milvus has no
+        more): the rows of one file would otherwise take the places of other files. An image
+        query's rows are already one per file (Milvus grouping search)."""
+        shape = shape or Shape()
+        shape.check()
+        fetch = self._fetcher(kind, query, mode, filters or Filters())
+        if fetch is None:
+            return []
+        text = str(query) if kind == QueryKind.TEXT else ""
+        want = limit * shape.page
+        rerank = self.reranker is not None and kind == QueryKind.TEXT
+        depth = max(want, RERANK_DEPTH) if rerank else want
+        while True:
+            rows, exhausted = fetch(depth)
+            if rerank:
+                rows = self._rerank(text, rows)
+            groups = group_by_file(rows) if shape.group else [[row] for row in rows]
+            if not shape.group or len(groups) >= want or exhausted or depth >= MAX_DEPTH:
+                break
+            depth = min(MAX_DEPTH, 4 * depth)
+        hits = self._hits(groups, text, shape.group)[:want]
+        if shape.min_score is not None:
+            hits = _at_least(hits, shape.min_score)
+        if shape.cutoff == "auto":
+            hits = hits[: auto_cutoff([h.score for h in hits])]
+        hits = [replace(h, rank=n) for n, h in enumerate(hits, 1)]
+        page = hits[(shape.page - 1) * limit : shape.page * limit]
+        return self._by_date(page) if shape.sort == "date" else page
+
+    def search(
+        self,
+        query: str,
+        mode: Mode = "hybrid",
+        limit: int = 10,
+        filters: Filters | None = None,
+        shape: Shape | None = None,
+    ) -> list[Hit]:
+        return self.find(QueryKind.TEXT, query, mode, limit, filters, shape)
+
+    def _fetcher(
+        self, kind: QueryKind, query: str | Path, mode: Mode, filters: Filters
+    ) -> Callable[[int], tuple[list[dict], bool]] | None:
+        """The query checked, decoded once, and a function from a depth to the fused ranked
+        rows and whether Milvus had no more; None when the filters leave nothing to search."""
         if kind == QueryKind.TEXT:
-            return self.search(str(query), mode, limit, filters)
+            return self._text_fetcher(str(query), mode, filters)
         path = Path(query)
         reached = [s for s in self.spaces if kind in s.queries]
         if not reached:
@@ -152,38 +260,77 @@ class Searcher:
         _readable(path)
         existing = set(self.store.existing_collections())
         spaces = [s for s in reached if s.collection in existing]
-        filters = filters or Filters()
         if filters.modality is None and kind in DEFAULT_MODALITY:
             filters = replace(filters, modality=DEFAULT_MODALITY[kind])
         expr = self._filter_expr(filters)
         if not spaces or expr is None:
-            return []
+            return None
         inputs = self.decoders[kind](path, [s.encoder for s in spaces])
-        lists = [self._dense(kind, s, inputs, limit, expr) for s in spaces]
-        if kind == QueryKind.VIDEO:
-            return self._hits(_ranked(lists, limit), "")
-        return self._hits(fuse_ranked(lists, limit), "")
+        vectors = {s.name: s.encoder.encode_query(kind, inputs) for s in spaces}
+        names = [s.name for s in spaces]
 
-    def search(
-        self, query: str, mode: Mode = "hybrid", limit: int = 10, filters: Filters | None = None
-    ) -> list[Hit]:
+        def fetch(depth: int) -> tuple[list[dict], bool]:
+            lists = [self._dense(kind, s, vectors[s.name], depth, expr) for s in spaces]
+            if kind == QueryKind.VIDEO:
+                return _ranked(lists, depth, names), _exhausted(lists, depth)
+            return fuse_ranked(lists, depth, names=names), _exhausted(lists, depth)
+
+        return fetch
+
+    def _text_fetcher(
+        self, query: str, mode: Mode, filters: Filters
+    ) -> Callable[[int], tuple[list[dict], bool]] | None:
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
         if not query.strip():
             raise ValueError("empty query")
         existing = set(self.store.existing_collections())
-        expr = self._filter_expr(filters or Filters())
+        expr = self._filter_expr(filters)
         if expr is None:
-            return []
-        lists: list[list[dict]] = []
-        for space in self.spaces:
-            if QueryKind.TEXT not in space.queries or space.collection not in existing:
-                continue  # else nothing ingested yet with this model
-            if space.full_text:
-                lists.append(self._search_text(space, query, mode, limit, expr))
-            elif mode != "bm25":
-                lists.append(self._dense(QueryKind.TEXT, space, [query], limit, expr))
-        return self._hits(fuse_ranked(lists, limit), query)
+            return None
+        spaces = [
+            s
+            for s in self.spaces  # else nothing ingested yet with this model
+            if QueryKind.TEXT in s.queries
+            and s.collection in existing
+            and (s.full_text or mode != "bm25")
+        ]
+        vectors: dict[str, Any] = {}
+
+        def fetch(depth: int) -> tuple[list[dict], bool]:
+            lists: list[list[dict]] = []
+            for space in spaces:
+                if space.name not in vectors and mode != "bm25":
+                    vectors[space.name] = space.encoder.encode_query(QueryKind.TEXT, [query])
+                if space.full_text:
+                    lists.append(
+                        self._search_text(space, query, mode, depth, expr, vectors.get(space.name))
+                    )
+                else:
+                    lists.append(
+                        self._dense(QueryKind.TEXT, space, vectors[space.name], depth, expr)
+                    )
+            names = [s.name for s in spaces]
+            return fuse_ranked(lists, depth, names=names), _exhausted(lists, depth)
+
+        return fetch
+
+    def _rerank(self, query: str, rows: list[dict]) -> list[dict]:
+        """The text candidates re-scored by the cross-encoder and re-ordered among the places
+        they held; the others (a photo found by CLIP alone) keep theirs. Each re-scored row
+        adds {"space": "rerank", "rank": n} to its sources. Unchanged without a model."""
+        assert self.reranker is not None
+        slots = [i for i, r in enumerate(rows) if r["modality"] in TEXT_MODALITIES and r["text"]]
+        scores = self.reranker.scores(query, [rows[i]["text"] for i in slots])
+        if not scores:
+            return rows
+        ranked = sorted(zip(scores, slots, strict=True), key=lambda pair: pair[0], reverse=True)
+        out = list(rows)
+        for n, (slot, (score, i)) in enumerate(zip(slots, ranked, strict=True), 1):
+            row = rows[i]
+            sources = join_sources(row.get("sources", []), [{"space": "rerank", "rank": n}])
+            out[slot] = {**row, "score": score, "sources": sources}
+        return out
 
     def search_image(
         self, path: Path, limit: int = 10, filters: Filters | None = None
@@ -207,12 +354,12 @@ class Searcher:
         return self.find(QueryKind.AUDIO, path, limit=limit, filters=filters)
 
     def _search_text(
-        self, space: SearchSpace, query: str, mode: Mode, limit: int, expr: str
+        self, space: SearchSpace, query: str, mode: Mode, limit: int, expr: str, vectors: Any
     ) -> list[dict]:
         name = space.collection
         if mode == "bm25":
             return self._shown(lambda k: self.store.search_bm25(name, [query], k, expr), limit)[0]
-        vector = space.encoder.encode_query(QueryKind.TEXT, [query])[0]
+        vector = vectors[0]
         if mode == "dense":
             return self._shown(
                 lambda k: self.store.search_dense(name, vector[None], k, expr), limit
@@ -227,16 +374,15 @@ class Searcher:
         )[0]
 
     def _dense(
-        self, kind: QueryKind, space: SearchSpace, inputs: list[Any], limit: int, expr: str
+        self, kind: QueryKind, space: SearchSpace, vectors: Any, limit: int, expr: str
     ) -> list[dict]:
-        """One space's ranked rows for a query.
+        """One space's ranked rows for a query's encoded inputs (`vectors`).
 
         An example picture finds each file's best row (Milvus grouping search: a video gives
         its best moment, its neighbours being other pictures). A video clip's frames (one a
         second) each vote for their best moment in each video; a moment's score adds up over
         the frames that chose it, and neighbouring chosen moments merge later, so an excerpt
         spanning two shots returns one range, and videos rank by their evidence."""
-        vectors = space.encoder.encode_query(kind, inputs)
         group = "media_id" if kind in (QueryKind.IMAGE, QueryKind.VIDEO) else None
 
         def fetch(k: int) -> list[list[dict]]:
@@ -290,11 +436,14 @@ class Searcher:
                 return kept
             depth = min(MAX_DEPTH, 4 * depth)
 
-    def _hits(self, rows: list[dict], query: str) -> list[Hit]:
-        where = self.catalog.display_paths(r["media_id"] for r in rows)
+    def _hits(self, groups: list[list[dict]], query: str, moments: bool) -> list[Hit]:
+        """One hit per group (its first row; a group of one row unless grouped by file), with
+        the group's first `MOMENTS_PER_FILE` rows as its moments when `moments`."""
+        where = self.catalog.display_paths(r["media_id"] for rows in groups for r in rows)
         facts = self.catalog.facts_of(where)
         hits: list[Hit] = []
-        for row in rows:
+        for rows in groups:
+            row = rows[0]
             rec = where.get(row["media_id"])
             if rec is None:
                 continue  # content removed from the catalog since the search began
@@ -313,9 +462,27 @@ class Searcher:
                     thumbnail=self._thumbnail(row),
                     link=link(rec.path, row["modality"], row["start"], row["end"], row["page"]),
                     **facts.get(row["media_id"], MediaFacts()).hit_fields(),
+                    sources=row.get("sources"),
+                    moments=[_moment(r, rec, query) for r in rows] if moments else None,
                 )
             )
         return hits
+
+    def _by_date(self, hits: list[Hit]) -> list[Hit]:
+        """Newest first: when the file was taken where it says (EXIF, video tags), else when it
+        was last modified; ties keep their relevance order."""
+        where = self.catalog.display_paths(h.media_id for h in hits)
+
+        def when(hit: Hit) -> float:
+            if hit.taken_at:
+                try:
+                    return datetime.fromisoformat(hit.taken_at).timestamp()
+                except ValueError:
+                    pass  # an odd date a camera wrote: the file's own date instead
+            rec = where.get(hit.media_id)
+            return rec.mtime_ns / 1e9 if rec else float("-inf")
+
+        return sorted(hits, key=when, reverse=True)
 
     def _thumbnail(self, row: dict) -> str | None:
         """The file's thumbnail; a video moment names its own keyframe's (meta "thumb")."""
@@ -326,10 +493,59 @@ class Searcher:
         return str(thumb) if thumb.exists() else None
 
 
-def _ranked(lists: list[list[dict]], limit: int) -> list[dict]:
+def _ranked(lists: list[list[dict]], limit: int, names: list[str]) -> list[dict]:
     """Fuse the spaces' lists, then merge the neighbouring moments an excerpt's frames chose
     (truncating first would let two halves of one scene take two of the `limit` places)."""
-    return merge_moments(fuse_ranked(lists, 3 * limit))[:limit]
+    return merge_moments(fuse_ranked(lists, 3 * limit, names=names))[:limit]
+
+
+def _exhausted(lists: list[list[dict]], depth: int) -> bool:
+    """No list was cut at `depth`: a deeper search would find nothing more."""
+    return all(len(rows) < depth for rows in lists)
+
+
+def group_by_file(rows: list[dict], per_file: int = MOMENTS_PER_FILE) -> list[list[dict]]:
+    """Ranked rows as ranked files: each file's rows in rank order, at most `per_file`, the
+    files ordered by their best row."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        group = groups.setdefault(row["media_id"], [])
+        if len(group) < per_file:
+            group.append(row)
+    return list(groups.values())
+
+
+def _at_least(hits: list[Hit], floor: float) -> list[Hit]:
+    """Hits scoring `floor` or more; a grouped hit keeps its moments that do."""
+    kept = []
+    for hit in hits:
+        if hit.score < floor:
+            continue
+        if hit.moments is not None:
+            hit = replace(hit, moments=[m for m in hit.moments if m["score"] >= floor])
+        kept.append(hit)
+    return kept
+
+
+def _moment(row: dict, rec: PathRecord, query: str) -> dict:
+    """One place in a grouped file: score, where (page and characters, or seconds), snippet,
+    link, and which spaces found it."""
+    out: dict[str, Any] = {
+        "score": round(float(row["score"]), 6),
+        "modality": row["modality"],
+        "start": row["start"],
+        "end": row["end"],
+    }
+    if row.get("page"):
+        out["page"] = row["page"]
+    out |= {
+        "snippet": snippet(row["text"], query),
+        "segment_id": row["id"],
+        "link": link(rec.path, row["modality"], row["start"], row["end"], row["page"]),
+    }
+    if row.get("sources"):
+        out["sources"] = row["sources"]
+    return out
 
 
 def _reaching(kind: QueryKind) -> str:

@@ -32,6 +32,24 @@ def recorded(hit: Hit) -> str:
     return "  taken " + ", ".join(parts) if parts else ""
 
 
+def via(hit: Hit) -> str:
+    """Which spaces found the hit and at what rank there, e.g. "  via text#3, clip#1"."""
+    if not hit.sources:
+        return ""
+    return "  via " + ", ".join(f"{s['space']}#{s['rank']}" for s in hit.sources)
+
+
+def moment_place(moment: dict) -> str:
+    """Where a grouped file's moment is, as `location` says it for a hit."""
+    modality = Modality(moment["modality"])
+    if modality.picture:
+        return f"image ({moment['modality']})"
+    if modality == Modality.DOCUMENT:
+        where = f"chars {int(moment['start'])}-{int(moment['end'])}"
+        return f"p.{moment['page']} {where}" if moment.get("page") else where
+    return f"{_clock(moment['start'])}-{_clock(moment['end'])} ({moment['modality']})"
+
+
 def _clock(seconds: float) -> str:
     m, s = divmod(max(0.0, seconds), 60)
     h, m = divmod(int(m), 60)
@@ -52,10 +70,24 @@ def print_hits(console: Console, query: str, hits: list[Hit], mode: str) -> None
                 (h.path, "green"),
                 (f"  {location(h)}", "yellow"),
                 (recorded(h), "dim"),
+                (via(h), "dim"),
             ),
             overflow="fold",
         )
         console.print(Padding(Text(h.snippet), (0, 0, 0, 5)))
+        for m in (h.moments or [])[1:]:  # the first is the hit itself
+            console.print(
+                Padding(
+                    Text.assemble(
+                        ("also ", "dim"),
+                        (f"{m['score']:.4f}  ", "cyan"),
+                        (moment_place(m), "yellow"),
+                        (f"  {m['snippet'][:120]}", ""),
+                    ),
+                    (0, 0, 0, 5),
+                ),
+                overflow="fold",
+            )
     console.print()
 
 
