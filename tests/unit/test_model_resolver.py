@@ -125,8 +125,11 @@ def tiny_bert(folder: Path, max_seq_length: int) -> Path:
     hf = folder / "hf"
     hf.mkdir(parents=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (hf / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(hf / "vocab.txt"), do_lower_case=True).save_pretrained(hf)
+    # vocab= (the words themselves): transformers 5 ignores vocab_file= here, which would turn
+    # every word into [UNK] and leave the chunking tests measuring nothing
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    assert tokenizer.convert_ids_to_tokens(tokenizer(WORDS[0])["input_ids"])[1] == WORDS[0]
+    tokenizer.save_pretrained(hf)
     config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=32,
@@ -179,5 +182,6 @@ def test_text_pipeline_sizes_chunks_and_space_from_the_model(tmp_path: Path) -> 
     pieces = pipe.prepare(str(doc), "txt")
     assert len(pieces) > 1
     tok = space.encoder.tokenizer
+    assert tok.unk_token_id not in tok(" ".join(WORDS), add_special_tokens=False)["input_ids"]
     assert all(len(tok(p.text, add_special_tokens=False)["input_ids"]) <= 38 for p in pieces)
     assert space.encode([p.payload for p in pieces]).vectors.shape == (len(pieces), 32)
