@@ -634,14 +634,14 @@ def duplicates(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Groups of duplicate photos: exact (same bytes) and near (similar image vectors)."""
-    from mmrag.registry import SPACES
     from mmrag.search.duplicates import exact_duplicates, near_duplicates
 
     settings = _settings(ctx)
-    with _open(settings) as (catalog, store, _):
-        image = SPACES["image"].build(settings, settings.model_for("image"))
-        collection = image.collection(settings.collection_prefix)
-        groups = exact_duplicates(catalog) + near_duplicates(store, catalog, collection, threshold)
+    with _open(settings) as (catalog, store, models):
+        groups = exact_duplicates(catalog)
+        if image := models.spaces.get("image"):  # near duplicates need the image space
+            collection = image.collection(settings.collection_prefix)
+            groups += near_duplicates(store, catalog, collection, threshold)
     if as_json:
         print(json.dumps([g.__dict__ for g in groups], indent=2, ensure_ascii=False))
         return
