@@ -18,6 +18,8 @@ from typing import Any
 
 SCHEMA_VERSION = 4
 
+_BUSY_TIMEOUT_S = 30.0
+
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE media (
@@ -117,14 +119,29 @@ class Catalog:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=_BUSY_TIMEOUT_S
+        )
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._wal()
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=30000")
         self._migrate()
+
+    def _wal(self) -> None:
+        """Switch to WAL, retrying: two processes opening a new catalog at once race here, and
+        SQLite answers "locked" at once instead of waiting (it skips the busy handler where
+        waiting could deadlock)."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def close(self) -> None:
         self._db.close()

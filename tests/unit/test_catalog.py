@@ -205,3 +205,24 @@ def test_a_v1_catalog_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) ->
         assert seen == [("/a.jpg", facts)]
     finally:
         c.close()
+
+
+def _open_and_close(path: str) -> str | None:
+    try:
+        Catalog(Path(path)).close()
+    except Exception as e:  # reported to the parent, which names it
+        return repr(e)
+    return None
+
+
+def test_processes_opening_a_new_catalog_at_once_all_succeed(tmp_path: Path) -> None:
+    """Two `mmrag` commands started together both create the catalog; before the WAL switch
+    retried, about one opener in ten failed with "database is locked"."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        for round_ in range(12):
+            path = str(tmp_path / f"r{round_}" / "catalog.sqlite")
+            errors = [e for e in pool.map(_open_and_close, [path] * 4) if e]
+            assert errors == [], f"round {round_}: {errors}"
+            assert Catalog(Path(path)).version == SCHEMA_VERSION
