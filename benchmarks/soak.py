@@ -200,7 +200,11 @@ def main() -> None:
     lib = work / "lib"
     seed_library(lib)
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MMRAG_")},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("MMRAG_") or k == "MMRAG_CACHE_DIR"
+        },
         "MMRAG_MILVUS_URI": str(work / "milvus.db"),
         "MMRAG_CATALOG": str(work / "catalog.sqlite"),
         "MMRAG_THUMBNAILS": str(work / "thumbs"),

@@ -34,21 +34,35 @@ def open_store(
     caller closes both). A catalog paired with another store is refused (StoreError); a catalog
     with files beside a store with none, or the other way round, is worth a warning (`warn`,
     default: one line on stderr) but not a refusal: re-ingesting mends it."""
+    from pathlib import Path
+
+    from mmrag.settings import is_server_uri
+    from mmrag.store import lite_host
+
+    started = None
+    if not is_server_uri(settings.milvus_uri):  # Milvus Lite comes up while pymilvus imports
+        Path(settings.milvus_uri).parent.mkdir(parents=True, exist_ok=True)
+        started = lite_host.head_start(Path(settings.milvus_uri))
+
     from mmrag.store.catalog import Catalog
     from mmrag.store.identity import pair
     from mmrag.store.milvus import MilvusStore
 
-    catalog = Catalog(settings.catalog)
     try:
-        store = MilvusStore(
-            settings.milvus_uri,
-            settings.milvus_token,
-            settings.collection_prefix,
-            settings.index_type,
-        )
-    except BaseException:
-        catalog.close()
-        raise
+        catalog = Catalog(settings.catalog)
+        try:
+            store = MilvusStore(
+                settings.milvus_uri,
+                settings.milvus_token,
+                settings.collection_prefix,
+                settings.index_type,
+            )
+        except BaseException:
+            catalog.close()
+            raise
+    finally:
+        if started:
+            started()
     try:
         pair(catalog, store, str(settings.catalog), settings.milvus_uri, warn or _warn_stderr)
     except BaseException:
@@ -71,9 +85,10 @@ class Models:
     spaces: dict[str, SpaceEncoder]  # configured spaces by name, in registry order
     specs: dict[str, SpaceSpec]
     speech: Speech | None
-    pipelines: list[Pipeline] = field(default_factory=list)
-    photos: ImagePipeline | None = None
-    sound: AudioPipeline | None = None
+    # Built on first use: a search needs none of them, and their modules take time to import.
+    _pipes: list[Pipeline] | None = field(default=None, repr=False)
+    _photos: ImagePipeline | None = field(default=None, repr=False)
+    _sound: AudioPipeline | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, text_encoder: TextEncoder | None = None) -> Models:
@@ -87,8 +102,9 @@ class Models:
             if not model:
                 continue  # the space is off
             if spec.name == "text" and text_encoder is not None:  # tests share one MiniLM
+                light = settings.cache_dir if settings.query_encoder == "onnx" else None
                 spaces[spec.name] = TextSpace(
-                    model, settings.device, settings.embed_batch_size, text_encoder
+                    model, settings.device, settings.embed_batch_size, text_encoder, light
                 )
             else:
                 spaces[spec.name] = spec.build(settings, model)
@@ -100,13 +116,50 @@ class Models:
             if settings.speech_model
             else None
         )
-        models = cls(settings, spaces, specs, speech)
-        models.pipelines = models._pipelines()
-        return models
+        return cls(settings, spaces, specs, speech)
+
+    @property
+    def pipelines(self) -> list[Pipeline]:
+        """Every ingest pipeline (built on first use, sharing this object's spaces)."""
+        if self._pipes is None:
+            self._pipes = []  # while building, `photos` and `sound` read what is set so far
+            try:
+                self._pipes = self._pipelines()
+            except BaseException:
+                self._pipes = None
+                raise
+        return self._pipes
+
+    @property
+    def photos(self) -> ImagePipeline | None:
+        """The photo pipeline, when a photo space is configured."""
+        self.pipelines  # noqa: B018 - builds them
+        return self._photos
+
+    @photos.setter
+    def photos(self, pipeline: ImagePipeline | None) -> None:
+        self._photos = pipeline
+
+    @property
+    def sound(self) -> AudioPipeline | None:
+        """The audio pipeline, when a sound space or speech is configured."""
+        self.pipelines  # noqa: B018 - builds them
+        return self._sound
+
+    @sound.setter
+    def sound(self, pipeline: AudioPipeline | None) -> None:
+        self._sound = pipeline
 
     @property
     def text(self) -> TextSpace:
         return self.spaces["text"]  # type: ignore[return-value]
+
+    def warm_queries(self) -> None:
+        """Load the light text-query encoder in a background thread, so it is ready when the
+        store has opened (a new process spends that time starting Milvus Lite)."""
+        import threading
+
+        threading.Thread(target=self.text.light_encoder, name="warm-queries", daemon=True).start()
 
     def writing(self, modality: Modality) -> list[Any]:
         """The configured spaces whose collections hold this modality."""

@@ -63,7 +63,8 @@ def spaces_writing(modality: Modality) -> list[SpaceSpec]:
 def _text(settings: Settings, model: str) -> SpaceEncoder:
     from mmrag.pipelines.text.space import TextSpace
 
-    return TextSpace(model, settings.device, settings.embed_batch_size)
+    light = settings.cache_dir if settings.query_encoder == "onnx" else None
+    return TextSpace(model, settings.device, settings.embed_batch_size, query_cache=light)
 
 
 def _image(settings: Settings, model: str) -> SpaceEncoder:

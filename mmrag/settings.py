@@ -60,6 +60,18 @@ def default_home() -> Path:
     return base / "mmrag"
 
 
+def default_cache() -> Path:
+    """The per-user cache folder (exports of models for fast queries): $XDG_CACHE_HOME/mmrag
+    or ~/.cache/mmrag on Linux, ~/Library/Caches/mmrag on macOS, %LOCALAPPDATA%\\mmrag\\cache
+    on Windows."""
+    if sys.platform == "win32":
+        return default_home() / "cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "mmrag"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "mmrag"
+
+
 def absolute(path: str | os.PathLike[str]) -> Path:
     """A user's path made absolute against the working directory now (and ~ expanded), so a
     command's paths mean the same thing wherever it later runs."""
@@ -119,6 +131,16 @@ class Settings(BaseSettings):
         "default", description="Model set for models not configured one by one (PROFILES)"
     )
     text_model: str = Field(_DEFAULT["text_model"], description="Hugging Face id or local path")
+    query_encoder: Literal["onnx", "torch"] = Field(
+        "onnx",
+        description="onnx: text queries are encoded by an ONNX Runtime copy of the text model, "
+        "exported once into cache_dir and checked against it (a new process needs no torch); "
+        "torch: by the model itself",
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache,
+        description="Exported query encoders (MMRAG_CACHE_DIR); default: the per-user cache",
+    )
     chunk_tokens: int | None = Field(
         None, ge=16, description="Tokens per chunk; default: the model's max sequence length"
     )

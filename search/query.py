@@ -9,15 +9,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mmrag.kinds import Modality, QueryKind
 from mmrag.search.fusion import fuse_ranked, join_sources, merge_moments, place
 from mmrag.search.rerank import TEXT_MODALITIES, Reranker
 from mmrag.store.catalog import Catalog, MediaFacts, PathRecord
-from mmrag.store.milvus import MilvusStore
 from mmrag.store.schema import quote
 from mmrag.store.thumbnails import thumbnail_path
+
+if TYPE_CHECKING:  # pymilvus is slow to import; the store is opened (and imports it) elsewhere
+    from mmrag.store.milvus import MilvusStore
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "bm25")

@@ -23,6 +23,7 @@ and a server inheriting that would only stop on SIGKILL after STOP_TIMEOUT_S.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +141,30 @@ def acquire(store: Path) -> LiteHost:
         _exit_hooks.add(store)
         atexit.register(release, store, every_handle=True)
     return LiteHost(store, f"http://127.0.0.1:{state['port']}", state["pid"])
+
+
+def head_start(store: Path) -> Callable[[], None]:
+    """Start acquiring the store's server in a thread now, so it comes up while the caller
+    imports pymilvus (each takes about half a second on a cold start). Call the returned
+    function once the store is open (or failed to): it waits for the thread and drops the
+    thread's handle, the caller's own `acquire` holding the server from then on."""
+    import threading
+
+    got: list[LiteHost] = []
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # the caller's own acquire meets it, and says so
+            got.append(acquire(store))
+
+    thread = threading.Thread(target=run, name="lite-head-start", daemon=True)
+    thread.start()
+
+    def done() -> None:
+        thread.join()
+        for lease in got:
+            lease.release()
+
+    return done
 
 
 def release(store: Path, *, every_handle: bool = False) -> None:

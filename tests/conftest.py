@@ -25,6 +25,20 @@ REPO = Path(__file__).resolve().parent.parent
 REPORT: list[str] = []  # measurements tests want shown after the run (search quality)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One query-encoder cache for the whole run (each model is exported once), never the
+    user's own; kept through _clean_env and by the tests that clear MMRAG_* for a child."""
+    import tempfile
+
+    os.environ["MMRAG_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmrag-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    shutil.rmtree(os.environ.pop("MMRAG_CACHE_DIR", ""), ignore_errors=True)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if REPORT:
         terminalreporter.section("search quality on data/eval (file-level)")
@@ -42,7 +56,7 @@ def report_lines() -> list[str]:
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests see no user configuration: no MMRAG_* variables, no mmrag.toml."""
     for key in list(os.environ):
-        if key.startswith("MMRAG_"):
+        if key.startswith("MMRAG_") and key != "MMRAG_CACHE_DIR":
             monkeypatch.delenv(key)
     monkeypatch.setenv("MMRAG_CONFIG", str(tmp_path / "no-such-mmrag.toml"))
     monkeypatch.setenv("MMRAG_HOME", str(tmp_path / "mmrag-home"))  # never the user's own store

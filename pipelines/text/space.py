@@ -7,13 +7,16 @@ transcripts and sound tags, which other modalities' pipelines send here by the s
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mmrag.kinds import QueryKind
 from mmrag.pipelines.base import Encoded, LabelSet, LazySpace, unit
+from mmrag.pipelines.text import onnx_query
 from mmrag.pipelines.text.encoder import TextEncoder
+from mmrag.pipelines.text.onnx_query import OnnxTextEncoder
 from mmrag.store.schema import Space
 
 
@@ -28,11 +31,17 @@ class TextSpace(LazySpace):
         device: str = "auto",
         batch_size: int = 64,
         encoder: TextEncoder | None = None,
+        query_cache: Path | None = None,
     ) -> None:
         super().__init__(model_name, device)
         self.batch_size = batch_size
         self._encoder = encoder  # an already loaded model (tests share one)
         self._label_vectors: dict[str, np.ndarray] = {}  # label name -> its vector
+        # Where the light query encoder is exported (onnx_query); None: queries use the model.
+        self.query_cache = query_cache
+        self._light: OnnxTextEncoder | None = None
+        self._light_tried = False
+        self._export_tried = False
 
     def _load(self) -> TextEncoder:
         encoder = TextEncoder(self.model_name, self.requested_device)
@@ -41,7 +50,34 @@ class TextSpace(LazySpace):
 
     @cached_property
     def space(self) -> Space:
-        return Space(self.name, self.model_name, self.encoder.dim, bm25=True)
+        light = self.light_encoder()
+        dim = light.dim if light else self.encoder.dim
+        return Space(self.name, self.model_name, dim, bm25=True)
+
+    def light_encoder(self) -> OnnxTextEncoder | None:
+        """The exported query encoder, used while the model itself is not loaded in this
+        process (a search in a new process); None when there is none (yet) or it is off."""
+        if self._encoder is not None or self.query_cache is None:
+            return None
+        with self._lock:
+            if not self._light_tried:
+                self._light_tried = True
+                self._light = OnnxTextEncoder.load(self.query_cache, self.model_name)
+        return self._light
+
+    def export_query_encoder(self) -> None:
+        """Export the light query encoder once, if the model is loaded here and the cache has
+        no current export of it (so the next new process searches without torch)."""
+        encoder = self._encoder
+        if encoder is None or self.query_cache is None or self._export_tried:
+            return
+        self._export_tried = True
+        folder = onnx_query.export_folder(self.query_cache, self.model_name)
+        meta = onnx_query.read_meta(folder)
+        source = str(encoder.resolved.path)
+        if meta and meta.source_path == source and meta.current(self.model_name):
+            return
+        onnx_query.export(encoder.model, self.model_name, encoder.resolved.path, self.query_cache)
 
     def encode(self, payloads: list[str | LabelSet]) -> Encoded:
         """Unit vectors for texts and label sets alike (both are searched as text)."""
@@ -60,7 +96,12 @@ class TextSpace(LazySpace):
         return self.encoder.encode(texts, batch_size=self.batch_size)
 
     def encode_query(self, kind: QueryKind, inputs: list[Any]) -> np.ndarray:
-        return self.encode_texts(inputs)
+        light = self.light_encoder()
+        if light is not None:
+            return light.encode(list(inputs))
+        vectors = self.encode_texts(inputs)
+        self.export_query_encoder()
+        return vectors
 
     def _encode_label_sets(self, sets: list[LabelSet]) -> np.ndarray:
         new = sorted({n for s in sets for n, _ in s.labels} - self._label_vectors.keys())

@@ -69,7 +69,9 @@ def lib(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lib]:
     write(root / "lib" / "kitchen" / "bread.md", BREAD)
     write(root / "lib" / "plants.md", PLANTS)
     write(root / "lib" / "empty.txt", "")
-    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MMRAG_")}
+    env: dict[str, str | None] = {
+        k: None for k in os.environ if k.startswith("MMRAG_") and k != "MMRAG_CACHE_DIR"
+    }
     env |= {
         "MMRAG_MILVUS_URI": str(root / "store" / "milvus.db"),
         "MMRAG_CATALOG": str(root / "store" / "catalog.sqlite"),

@@ -144,7 +144,9 @@ def test_two_ingests_of_one_store_embed_each_file_once(tmp_path: Path) -> None:
     lib = tmp_path / "lib"
     for i in range(20):
         write(lib / f"note {i:02d}.txt", f"Note {i}: the harbour lantern number {i} is copper.")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMRAG_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MMRAG_") or k == "MMRAG_CACHE_DIR"
+    }
     env |= {
         "MMRAG_MILVUS_URI": str(tmp_path / "store" / "milvus.db"),
         "MMRAG_CATALOG": str(tmp_path / "store" / "catalog.sqlite"),

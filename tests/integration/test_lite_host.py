@@ -85,7 +85,9 @@ def port_open(port: int) -> bool:
 
 
 def child_env(**more: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMRAG_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MMRAG_") or k == "MMRAG_CACHE_DIR"
+    }
     return env | {"HF_HUB_OFFLINE": "1"} | more
 
 

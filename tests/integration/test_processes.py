@@ -39,7 +39,9 @@ def make_big_library(root: Path, files: int = 60, seed: int = 7) -> Path:
 
 
 def cli_env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMRAG_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MMRAG_") or k == "MMRAG_CACHE_DIR"
+    }
     env |= {
         "MMRAG_MILVUS_URI": str(root / "milvus.db"),
         "MMRAG_CATALOG": str(root / "catalog.sqlite"),
