@@ -111,6 +111,11 @@ class Models:
             specs[spec.name] = spec
         if "text" not in spaces:
             raise ValueError("text_model is empty: the text space is required")
+        for name, weight in settings.fusion_weights.items():
+            if name not in SPACES:
+                raise ValueError(f"fusion_weights: no space {name!r}; spaces: {', '.join(SPACES)}")
+            if not weight >= 0:
+                raise ValueError(f"fusion_weights: {name} = {weight}; a weight is 0 or more")
         speech = (
             Speech(settings.speech_model, settings.device, settings.speech_language)
             if settings.speech_model
@@ -271,4 +276,5 @@ class Models:
             s.dense_weight,
             s.thumbnails,
             reranker,
+            s.fusion_weights,
         )

@@ -413,8 +413,12 @@ def search(
     if rerank is not None and not rerank.strip():
         _fail("--rerank is empty: give a model id or path, or leave the option out")
     shape = Shape(group, min_score, cutoff, sort, page)
-    if sum(x is not None for x in (query, image, audio, video, queries)) != 1:
-        _fail("give one of: a QUERY, --image PATH, --audio PATH, --video PATH, or --queries FILE")
+    examples = [x for x in (image, audio, video) if x is not None]
+    if len(examples) > 1 or (queries is not None) == (query is not None or bool(examples)):
+        _fail(
+            "give a QUERY, one example (--image, --audio or --video PATH), a QUERY with one "
+            "example, or --queries FILE"
+        )
     if query is not None and not query.strip():
         _fail("QUERY is empty")
     for flag, text in (("--path", path), ("--camera", camera)):
@@ -438,18 +442,16 @@ def search(
     _date_range(filters.taken_since, filters.taken_until, taken, wall_clock=True)
     if queries:
         batch = _read_queries(queries)
-    elif query is not None:
-        batch = [{"id": None, "text": query}]
     else:
-        kind, given = next(
-            (k, v) for k, v in (("image", image), ("audio", audio), ("video", video)) if v
-        )
-        batch = [{"id": None, kind: str(given)}]
+        batch = [{"id": None, "text": query}]
+        for kind, given in (("image", image), ("audio", audio), ("video", video)):
+            if given is not None:
+                batch = [{"id": None, kind: str(given), "text": query}]
     settings = _settings(ctx, hybrid_fusion=fusion, rerank_model=rerank)
     with _open(settings, warm_queries=True) as (catalog, store, models):
         searcher = models.searcher(catalog, store)
         for item in batch:
-            kind = next(k for k in QueryKind if isinstance(item.get(k), str))
+            kind = _query_kind(item)
             value = item[kind] if kind == QueryKind.TEXT else Path(item[kind])
             try:
                 hits = searcher.find(
@@ -459,6 +461,7 @@ def search(
                     limit,
                     filters,
                     shape,
+                    text=item.get("text") if kind != QueryKind.TEXT else None,
                 )
             except (MediaError, ModelNotAvailable, ValueError, OSError) as exc:
                 # a text query is not named again (the line's id says which one it was)
@@ -468,12 +471,20 @@ def search(
                 print(dumps({"id": item["id"], "error": message, "hits": []}), flush=True)
                 continue
             label = item["text"] if kind == "text" else f"{kind} {item[kind]}"
+            if kind != QueryKind.TEXT and item.get("text"):
+                label += f" + {item['text']!r}"
             if queries:
                 print(dumps({"id": item["id"], "hits": hits_json(hits)}), flush=True)
             elif as_json:
                 print(dumps(hits_json(hits)))
             else:
                 print_hits(out, label, hits, mode if kind == "text" else kind)
+
+
+def _query_kind(item: dict) -> QueryKind:
+    """An item's example kind when it has an example (its text, if any, goes with it), else
+    text."""
+    return next((k for k in QueryKind if k != QueryKind.TEXT and item.get(k)), QueryKind.TEXT)
 
 
 def _read_queries(path: Path) -> list[dict]:
@@ -501,11 +512,13 @@ def _read_queries(path: Path) -> list[dict]:
         ):
             kinds = ", ".join(f'"{k}"' for k in QueryKind)
             _fail(f'{path}:{n}: each line needs "id" and one of {kinds} as a string')
-        given = [f'"{k}"' for k in QueryKind if item.get(k) is not None]
+        given = [f'"{k}"' for k in QueryKind if k != QueryKind.TEXT and item.get(k) is not None]
         if len(given) > 1:
-            kinds = ", ".join(f'"{k}"' for k in QueryKind)
+            kinds = ", ".join(f'"{k}"' for k in QueryKind if k != QueryKind.TEXT)
             both = ", ".join(given[:-1]) + " and " + given[-1]
-            _fail(f"{path}:{n}: give one of {kinds}, not {both}")
+            _fail(f'{path}:{n}: give one example ({kinds}), not {both}; "text" may go with it')
+        if item.get("text") is not None and not isinstance(item["text"], str):
+            _fail(f'{path}:{n}: "text" must be a string')
         items.append(item)
     return items
 

@@ -194,6 +194,11 @@ class Settings(BaseSettings):
         "weighted", description="How hybrid search merges dense and BM25 results"
     )
     dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Dense share in weighted fusion")
+    fusion_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="A space's weight when the spaces' ranked lists are fused (reciprocal rank "
+        "fusion), e.g. {clip = 2.0, text = 1.0}; unset: 1; 0: the space is left out",
+    )
     rerank_model: str = Field(
         "",
         description="Cross-encoder (HF id or local path) that re-scores a text query's text "

@@ -20,24 +20,30 @@ def place(row: dict) -> tuple:
 
 
 def fuse_ranked(
-    lists: list[list[dict]], limit: int, k: int = RRF_K, names: list[str] | None = None
+    lists: list[list[dict]],
+    limit: int,
+    k: int = RRF_K,
+    names: list[str] | None = None,
+    weights: list[float] | None = None,
 ) -> list[dict]:
     """One ranked list from several; a single non-empty list is returned as it is (its own
     scores kept), so adding a space that found nothing changes no result.
 
     With `names` (one per list: the space each came from), every row returned carries
     `sources`, [{"space": name, "rank": rank in that list}, ...], best rank first per space,
-    so a hit can say which spaces found it and where (its provenance)."""
+    so a hit can say which spaces found it and where (its provenance). With `weights` (one per
+    list, default 1), a list's rank counts `weight / (k + rank)`: weighted RRF."""
     if names is not None:
         lists = [_sourced(rows, name) for rows, name in zip(lists, names, strict=True)]
-    found = [rows for rows in lists if rows]
+    weighted = list(zip(lists, weights or [1.0] * len(lists), strict=True))
+    found = [(rows, w) for rows, w in weighted if rows and w > 0]
     if len(found) <= 1:
-        return (found[0] if found else [])[:limit]
+        return (found[0][0] if found else [])[:limit]
     merged: dict[tuple, dict] = {}
-    for rows in found:
+    for rows, weight in found:
         for rank, row in enumerate(rows, 1):
             key = place(row)
-            gain = 1.0 / (k + rank)
+            gain = weight / (k + rank)
             if key not in merged:
                 merged[key] = {**row, "score": gain}
                 continue

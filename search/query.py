@@ -187,6 +187,7 @@ class Searcher:
         dense_weight: float = 0.5,
         thumbnails: Path | None = None,
         reranker: Reranker | None = None,
+        weights: Mapping[str, float] | None = None,
     ):
         self.store = store
         self.catalog = catalog
@@ -196,6 +197,7 @@ class Searcher:
         self.dense_weight = dense_weight
         self.thumbnails = thumbnails
         self.reranker = reranker  # re-scores a text query's text candidates (search.rerank)
+        self.weights = dict(weights or {})  # a space's weight in rank fusion (default 1; 0: off)
 
     def find(
         self,
@@ -205,9 +207,13 @@ class Searcher:
         limit: int = 10,
         filters: Filters | None = None,
         shape: Shape | None = None,
+        text: str | None = None,
     ) -> list[Hit]:
         """Search with a text (`query` is the text) or an example file (`query` is its path),
-        then group, cut, page and sort the ranked candidates as `shape` says.
+        or both (an example with `text`: "like this photo, and a red car"), then group, cut,
+        page and sort the ranked candidates as `shape` says. Both: the example's and the text's
+        ranked lists are fused by rank, so a hit either one finds can come first and one both
+        find comes higher.
 
         Grouping asks for deeper lists until `limit * page` files are found (or Milvus has no
         more): the rows of one file would otherwise take the places of other files. An image
@@ -215,9 +221,11 @@ class Searcher:
         shape = shape or Shape()
         shape.check()
         fetch = self._fetcher(kind, query, mode, filters or Filters())
+        if text is not None and kind != QueryKind.TEXT:
+            fetch = _both(fetch, self._fetcher(QueryKind.TEXT, text, mode, filters or Filters()))
         if fetch is None:
             return []
-        text = str(query) if kind == QueryKind.TEXT else ""
+        text = str(query) if kind == QueryKind.TEXT else (text or "")
         want = limit * shape.page
         rerank = self.reranker is not None and kind == QueryKind.TEXT
         depth = max(want, RERANK_DEPTH) if rerank else want
@@ -275,7 +283,8 @@ class Searcher:
             lists = [self._dense(kind, s, vectors[s.name], depth, expr) for s in spaces]
             if kind == QueryKind.VIDEO:
                 return _ranked(lists, depth, names), _exhausted(lists, depth)
-            return fuse_ranked(lists, depth, names=names), _exhausted(lists, depth)
+            fused = fuse_ranked(lists, depth, names=names, weights=self._weights(names))
+            return fused, _exhausted(lists, depth)
 
         return fetch
 
@@ -313,9 +322,13 @@ class Searcher:
                         self._dense(QueryKind.TEXT, space, vectors[space.name], depth, expr)
                     )
             names = [s.name for s in spaces]
-            return fuse_ranked(lists, depth, names=names), _exhausted(lists, depth)
+            fused = fuse_ranked(lists, depth, names=names, weights=self._weights(names))
+            return fused, _exhausted(lists, depth)
 
         return fetch
+
+    def _weights(self, names: list[str]) -> list[float]:
+        return [self.weights.get(name, 1.0) for name in names]
 
     def _rerank(self, query: str, rows: list[dict]) -> list[dict]:
         """The text candidates re-scored by the cross-encoder and re-ordered among the places
@@ -499,6 +512,22 @@ def _ranked(lists: list[list[dict]], limit: int, names: list[str]) -> list[dict]
     """Fuse the spaces' lists, then merge the neighbouring moments an excerpt's frames chose
     (truncating first would let two halves of one scene take two of the `limit` places)."""
     return merge_moments(fuse_ranked(lists, 3 * limit, names=names))[:limit]
+
+
+Fetch = Callable[[int], tuple[list[dict], bool]]
+
+
+def _both(example: Fetch | None, text: Fetch | None) -> Fetch | None:
+    """An example's and a text's ranked rows fused by rank (each row keeps its provenance)."""
+    parts = [f for f in (example, text) if f is not None]
+    if len(parts) <= 1:
+        return parts[0] if parts else None
+
+    def fetch(depth: int) -> tuple[list[dict], bool]:
+        got = [part(depth) for part in parts]
+        return fuse_ranked([rows for rows, _ in got], depth), all(done for _, done in got)
+
+    return fetch
 
 
 def _exhausted(lists: list[list[dict]], depth: int) -> bool:

@@ -17,7 +17,6 @@ from tests.video_samples import photo
 
 WIDE = {"COLUMNS": "1000"}  # so rich never wraps a message: each is exactly one line
 MODALITIES = ", ".join(Modality)
-KINDS = '"text", "image", "audio", "video"'
 ROUTER = "Hold the router's reset button for ten seconds to restore the factory settings."
 BREAD = "Feed the sourdough starter every morning with rye flour and lukewarm water."
 PLANTS = "Ferns want moist soil, while cacti should dry out between waterings."
@@ -102,21 +101,25 @@ def test_a_decoding_error_names_the_file_once(env: Env) -> None:
     refused(search(env, "--image", str(empty)), f"{empty}: empty file (0 bytes)")
 
 
-def test_a_queries_line_with_two_kinds_is_refused_with_its_line_number(env: Env) -> None:
+def test_a_queries_line_with_two_examples_is_refused_with_its_line_number(env: Env) -> None:
+    examples = '"image", "audio", "video"'
     qfile = queries_file(
         env,
         '{"id": 1, "text": "router"}',
-        '{"id": 2, "text": "router", "image": "cat.jpg"}',
+        '{"id": 2, "text": "router", "image": "cat.jpg", "video": "v.mp4"}',
     )
     refused(
         search(env, "--queries", str(qfile)),
-        f'{qfile}:2: give one of {KINDS}, not "text" and "image"',
+        f'{qfile}:2: give one example ({examples}), not "image" and "video"; "text" may go with it',
     )
     qfile = queries_file(env, '{"id": 1, "audio": "a.wav", "video": "v.mp4", "image": "i.jpg"}')
     refused(
         search(env, "--queries", str(qfile)),
-        f'{qfile}:1: give one of {KINDS}, not "image", "audio" and "video"',
+        f'{qfile}:1: give one example ({examples}), not "image", "audio" and "video"; '
+        '"text" may go with it',
     )
+    qfile = queries_file(env, '{"id": 1, "image": "i.jpg", "text": 7}')
+    refused(search(env, "--queries", str(qfile)), f'{qfile}:1: "text" must be a string')
 
 
 def test_a_queries_file_may_start_with_a_byte_order_mark(env: Env) -> None:

@@ -26,6 +26,21 @@ def test_agreement_between_spaces_ranks_first() -> None:
     assert fused[0]["text"] == "tabby, tiger cat"  # the labels make the snippet
 
 
+def test_weights_scale_each_lists_ranks_and_zero_leaves_a_list_out() -> None:
+    text = [row("doc", 0.9), row("cat", 0.8)]
+    clip = [row("dog", 0.31), row("cat", 0.30)]
+    fused = fuse_ranked([text, clip], limit=10, weights=[3.0, 1.0])
+    assert [r["media_id"] for r in fused] == ["cat", "doc", "dog"]
+    assert fused[0]["score"] == pytest.approx(3 / (RRF_K + 2) + 1 / (RRF_K + 2))
+    assert fused[1]["score"] == pytest.approx(3 / (RRF_K + 1))
+    fused = fuse_ranked([text, clip], limit=10, weights=[1.0, 3.0])
+    assert [r["media_id"] for r in fused] == ["cat", "dog", "doc"]  # the weight decides
+    # weight 0: as if that space had found nothing (its own scores kept for the other)
+    assert fuse_ranked([text, clip], limit=10, weights=[0.0, 1.0]) == clip
+    named = fuse_ranked([text, clip], limit=10, names=["text", "clip"], weights=[1.0, 0.0])
+    assert [r["sources"] for r in named] == [[{"space": "text", "rank": n}] for n in (1, 2)]
+
+
 def test_different_places_in_one_file_stay_apart() -> None:
     a = [row("video", 0.9, 0, 5), row("video", 0.8, 30, 35)]
     b = [row("video", 0.5, 30, 35)]
