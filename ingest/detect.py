@@ -52,6 +52,8 @@ def detect_kind(path: Path, head: bytes | None = None) -> MediaKind:
         raise UnsupportedContent("empty file (0 bytes)")
 
     kind = _match_signature(head)
+    if kind == MediaKind("image", "tiff") and _tiff_pages(Path(path), head) >= 2:
+        return MediaKind("text", "tiff")  # a multi-page scan: a document read by OCR
     if kind is not None:
         return kind
     text = _as_text(head)
@@ -125,6 +127,54 @@ def _match_signature(head: bytes) -> MediaKind | None:
     if _is_bmp(head):
         return MediaKind("image", "bmp")
     return _mpeg_audio_frame(head)
+
+
+_TIFF_SUBFILE = 254  # NewSubfileType: bit 0 marks a reduced-resolution copy (a preview)
+_TIFF_JPEG_THUMB = 513  # JPEGInterchangeFormat: an EXIF thumbnail
+_TIFF_SUB_IFDS = 330  # SubIFDs: camera raw files (DNG, NEF, ...) keep their images there
+_TIFF_MAX_IFDS = 64
+_TIFF_MAX_ENTRIES = 4096
+
+
+def _tiff_pages(path: Path, head: bytes, want: int = 2) -> int:
+    """Full-size pages of a TIFF, counted up to `want`, by walking the IFD chain (a few small
+    reads, whatever the file's size). Previews, EXIF thumbnails and camera raws (SubIFDs) are
+    not pages, so a photo stays a photo; an unreadable chain counts what it got to."""
+    order = "little" if head[:2] == b"II" else "big"
+    big = head[2:4] in (b"+\x00", b"\x00+")
+    count_size, entry_size, offset_size = (8, 20, 8) if big else (2, 12, 4)
+    pages = 0
+    try:
+        with open(path, "rb") as f:
+
+            def read(at: int, n: int) -> bytes:
+                if at + n <= len(head):
+                    return head[at : at + n]
+                f.seek(at)
+                return f.read(n)
+
+            at = int.from_bytes(read(8 if big else 4, offset_size), order)
+            seen: set[int] = set()
+            while at and at not in seen and len(seen) < _TIFF_MAX_IFDS and pages < want:
+                seen.add(at)
+                n = int.from_bytes(read(at, count_size), order)
+                if not 0 < n <= _TIFF_MAX_ENTRIES:
+                    break
+                entries = read(at + count_size, n * entry_size)
+                tags: dict[int, int] = {}
+                for i in range(0, len(entries) - entry_size + 1, entry_size):
+                    tag = int.from_bytes(entries[i : i + 2], order)
+                    width = 2 if int.from_bytes(entries[i + 2 : i + 4], order) == 3 else 4
+                    value = entries[i + entry_size - offset_size :][:width]  # SHORT or LONG
+                    tags[tag] = int.from_bytes(value, order)
+                if _TIFF_SUB_IFDS in tags:
+                    return 1  # a camera's raw file: a photo
+                if not tags.get(_TIFF_SUBFILE, 0) & 1 and _TIFF_JPEG_THUMB not in tags:
+                    pages += 1
+                at = int.from_bytes(read(at + count_size + n * entry_size, offset_size), order)
+    except OSError:
+        pass
+    return pages
 
 
 def _iso_bmff_kind(head: bytes) -> MediaKind:

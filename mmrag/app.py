@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from mmrag.pipelines.base import Pipeline, SpaceEncoder
     from mmrag.pipelines.image.pipeline import ImagePipeline
     from mmrag.pipelines.text.encoder import TextEncoder
+    from mmrag.pipelines.text.pages import PageReading
     from mmrag.pipelines.text.space import TextSpace
     from mmrag.search.query import Searcher
     from mmrag.store.catalog import Catalog
@@ -177,10 +178,7 @@ class Models:
         from mmrag.pipelines.video.pipeline import VideoConfig, VideoPipeline
 
         s = self.settings
-        text = TextPipeline(
-            self.text, TextConfig(s.chunk_tokens, s.chunk_overlap, s.max_file_mb * 1_000_000)
-        )
-        found: list[Pipeline] = [text]
+        found: list[Pipeline] = []
         if photo_spaces := self.writing(Modality.IMAGE):
             self.photos = ImagePipeline(
                 photo_spaces,
@@ -190,6 +188,12 @@ class Models:
                 ),
             )
             found.append(self.photos)
+        text = TextPipeline(
+            self.text,
+            TextConfig(s.chunk_tokens, s.chunk_overlap, s.max_file_mb * 1_000_000, s.max_ocr_pages),
+            self._page_reading(photo_spaces),
+        )
+        found.insert(0, text)
         sound_spaces = self.writing(Modality.AUDIO)
         if sound_spaces or self.speech:
             self.sound = AudioPipeline(
@@ -213,6 +217,33 @@ class Models:
                 )
             )
         return found
+
+    def _page_reading(self, photo_spaces: list[Any]) -> PageReading:
+        """What the text pipeline needs to read scanned pages: Tesseract with the configured
+        languages (or why it cannot run), the photo spaces for page pictures, and a thumbnail
+        writer (the photos' own, else one into the same cache)."""
+        from functools import partial
+
+        from mmrag.pipelines.image.ocr import ocr_unavailable, read_page
+        from mmrag.pipelines.text.pages import PageReading, renderer_unavailable
+
+        s = self.settings
+        why = ocr_unavailable(s.ocr) or renderer_unavailable()
+        if self.photos:
+            save = self.photos.save_thumbnail
+        else:
+            from mmrag.pipelines.image.decode import thumbnail
+            from mmrag.store.thumbnails import ensure_thumbnail
+
+            def save(key: str, image: Any) -> None:
+                ensure_thumbnail(s.thumbnails, key, lambda: thumbnail(image))
+
+        return PageReading(
+            ocr=None if why else partial(read_page, lang=s.ocr_lang),
+            unavailable=why or "",
+            pictures=photo_spaces,
+            thumbnail=save,
+        )
 
     def unavailable(self) -> list[str]:
         """The models that cannot be had here (the others are loaded now, for the run)."""

@@ -526,7 +526,10 @@ def _read_queries(path: Path) -> list[dict]:
 @app.command()
 def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """What is in the store: counts per space and modality, and every failure with its reason."""
+    from mmrag.store.schema import collection_name
+
     settings = _settings(ctx)
+    text = collection_name(settings.collection_prefix, "text", settings.text_model)
     with _open(settings) as (catalog, store, _):
         spaces = {}
         for name in store.existing_collections():
@@ -540,6 +543,8 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
             "files": catalog.counts(),
             "media_by_modality": catalog.media_by_modality(),
             "facts_by_modality": catalog.facts_by_modality(),
+            # scanned pages whose text OCR read (the first chunk of each is marked: text/pages)
+            "ocr_pages": store.count(text, OCR_PAGE_STARTS) if text in spaces else 0,
             "spaces": spaces,
             "failures": [{"path": f.display, "reason": f.error} for f in catalog.failures()],
             "warnings": [{"path": p, "reason": why} for p, why in catalog.warnings()],
@@ -557,6 +562,8 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
     for name, s in spaces.items():
         t.add_row(name, str(s["rows"]), ", ".join(f"{k}: {v}" for k, v in s["by_modality"].items()))
     out.print(t)
+    if data["ocr_pages"]:
+        out.print(f"scanned pages read by OCR: {data['ocr_pages']}")
     for modality, n in data["facts_by_modality"].items():
         if n["taken_at"] or n["camera"] or n["gps"]:
             out.print(
@@ -571,6 +578,9 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
         out.print(
             f"[yellow]warning:[/yellow] {escape(w['path'])}: {escape(w['reason'])}", highlight=False
         )
+
+
+OCR_PAGE_STARTS = 'meta["ocr"] == true and meta["page_start"] == true'
 
 
 @app.command()

@@ -167,6 +167,12 @@ class Settings(BaseSettings):
     label_top_k: int = Field(5, ge=0, description="ImageNet labels kept per image, as text")
     ocr: bool = Field(True, description="Read printed words in images (needs Tesseract)")
     ocr_lang: str = Field("eng", description="Tesseract language(s), e.g. eng+deu")
+    max_ocr_pages: int = Field(
+        1000,
+        ge=1,
+        description="Scanned pages (PDF pages without text, multi-page TIFF) read by OCR per "
+        "file; those beyond are reported, not read",
+    )
     label_min_prob: float = Field(0.1, ge=0.0, le=1.0, description="Least probability of a label")
 
     audio_model: str = Field(

@@ -139,12 +139,13 @@ class Hit:
     sources: list[dict] | None = None
     # grouped by file (Shape.group): the file's best places, this hit's own first
     moments: list[dict] | None = None
+    ocr: bool | None = None  # True: text read by OCR from a scanned page (its range is the page's)
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None or k not in OPTIONAL}
 
 
-OPTIONAL = ("page", "thumbnail", "taken_at", "camera", "gps", "sources", "moments")
+OPTIONAL = ("page", "thumbnail", "taken_at", "camera", "gps", "sources", "moments", "ocr")
 
 
 @dataclass(frozen=True)
@@ -479,6 +480,7 @@ class Searcher:
                     **facts.get(row["media_id"], MediaFacts()).hit_fields(),
                     sources=row.get("sources"),
                     moments=[_moment(r, rec, query) for r in rows] if moments else None,
+                    ocr=_ocr(row),
                 )
             )
         return hits
@@ -576,7 +578,14 @@ def _moment(row: dict, rec: PathRecord, query: str) -> dict:
     }
     if row.get("sources"):
         out["sources"] = row["sources"]
+    if _ocr(row):
+        out["ocr"] = True
     return out
+
+
+def _ocr(row: dict) -> bool | None:
+    """True for text read by OCR from a scanned page (the segment's meta says so)."""
+    return True if (row.get("meta") or {}).get("ocr") else None
 
 
 def _reaching(kind: QueryKind) -> str:

@@ -15,10 +15,12 @@ from mmrag.search.query import Hit
 def location(hit: Hit) -> str:
     """Where in the file: page and character range for documents (times for timed media)."""
     modality = Modality(hit.modality)
-    if modality.picture:
-        return f"image ({hit.modality})" + (f"  thumb {hit.thumbnail}" if hit.thumbnail else "")
+    if modality.picture:  # a photo, or a page picture of a scanned PDF (with its page)
+        page = f" p.{hit.page}" if hit.page else ""
+        thumb = f"  thumb {hit.thumbnail}" if hit.thumbnail else ""
+        return f"image ({hit.modality}){page}{thumb}"
     if modality == Modality.DOCUMENT:
-        where = f"chars {int(hit.start)}-{int(hit.end)}"
+        where = f"chars {int(hit.start)}-{int(hit.end)}" + (" (OCR)" if hit.ocr else "")
         return f"p.{hit.page} {where}" if hit.page else where
     where = f"{_clock(hit.start)}-{_clock(hit.end)} ({hit.modality})"
     return where + (f"  thumb {hit.thumbnail}" if hit.thumbnail else "")
@@ -43,9 +45,11 @@ def moment_place(moment: dict) -> str:
     """Where a grouped file's moment is, as `location` says it for a hit."""
     modality = Modality(moment["modality"])
     if modality.picture:
-        return f"image ({moment['modality']})"
+        page = f" p.{moment['page']}" if moment.get("page") else ""
+        return f"image ({moment['modality']}){page}"
     if modality == Modality.DOCUMENT:
         where = f"chars {int(moment['start'])}-{int(moment['end'])}"
+        where += " (OCR)" if moment.get("ocr") else ""
         return f"p.{moment['page']} {where}" if moment.get("page") else where
     return f"{_clock(moment['start'])}-{_clock(moment['end'])} ({moment['modality']})"
 

@@ -4,7 +4,8 @@ Each block carries its PDF page and its offset in the document's full extracted 
 hit can point back at "page 3" or a character range. Failures raise ExtractionError with a reason a
 person can act on ("PDF is encrypted", "no extractable text (scanned PDF without OCR?)"), because
 the catalog stores that string as the file's last error. pypdf and trafilatura are imported only
-when a PDF or HTML file is extracted.
+when a PDF or HTML file is extracted. A PDF's pages are also read one by one (`pdf_text`), with
+their size, so the text pipeline can tell which pages are scans to be read by OCR.
 """
 
 from __future__ import annotations
@@ -48,22 +49,28 @@ def extract_text(path: Path, fmt: str, *, max_bytes: int = 50_000_000) -> list[T
     """
     if fmt not in SUPPORTED_FORMATS:
         raise ValueError(f"text extraction handles {sorted(SUPPORTED_FORMATS)}, not {fmt!r}")
+    if fmt == "pdf":
+        return pdf_text(path, max_bytes=max_bytes).blocks()
+    data = _read(path, max_bytes)
+    if fmt == "html":
+        pieces: list[tuple[int | None, str]] = [(None, _html_text(data))]
+    else:
+        pieces = [(None, decode_text(data))]
+    return to_blocks(pieces)
+
+
+def _read(path: Path, max_bytes: int) -> bytes:
     size = Path(path).stat().st_size
     if size > max_bytes:
         raise ExtractionError(
             f"file too large for text extraction ({_mb(size)}; the limit is {_mb(max_bytes)})"
         )
-    data = Path(path).read_bytes()
-    if fmt == "pdf":
-        pieces = _pdf_pages(data)
-    elif fmt == "html":
-        pieces = [(None, _html_text(data))]
-    else:
-        pieces = [(None, decode_text(data))]
-    return _to_blocks(pieces)
+    return Path(path).read_bytes()
 
 
-def _to_blocks(pieces: list[tuple[int | None, str]]) -> list[TextBlock]:
+def to_blocks(pieces: list[tuple[int | None, str]], empty_ok: bool = False) -> list[TextBlock]:
+    """(page, text) pairs as blocks with their offsets; empty texts are left out. None left is
+    an ExtractionError unless `empty_ok` (the caller has text from elsewhere: OCR)."""
     blocks: list[TextBlock] = []
     offset = 0
     for page, raw in pieces:
@@ -72,7 +79,7 @@ def _to_blocks(pieces: list[tuple[int | None, str]]) -> list[TextBlock]:
             continue
         blocks.append(TextBlock(text, page, offset))
         offset += len(text) + len(BLOCK_SEPARATOR)
-    if not blocks:
+    if not blocks and not empty_ok:
         raise ExtractionError("no text content")
     return blocks
 
@@ -275,9 +282,50 @@ class _PlainText(HTMLParser):
 _EOF_WINDOW = 1024  # readers accept %%EOF anywhere in the last KiB
 
 
-def _pdf_pages(data: bytes) -> list[tuple[int | None, str]]:
-    """(page number, text) per page. A file cut short is refused up front: pypdf in lenient mode
-    would otherwise rebuild what it can and hand back a silently partial document."""
+@dataclass(frozen=True)
+class PdfPage:
+    number: int  # 1-based
+    text: str  # its text layer, normalised; "" when it has none (a scan) or it could not be read
+    area: float  # square inches (72 points each), so a page's text can be judged for its size
+
+
+@dataclass
+class PdfText:
+    """A PDF's text layer, page by page, and what went wrong reading it."""
+
+    pages: list[PdfPage]
+    failed: list[int]  # pages pypdf could not read
+    first_error: Exception | None
+    repairs: list[str]  # what lenient pypdf patched over in a broken structure
+
+    def blocks(self, hint: str = "") -> list[TextBlock]:
+        """The pages with text as blocks; when none has any, ExtractionError says why (damage,
+        or no text layer at all: a scan, with `hint` on how to have it read by OCR)."""
+        blocks = to_blocks([(p.number, p.text) for p in self.pages], empty_ok=True)
+        if not blocks:
+            raise self.no_text(hint)
+        return blocks
+
+    def no_text(self, hint: str = "") -> ExtractionError:
+        n = len(self.pages)
+        if self.failed:
+            return ExtractionError(
+                f"PDF is damaged: {len(self.failed)} of {n} pages could not be read "
+                f"({self.first_error}) and the rest have no text"
+            )
+        if self.repairs:  # pypdf patched over broken structure: blame that, not missing OCR
+            return ExtractionError(
+                f"PDF is damaged and has no readable text ({len(self.repairs)} repair "
+                f"warning(s) from pypdf, the first: {self.repairs[0]})"
+            )
+        why = f"no extractable text (scanned PDF without OCR?): {n} page(s), none with text"
+        return ExtractionError(f"{why}; {hint}" if hint else why)
+
+
+def pdf_text(path: Path, *, max_bytes: int = 50_000_000) -> PdfText:
+    """Every page's text layer and size. A file cut short is refused up front: pypdf in lenient
+    mode would otherwise rebuild what it can and hand back a silently partial document."""
+    data = _read(path, max_bytes)
     if b"%%EOF" not in data[-_EOF_WINDOW:]:
         raise ExtractionError(
             "PDF is truncated or damaged: it has no %%EOF end marker "
@@ -287,7 +335,7 @@ def _pdf_pages(data: bytes) -> list[tuple[int | None, str]]:
         return _read_pdf(data, warnings)
 
 
-def _read_pdf(data: bytes, warnings: list[str]) -> list[tuple[int | None, str]]:
+def _read_pdf(data: bytes, warnings: list[str]) -> PdfText:
     from pypdf import PasswordType, PdfReader
     from pypdf.errors import DependencyError
 
@@ -306,34 +354,27 @@ def _read_pdf(data: bytes, warnings: list[str]) -> list[tuple[int | None, str]]:
     except Exception as e:  # pypdf raises many types on malformed input
         raise ExtractionError(f"PDF is truncated or damaged: {e}") from e
 
-    out: list[tuple[int | None, str]] = []
-    failed: list[int] = []
-    first_error: Exception | None = None
+    out = PdfText([], [], None, warnings)
     for number, page in enumerate(pages, start=1):
         try:
-            text = page.extract_text()
+            text = _normalise(page.extract_text() or "")
         except Exception as e:  # one broken page should not lose the others
-            failed.append(number)
-            first_error = first_error or e
+            out.failed.append(number)
+            out.first_error = out.first_error or e
             log.warning("PDF page %d could not be read: %s", number, e)
-            continue
-        if text and text.strip():
-            out.append((number, text))
-    if not any(_normalise(text) for _, text in out):
-        if failed:
-            raise ExtractionError(
-                f"PDF is damaged: {len(failed)} of {len(pages)} pages could not be read "
-                f"({first_error}) and the rest have no text"
-            )
-        if warnings:  # pypdf patched over broken structure: blame that, not missing OCR
-            raise ExtractionError(
-                f"PDF is damaged and has no readable text ({len(warnings)} repair "
-                f"warning(s) from pypdf, the first: {warnings[0]})"
-            )
-        raise ExtractionError(
-            f"no extractable text (scanned PDF without OCR?): {len(pages)} page(s), none with text"
-        )
+            text = ""
+        out.pages.append(PdfPage(number, text, _area(page)))
     return out
+
+
+def _area(page: object) -> float:
+    """The page's area in square inches (0 when its box is unreadable)."""
+    try:
+        box = page.mediabox  # type: ignore[attr-defined]
+        unit = float(page.get("/UserUnit", 1) or 1)  # type: ignore[attr-defined]
+        return abs(float(box.width) * float(box.height)) * unit * unit / 72**2
+    except Exception:
+        return 0.0
 
 
 @contextmanager

@@ -183,9 +183,10 @@ def test_bad_search_arguments_fail_clearly(lib: Lib) -> None:
     assert "--since expects a date" in message and "'last tuesday'" in message
     r = run(lib, "search")
     assert r.exit_code == 2
-    assert "a QUERY, --image PATH, --audio PATH, --video PATH, or --queries FILE" in " ".join(
-        r.stderr.split()
-    )
+    said = " ".join(r.stderr.split())
+    assert "a QUERY with one example, or --queries FILE" in said
+    r = run(lib, "search", "--queries", "q.jsonl", "router")  # a batch takes no QUERY
+    assert r.exit_code == 2 and "or --queries FILE" in " ".join(r.stderr.split())
     r = run(lib, "search", "--audio", str(lib.root / "nowhere.wav"))
     assert r.exit_code == 2
     assert "nowhere.wav: no such file" in " ".join(r.stderr.split())
