@@ -53,7 +53,8 @@ class Source:
     end: float
     media_id: str
     link: str
-    text: str
+    text: str  # what the model reads: the whole passage, transcript line, labels or OCR words
+    snippet: str = ""  # what a reader sees of it (the hit's snippet)
 
     @classmethod
     def from_hit(cls, number: int, hit: Hit) -> Source:
@@ -66,6 +67,7 @@ class Source:
             hit.end,
             hit.media_id,
             hit.link,
+            hit.passage or hit.snippet,
             hit.snippet,
         )
 
@@ -107,7 +109,7 @@ class Source:
             **self.where(),
             "media_id": self.media_id,
             "modality": self.modality,
-            "snippet": self.text,
+            "snippet": self.snippet or self.text,
         }
 
 

@@ -6,7 +6,7 @@ import fnmatch
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -140,9 +140,16 @@ class Hit:
     # grouped by file (Shape.group): the file's best places, this hit's own first
     moments: list[dict] | None = None
     ocr: bool | None = None  # True: text read by OCR from a scanned page (its range is the page's)
+    # The whole segment's text (a passage, a transcript line, a photo's labels or OCR words),
+    # which `mmrag ask` gives the model; the snippet is its best 240 characters for a reader.
+    passage: str = field(default="", repr=False, compare=False)
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None or k not in OPTIONAL}
+        return {
+            k: v
+            for k, v in asdict(self).items()
+            if k != "passage" and (v is not None or k not in OPTIONAL)
+        }
 
 
 OPTIONAL = ("page", "thumbnail", "taken_at", "camera", "gps", "sources", "moments", "ocr")
@@ -481,6 +488,7 @@ class Searcher:
                     sources=row.get("sources"),
                     moments=[_moment(r, rec, query) for r in rows] if moments else None,
                     ocr=_ocr(row),
+                    passage=row["text"],
                 )
             )
         return hits

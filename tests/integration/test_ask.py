@@ -94,6 +94,29 @@ def test_prompt_carries_sources_and_the_streamed_answer_cites_files_and_pages(
     assert len([line for line in r.stderr.splitlines() if "[9]" in line]) == 1
 
 
+HOUSE_NOTES = (
+    "House notes for the sitter. The heating comes on at six in the morning and goes off at ten "
+    "at night; the thermostat in the hall overrides it for an hour. Bins go out on Tuesday "
+    "evening, the green one for garden waste. The spare key is kept under the blue flowerpot."
+)
+
+
+def test_the_prompt_carries_whole_passages_not_just_their_snippets(make_env) -> None:
+    env: Env = make_env(chunk_tokens=128)  # the notes are one passage
+    write(env.root / "lib" / "house.txt", HOUSE_NOTES)
+    env.ingest(env.root / "lib")
+    [hit] = env.searcher().search("when does the heating come on", limit=1)
+    assert len(hit.snippet) < len(HOUSE_NOTES)  # the reader's snippet is cut...
+    with StandIn() as stand_in:
+        r = env.cli_with(llm(stand_in.url), "ask", "when does the heating come on?")
+    assert r.exit_code == 0, r.output
+    prompt = stand_in.requests[0]["body"]["messages"][-1]["content"]
+    assert " ".join(HOUSE_NOTES.split()) in prompt  # ...the model reads the whole passage
+    r = env.cli("ask", "when does the heating come on?", "--json")
+    [source] = json.loads(r.stdout)["sources"]
+    assert source["snippet"] == hit.snippet
+
+
 def test_json_gives_answer_citations_sources_and_mode(library: Env) -> None:
     with StandIn() as stand_in:
         r = library.cli_with(llm(stand_in.url), "ask", QUESTION, "--json", "--sources", "2")
