@@ -1,4 +1,4 @@
-"""The `mmrag` command line: ingest, search, ask, status, models, duplicates, demo."""
+"""The `mmrag` command line: ingest, search, ask, status, models, eval, duplicates, demo."""
 
 from __future__ import annotations
 
@@ -650,6 +650,127 @@ def _speech_row(settings: Settings) -> dict:
         "device": f"{getattr(transcriber, 'device', 'api')} "
         f"{getattr(transcriber, 'compute_type', '')}".strip(),
     }
+
+
+@app.command("eval")
+def eval_(
+    ctx: typer.Context,
+    library: Annotated[Path, typer.Option(help="The library folder to sample and ingest")],
+    queries: Annotated[
+        Path | None, typer.Option(help='JSONL: one {"id", "text"} object per line')
+    ] = None,
+    qrels: Annotated[
+        Path | None,
+        typer.Option(help='Judgements: TREC qrels (qid 0 path grade) or JSONL {"id", "path"}'),
+    ] = None,
+    models_: Annotated[
+        str | None,
+        typer.Option("--models", help="Text models, comma-separated (default: the configured one)"),
+    ] = None,
+    chunk_tokens: Annotated[
+        str | None,
+        typer.Option(help="Chunk sizes to compare, comma-separated (auto: the model's max)"),
+    ] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(min=1, help="Ingest N files of the library (every judged file among them)"),
+    ] = None,
+    self_queries: Annotated[
+        bool,
+        typer.Option("--self", help="No labels: queries from the library (titles, first lines)"),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The results as one JSON object")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write a PNG of quality against memory per model")
+    ] = None,
+) -> None:
+    """Compare text models on your own labelled queries: each ingests the library into temporary
+    collections (removed afterwards), then BM25, dense and hybrid search are scored."""
+    from mmrag import eval_report, model_eval
+    from mmrag.search.evaluate import EvalInputError, load_qrels, load_queries
+
+    if not library.is_dir():
+        _fail(f"--library {library}: not a folder")
+    if self_queries and (queries or qrels):
+        _fail("give --queries and --qrels, or --self, not both")
+    if not self_queries and not (queries and qrels):
+        _fail("--queries and --qrels are both needed (or --self to build queries from the library)")
+    if plot is not None:
+        if why := eval_report.plot_available():
+            _fail(escape(why))
+        if not plot.parent.is_dir():
+            _fail(f"--plot {plot}: folder {plot.parent} does not exist")
+    settings = _settings(ctx)
+    candidates = _eval_candidates(settings, models_, chunk_tokens)
+    files = model_eval.library_files(library)
+    if not files:
+        _fail(f"--library {library}: no files")
+    if self_queries:
+        chosen = model_eval.choose_files(files, set(), sample)
+        labels = model_eval.self_labels(library, chosen)
+        if not labels.queries:
+            _fail(f"--self: no document in {library} gave a title or first sentence to ask")
+        notes = [model_eval.SELF_NOTE.format(n=len(labels.queries))]
+    else:
+        try:
+            given = model_eval.Labels(load_queries(queries), load_qrels(qrels))  # type: ignore[arg-type]
+        except EvalInputError as exc:
+            _fail(escape(str(exc)))
+        labels, notes = model_eval.judged_files(given, files, library)
+        if not any(q["id"] in labels.qrels for q in labels.queries):
+            _fail(f"{qrels}: judges none of the queries in {queries}")
+        judged = {doc for grades in labels.qrels.values() for doc in grades}
+        chosen = model_eval.choose_files(files, judged, sample)
+        if sample is not None and len(chosen) > sample:
+            notes.append(f"--sample {sample}: all {len(chosen)} judged files are ingested")
+    for line in notes:
+        err.print(f"[yellow]note:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+    report = model_eval.run_eval(
+        settings,
+        candidates,
+        library,
+        labels,
+        chosen,
+        len(files),
+        lambda line: err.print(escape(line), highlight=False, soft_wrap=True),
+    )
+    report.notes = notes
+    if plot is not None and report.runs:
+        eval_report.plot(report, plot)
+        err.print(f"plot: {escape(str(plot))}", highlight=False)
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False))
+    else:
+        wide = out if out.is_terminal else Console(width=160)  # piped: not cut to 80 columns
+        for table in eval_report.tables(report):
+            wide.print(table)
+    if not report.runs:
+        _fail("no model could be evaluated", code=1)
+
+
+def _eval_candidates(settings: Settings, models: str | None, chunks: str | None) -> list:
+    """Every model with every chunk size, checked before anything loads."""
+    from mmrag.model_eval import Candidate
+
+    names = list(dict.fromkeys(m.strip() for m in (models or settings.text_model).split(",")))
+    names = [n for n in names if n]
+    if not names:
+        _fail("--models: no model named")
+    sizes: list[int | None] = []
+    for value in chunks.split(",") if chunks else [str(settings.chunk_tokens or "auto")]:
+        value = value.strip().lower()
+        if value in ("auto", "max", "none", ""):
+            sizes.append(None)
+            continue
+        if not value.isdigit() or int(value) < 16:
+            _fail(f"--chunk-tokens: {value!r} is not a number of tokens of 16 or more (or auto)")
+        if int(value) <= settings.chunk_overlap:
+            _fail(
+                f"--chunk-tokens {value}: must be more than chunk_overlap "
+                f"({settings.chunk_overlap})"
+            )
+        sizes.append(int(value))
+    return [Candidate(n, s) for n in names for s in dict.fromkeys(sizes)]
 
 
 @app.command()

@@ -16,7 +16,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-bash scripts/setup.sh offline,dev,image,audio,video,openai
+bash scripts/setup.sh offline,dev,image,audio,video,openai,eval
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"
