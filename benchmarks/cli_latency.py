@@ -7,9 +7,10 @@ query-encoder cache (the ingest exports the text model to ONNX once), then times
 round and in turn, three new processes: `python -c "import torch"`, `mmrag search QUERY`
 (the default: queries encoded by ONNX Runtime) and the same search with
 MMRAG_QUERY_ENCODER=torch (the model itself). Each is a cold start of its own: a new Python,
-Milvus Lite started and stopped. Prints each one's median wall time and peak memory (RSS), the
-spread (min-max), the ratio of search to `import torch`, and the ONNX query vectors' cosine to
-the full model's on data/eval's queries (must be > 0.999).
+Milvus Lite started and stopped. Then, with `mmrag serve` running on the store (the `serve`
+extra), the same search through it. Prints each one's median wall time and peak memory (RSS),
+the spread (min-max), the ratio of search to `import torch`, and the ONNX query vectors' cosine
+to the full model's on data/eval's queries (must be > 0.999).
 """
 
 from __future__ import annotations
@@ -71,6 +72,28 @@ def vector_check(cache: Path) -> float:
     return float(np.min(np.sum(light.encode(queries) * full.encode(queries), axis=1)))
 
 
+def start_server(mmrag: str, env: dict[str, str]) -> subprocess.Popen | None:
+    """`mmrag serve` on the benchmark's store, once it answers (searches then go through it);
+    None where the `serve` extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("fastapi") is None:
+        print("mmrag search (serve): skipped, the serve extra is not installed")
+        return None
+    proc = subprocess.Popen(
+        [mmrag, "serve", "--port", "0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(Path(env["MMRAG_HOME"]).glob("*.serve.json")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("mmrag serve did not start")
+        time.sleep(0.2)
+    return proc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -114,9 +137,20 @@ def main() -> None:
                 s, mb = timed(cmd, e)
                 seconds[name].append(s)
                 memory[name].append(mb)
+        server = start_server(mmrag, env)
+        if server is not None:
+            cmd = [mmrag, "search", args.query, "--limit", "5"]
+            timed(cmd, env)  # the first request warms the server
+            try:
+                for s, mb in (timed(cmd, env) for _ in range(args.rounds)):
+                    seconds.setdefault("mmrag search (serve)", []).append(s)
+                    memory.setdefault("mmrag search (serve)", []).append(mb)
+            finally:
+                server.terminate()
+                server.wait(60)
         print(json.dumps(machine()))
         base = statistics.median(seconds["import torch"])
-        for name in runs:
+        for name in seconds:
             med = statistics.median(seconds[name])
             print(
                 f"{name:22s} median {med:5.2f} s  (min {min(seconds[name]):.2f}, "

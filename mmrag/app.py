@@ -73,6 +73,34 @@ def open_store(
     return catalog, store
 
 
+# The first chunk of each scanned page read by OCR is marked so (pipelines/text/pages.py).
+OCR_PAGE_STARTS = 'meta["ocr"] == true and meta["page_start"] == true'
+
+
+def library_status(settings: Settings, catalog: Catalog, store: MilvusStore) -> dict[str, Any]:
+    """What is in the store: what `mmrag status --json` prints and the API's /api/status
+    starts from. Counts per collection and modality, files, failures and warnings."""
+    from mmrag.store.schema import collection_name
+
+    spaces = {
+        name: {"rows": store.count(name), "by_modality": store.count_by(name, "modality")}
+        for name in store.existing_collections()
+    }
+    text = collection_name(settings.collection_prefix, "text", settings.text_model)
+    return {
+        "milvus": settings.milvus_uri,
+        "catalog": str(settings.catalog),
+        "store_id": catalog.store_id,
+        "files": catalog.counts(),
+        "media_by_modality": catalog.media_by_modality(),
+        "facts_by_modality": catalog.facts_by_modality(),
+        "ocr_pages": store.count(text, OCR_PAGE_STARTS) if text in spaces else 0,
+        "spaces": spaces,
+        "failures": [{"path": f.display, "reason": f.error} for f in catalog.failures()],
+        "warnings": [{"path": p, "reason": why} for p, why in catalog.warnings()],
+    }
+
+
 def _warn_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 

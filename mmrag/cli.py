@@ -25,11 +25,13 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from mmrag.client import find_server, llm_label
 from mmrag.kinds import QueryKind
 from mmrag.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from mmrag.app import Models
+    from mmrag.client import Server
     from mmrag.search.query import Near
 
 app = typer.Typer(
@@ -384,8 +386,12 @@ def search(
         str | None,
         typer.Option("--rerank", help="Cross-encoder (HF id or path) re-scoring text hits"),
     ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Do not go through a running `mmrag serve`")
+    ] = False,
 ) -> None:
-    """Search by text, an example image or an audio clip; hits name the file and where in it."""
+    """Search by text, an example image or an audio clip; hits name the file and where in it.
+    A running `mmrag serve` for the same store answers it, models already loaded."""
     import math
     from typing import get_args
 
@@ -448,6 +454,12 @@ def search(
             if given is not None:
                 batch = [{"id": None, kind: str(given), "text": query}]
     settings = _settings(ctx, hybrid_fusion=fusion, rerank_model=rerank)
+    if not queries and not local and (server := find_server(settings)) is not None:
+        options = dict(mode=mode, limit=limit, page=page, group=group, min_score=min_score)
+        options |= dict(cutoff=cutoff, sort=sort, modality=modality, path=path, since=since)
+        options |= dict(until=until, taken_since=taken_since, taken_until=taken_until)
+        _search_through(server, batch[0], options | dict(camera=camera, near=near), as_json)
+        return
     with _open(settings, warm_queries=True) as (catalog, store, models):
         searcher = models.searcher(catalog, store)
         for item in batch:
@@ -479,6 +491,31 @@ def search(
                 print(dumps(hits_json(hits)))
             else:
                 print_hits(out, label, hits, mode if kind == "text" else kind)
+
+
+def _search_through(server: Server, item: dict, options: dict, as_json: bool) -> None:
+    """One search answered by `mmrag serve`, printed as a local one is."""
+    from mmrag.client import ServerError, hits_from_json
+    from mmrag.search.render import dumps, hits_json, print_hits
+
+    kind, words = _query_kind(item), item.get("text")
+    try:
+        if kind == QueryKind.TEXT:
+            data = server.search({"q": words, **options})
+        else:  # an example, with its words if any (the server fuses them as find(text=) does)
+            data = server.search({"kind": kind, "q": words, **options}, Path(item[kind]))
+    except ServerError as exc:
+        _fail(str(exc) if kind == QueryKind.TEXT else _naming(item[kind], exc))
+    except OSError as exc:
+        _fail(f"mmrag serve at {server.url} stopped answering ({exc}); --local searches here")
+    hits = hits_from_json(data["hits"])
+    if as_json:
+        print(dumps(hits_json(hits)))
+    else:
+        label = words if kind == "text" else f"{kind} {item[kind]}"
+        if kind != QueryKind.TEXT and words:
+            label += f" + {words!r}"
+        print_hits(out, label, hits, options["mode"] if kind == "text" else kind)
 
 
 def _query_kind(item: dict) -> QueryKind:
@@ -526,29 +563,12 @@ def _read_queries(path: Path) -> list[dict]:
 @app.command()
 def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """What is in the store: counts per space and modality, and every failure with its reason."""
-    from mmrag.store.schema import collection_name
+    from mmrag.app import library_status
 
     settings = _settings(ctx)
-    text = collection_name(settings.collection_prefix, "text", settings.text_model)
     with _open(settings) as (catalog, store, _):
-        spaces = {}
-        for name in store.existing_collections():
-            spaces[name] = {
-                "rows": store.count(name),
-                "by_modality": store.count_by(name, "modality"),
-            }
-        data = {
-            "milvus": settings.milvus_uri,
-            "catalog": str(settings.catalog),
-            "files": catalog.counts(),
-            "media_by_modality": catalog.media_by_modality(),
-            "facts_by_modality": catalog.facts_by_modality(),
-            # scanned pages whose text OCR read (the first chunk of each is marked: text/pages)
-            "ocr_pages": store.count(text, OCR_PAGE_STARTS) if text in spaces else 0,
-            "spaces": spaces,
-            "failures": [{"path": f.display, "reason": f.error} for f in catalog.failures()],
-            "warnings": [{"path": p, "reason": why} for p, why in catalog.warnings()],
-        }
+        data = library_status(settings, catalog, store)
+        spaces = data["spaces"]
     if as_json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return
@@ -578,9 +598,6 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
         out.print(
             f"[yellow]warning:[/yellow] {escape(w['path'])}: {escape(w['reason'])}", highlight=False
         )
-
-
-OCR_PAGE_STARTS = 'meta["ocr"] == true and meta["page_start"] == true'
 
 
 @app.command()
@@ -853,6 +870,9 @@ def ask(
     speak: Annotated[
         Path | None, typer.Option("--speak", help="Also write the answer as speech to FILE")
     ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Do not go through a running `mmrag serve`")
+    ] = False,
 ) -> None:
     """Answer a question from the library, citing files with page or time: an LLM's answer
     through any OpenAI-compatible endpoint (llm_base_url, llm_model), else the best passages."""
@@ -866,11 +886,14 @@ def ask(
     if sources is not None and not 1 <= sources <= 100:
         _fail(f"--sources must be from 1 to 100, got {sources}")
     settings = _settings(ctx, ask_sources=sources)
-    with _open(settings) as (catalog, store, models):
-        try:
-            hits = models.searcher(catalog, store).search(question, "hybrid", settings.ask_sources)
-        except (ModelNotAvailable, ValueError, OSError) as exc:
-            _fail(str(exc))
+    server = None if local else find_server(settings, llm_label(settings, os.environ))
+    if server is None:
+        with _open(settings) as (catalog, store, models):
+            try:
+                searcher = models.searcher(catalog, store)
+                hits = searcher.search(question, "hybrid", settings.ask_sources)
+            except (ModelNotAvailable, ValueError, OSError) as exc:
+                _fail(str(exc))
     try:
         endpoint: qa.Endpoint | qa.LLMUnavailable = qa.resolve_endpoint(
             settings.llm_base_url,
@@ -890,7 +913,10 @@ def ask(
     def stream(piece: str) -> None:
         print(piece, end="", flush=True)
 
-    result = qa.answer(question, qa.sources_of(hits), endpoint, None if as_json else stream)
+    if server is not None:  # `mmrag serve` searches and asks the same endpoint
+        result = _ask_through(server, question, settings.ask_sources, None if as_json else stream)
+    else:
+        result = qa.answer(question, qa.sources_of(hits), endpoint, None if as_json else stream)
     if as_json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     elif not result.sources:
@@ -916,6 +942,53 @@ def ask(
         if why:
             note(why)
         err.print(f"spoke the answer to {escape(str(speak))} with {escape(spoken_by)}")
+
+
+def _ask_through(server: Server, question: str, sources: int, stream):
+    """The answer from `mmrag serve`, streamed as it comes."""
+    from mmrag.client import ServerError, answer_from_events
+
+    try:
+        events = server.ask({"question": question, "sources": sources})
+        return answer_from_events(events, question, stream)
+    except ServerError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"mmrag serve at {server.url} stopped answering ({exc}); --local asks here")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (serve_host, 127.0.0.1)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (serve_port, 8765); 0: any")] = None,
+    library: Annotated[
+        list[Path] | None,
+        typer.Option("--library", help="Folder POST /api/ingest ingests (repeatable)"),
+    ] = None,
+) -> None:
+    """The HTTP API for this store, models loaded once (docs at /docs); while it runs, search
+    and ask on this store go through it."""
+    try:
+        from mmrag import api
+    except ImportError as exc:
+        _fail(
+            f"mmrag serve needs FastAPI and uvicorn ({exc.name} is missing): "
+            + escape("pip install 'mmrag[serve]'")
+        )
+    from mmrag.pipelines.model_resolver import ModelNotAvailable
+    from mmrag.store.schema import StoreError
+
+    for folder in library or []:
+        if not folder.is_dir():
+            _fail(f"--library {folder}: not a folder")
+    settings = _settings(ctx, serve_host=host, serve_port=port, library=library or None)
+    try:
+        api.serve(settings, say=lambda line: err.print(escape(line), highlight=False))
+    except (api.ServeError, StoreError, ModelNotAvailable, OSError, ValueError) as exc:
+        _fail(escape(str(exc)))
 
 
 def main() -> None:

@@ -228,6 +228,23 @@ class Settings(BaseSettings):
     llm_speech_model: str = Field("tts-1", description="`ask --speak`: the speech API's model")
     llm_voice: str = Field("alloy", description="`ask --speak`: the speech API's voice")
 
+    # `mmrag serve`: the HTTP API (mmrag/api.py)
+    serve_host: str = Field("127.0.0.1", description="Address `mmrag serve` listens on")
+    serve_port: int = Field(8765, ge=0, le=65535, description="Port; 0: any free port")
+    api_key: str = Field(
+        "",
+        description="When set, /api, /media and /thumbs need `Authorization: Bearer <key>` "
+        "(or X-API-Key); empty: no key",
+    )
+    max_upload_mb: float = Field(
+        100.0, gt=0, description="Largest query file POST /api/search takes (413 above)"
+    )
+    library: list[Path] = Field(
+        default_factory=list,
+        description="Folders POST /api/ingest ingests (`mmrag serve --library DIR`); empty: "
+        "the folders already ingested",
+    )
+
     models: dict[str, str] = Field(
         default_factory=dict,
         description="Models of spaces registered without a field of their own: {space: model}",

@@ -260,6 +260,21 @@ class Catalog:
             sql, args = sql + " AND collection = ?", (media_id, collection)
         return [r["id"] for r in self._all(sql + " ORDER BY rowid", args)]
 
+    def locations(self, media_id: str) -> list[tuple[str, str]]:
+        """Where a content lives: (path, the folder it was ingested from), newest first; paths
+        that failed are left out. What a server may serve for a media id, and nothing else."""
+        rows = self._all(
+            "SELECT path, root FROM paths WHERE media_id = ? AND error IS NULL "
+            "ORDER BY seen_at DESC",
+            (media_id,),
+        )
+        return [(r["path"], r["root"]) for r in rows]
+
+    def roots(self) -> list[str]:
+        """The folders that were ingested (those holding at least one indexed file)."""
+        rows = self._all("SELECT DISTINCT root FROM paths WHERE media_id IS NOT NULL")
+        return sorted(r["root"] for r in rows)
+
     def display_paths(self, media_ids: Iterable[str]) -> dict[str, PathRecord]:
         """For each media, its most recently seen path: where a hit is shown to live."""
         ids = list(dict.fromkeys(media_ids))
