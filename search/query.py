@@ -276,7 +276,7 @@ class Searcher:
         if not reached:
             raise ValueError(f"{kind} search needs a model for one of: {_reaching(kind)}")
         _readable(path)
-        existing = set(self.store.existing_collections())
+        existing = self.store.present(s.collection for s in reached)
         spaces = [s for s in reached if s.collection in existing]
         if filters.modality is None and kind in DEFAULT_MODALITY:
             filters = replace(filters, modality=DEFAULT_MODALITY[kind])
@@ -303,7 +303,7 @@ class Searcher:
             raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
         if not query.strip():
             raise ValueError("empty query")
-        existing = set(self.store.existing_collections())
+        existing = self.store.present(s.collection for s in self.spaces)
         expr = self._filter_expr(filters)
         if expr is None:
             return None
