@@ -6,6 +6,13 @@ writer thread owns every Milvus write and catalog update, in order. Crash safety
 order of writes: a media is marked pending before its segments go to Milvus (with deterministic
 ids), and done only after; a pending media is rewritten from scratch on the next run.
 
+A stored file can lack a space: its model was missing when it was written (the pipeline left
+that space out, with a warning), or the space ran on the offline fallback model
+(pipelines/fallback.py). Where a model for it can be had now, the file is embedded again in that
+space alone, a "fill": its other spaces are kept, and of what it gave rise to elsewhere (an
+image's labels in `text`), the old rows are replaced (`_to_fill`, `_make_room`). A fill leaves
+the content done: its rows are written before they are recorded, so a cut-short fill is redone.
+
 While a model runs on the CPU (its threads on every core), readers start decoding no new file
 and the writer sends Milvus nothing. Overlapped, they only time-share the cores, and a thread that
 preempts one of the model's stalls the others at the next barrier: the model was slowed by all of
@@ -33,7 +40,16 @@ from filelock import FileLock, Timeout
 from mmrag.ingest.detect import HEAD_BYTES, MediaKind, UnsupportedContent, detect_kind
 from mmrag.ingest.scan import FoundFile, ScanProblem, content_hash, scan
 from mmrag.kinds import MediaType
-from mmrag.pipelines.base import MediaError, Piece, Pipeline, SpaceEncoder, collecting_warnings
+from mmrag.pipelines.base import (
+    MediaError,
+    Piece,
+    Pipeline,
+    SpaceEncoder,
+    collecting_warnings,
+    segment_origin,
+    warning_about,
+)
+from mmrag.pipelines.fallback import Fallback
 from mmrag.pipelines.model_resolver import ModelNotAvailable
 from mmrag.store.catalog import Catalog, MediaFacts
 from mmrag.store.milvus import MilvusStore
@@ -46,6 +62,7 @@ class IngestReport:
     changed: int = 0
     unchanged: int = 0
     reused: int = 0  # renamed, moved or copied content: vectors reused, nothing re-embedded
+    filled: int = 0  # stored files embedded in a space they lacked, their other spaces kept
     failed: list[tuple[str, str]] = field(default_factory=list)
     # indexed, with something the user should know (a recording that ends early): (path, why)
     warnings: list[tuple[str, str]] = field(default_factory=list)
@@ -56,6 +73,8 @@ class IngestReport:
     removed_media: int = 0
     segments: int = 0
     seconds: float = 0.0
+    # what the run says once about its models: a space on its fallback model, one skipped
+    models: list[str] = field(default_factory=list)
 
 
 # -- what a reader thread decides about one file; the writer takes the same objects -------------
@@ -104,6 +123,7 @@ class _Job:
     followers: list[FoundFile] = field(default_factory=list)  # same content, other paths
     missing: int = 0
     warning: str | None = None  # indexed, but the user should know (it ends early)
+    fill: frozenset[str] | None = None  # a stored file: only these spaces are written anew
 
 
 Progress = Callable[[str, int], None]  # event ("file" | "segments"), amount
@@ -141,17 +161,26 @@ class IngestRunner:
         retry_failed: bool = False,
         max_file_bytes: int | None = None,
         lock_file: Path | None = None,
+        model_notes: Callable[[], list[str]] | None = None,
     ) -> None:
         """`max_file_bytes`: larger documents (and files of no known kind) are refused before
         they are read; None: no limit. `lock_file`: where ingests of this store take turns
-        (default: beside the catalog; see ingest_lock_path)."""
+        (default: beside the catalog; see ingest_lock_path). `model_notes`: what to say once
+        about the models after the run (spaces on a fallback, spaces skipped)."""
         self.catalog = catalog
         self.store = store
         self.pipelines = {p.media: p for p in pipelines}
         self.encoders: dict[str, SpaceEncoder] = {
             name: enc for p in pipelines for name, enc in p.encoders().items()
         }
-        self.collections = {name: e.collection(prefix) for name, e in self.encoders.items()}
+        self.prefix = prefix
+        # Where each space's vectors may be, known without loading a model: the configured
+        # model's collection first, then its fallback's (the one written is chosen on first use).
+        self.candidates: dict[str, list[str]] = {
+            name: e.collections(prefix) if hasattr(e, "collections") else [e.collection(prefix)]
+            for name, e in self.encoders.items()
+        }
+        self.model_notes = model_notes
         self.read_workers = read_workers
         self.embed_batch = embed_batch
         self.write_batch = write_batch
@@ -245,6 +274,7 @@ class IngestRunner:
         report.removed_media += self._collect(self.catalog.orphan_media())
         for name in self._ready:
             self.store.flush(name)
+        report.models = self.model_notes() if self.model_notes else []
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -253,7 +283,9 @@ class IngestRunner:
     def _decide(self, f: FoundFile) -> Any:
         known = self.catalog.path_record(f.path)
         same_stat = known is not None and (known.size, known.mtime_ns) == (f.size, f.mtime_ns)
-        if same_stat and known.media_id and self._done(known.media_id):
+        stored = known.media_id if same_stat and known and known.media_id else None
+        fill = self._to_fill(stored) if stored else None
+        if stored and fill == frozenset():
             return _Unchanged(f)
         if same_stat and known.error and not known.media_id and not self.retry_failed:
             return _KnownFailure(f)
@@ -263,10 +295,12 @@ class IngestRunner:
                 head = fh.read(HEAD_BYTES)
             if too_large := self._too_large(f, head):
                 return _Fail(f, too_large)
-            media_id = content_hash(f.path)
+            media_id = stored or content_hash(f.path)
         except OSError as exc:
             return _Fail(f, f"cannot read: {exc.strerror or exc}")
-        if self._done(media_id):
+        if not stored:
+            fill = self._to_fill(media_id)
+        if fill == frozenset():
             return _Link(f, media_id)
         try:
             kind = detect_kind(Path(f.path), head=head)
@@ -276,18 +310,24 @@ class IngestRunner:
         if pipeline is None:
             return _Skip(f, kind.media, f"no {kind.media} pipeline yet")
         self._cpu_model.wait_open()  # decode between batches of a model on the CPU
+        more = {} if fill is None else {"only": fill}
         try:
             with collecting_warnings() as warnings:
-                pieces = pipeline.prepare(f.path, kind.format, media_id)
+                pieces = pipeline.prepare(f.path, kind.format, media_id, **more)
         except MediaError as exc:
             return _Fail(f, str(exc))
         except ModelNotAvailable as exc:
             return _Skip(f, kind.media, f"its model is not available: {exc}")
         except Exception as exc:  # a decoder bug must not stop the run; say what it was
             return _Fail(f, f"{kind.format} could not be processed: {type(exc).__name__}: {exc}")
-        if not pieces:
+        if fill is not None:  # what the filled spaces make, and what their models give rise to
+            pieces = [p for p in pieces if p.space in fill or p.origin in fill]
+            if not pieces:
+                return _Unchanged(f) if stored else _Link(f, media_id)
+        elif not pieces:
             return _Fail(f, "no content to index")
-        return _Job(f, media_id, kind, pieces, changed, warning="; ".join(warnings) or None)
+        warning = "; ".join(warnings) or None
+        return _Job(f, media_id, kind, pieces, changed and fill is None, warning=warning, fill=fill)
 
     def _too_large(self, f: FoundFile, head: bytes) -> str | None:
         """Why the file is refused for its size, before it is hashed or decoded (a 5 GB disk
@@ -304,13 +344,48 @@ class IngestRunner:
             return None
         return f"too large: {_size(f.size)}, over the {limit / 1e6:g} MB limit (max_file_mb)"
 
-    def _done(self, media_id: str) -> bool:
-        """Stored in every space its pipeline always writes (derived pieces, such as labels,
-        may be absent); a model switch in one of those spaces means embedding again."""
+    def _to_fill(self, media_id: str) -> frozenset[str] | None:
+        """What a content needs now. None: it is not stored (or a write of it was cut short),
+        or a space it is always written to has another model now (a model switch): embed it
+        whole. Otherwise the spaces to embed it in alone (empty: nothing to do): one that ran
+        on its fallback model, once the configured one can be had, and one it is always
+        written to but never was (its model was missing), once a model for it can be had.
+        Loads only the models of spaces the content lacks."""
         pipeline = self.pipelines.get(self.catalog.media_modality(media_id) or "")
-        if pipeline is None:
+        have = self.catalog.done_collections(media_id) if pipeline else None
+        if pipeline is None or have is None:
+            return None
+        todo: set[str] = set()
+        for space in pipeline.encoders():
+            configured, *fallbacks = self.candidates[space]
+            if configured in have:
+                continue
+            if have.intersection(fallbacks):
+                if self._configured_available(space):
+                    todo.add(space)
+            elif space in pipeline.primary:
+                if self._ever_written(space, have):
+                    return None
+                if self._usable(space):
+                    todo.add(space)
+        return frozenset(todo)
+
+    def _ever_written(self, space: str, have: set[str]) -> bool:
+        """Whether a content has rows in some model's collection of this space (the names are
+        `<prefix>_<space>_<model>`: schema.collection_name)."""
+        return any(c.startswith(f"{self.prefix}_{space}_") for c in have)
+
+    def _configured_available(self, space: str) -> bool:
+        encoder = self.encoders[space]
+        return not isinstance(encoder, Fallback) or encoder.configured_available()
+
+    def _usable(self, space: str) -> bool:
+        """Whether a model for the space can be had here (loads it)."""
+        try:
+            self.encoders[space].space  # noqa: B018 - the dimension comes from the model
+        except ModelNotAvailable:
             return False
-        return self.catalog.media_done(media_id, [self.collections[s] for s in pipeline.primary])
+        return True
 
     # -- encoding (main thread) ------------------------------------------------------------
 
@@ -372,7 +447,9 @@ class IngestRunner:
                     report.reused += 1
                     return
                 self._inflight[outcome.media_id] = outcome
-            if outcome.changed:
+            if outcome.fill is not None:
+                report.filled += 1
+            elif outcome.changed:
                 report.changed += 1
             else:
                 report.new += 1
@@ -407,6 +484,7 @@ class IngestRunner:
         for (job, i), vec, extra in zip(batch, out.vectors, out.derived, strict=True):
             job.vectors[i] = vec
             for piece in extra:  # counted before this piece is, so the job cannot complete early
+                piece.origin = piece.origin or space
                 job.pieces.append(piece)
                 job.vectors.append(None)
                 job.missing += 1
@@ -460,32 +538,34 @@ class IngestRunner:
             self._release(self._link(f, op.media_id))
 
     def _store_jobs(self, jobs: list[_Job], report: IngestReport, tick: Progress) -> None:
-        ids = [j.media_id for j in jobs]
-        redo = self.catalog.known_media(ids)  # leftovers of an interrupted or older write
+        whole = [j for j in jobs if j.fill is None]
+        fills = {j.media_id: j.fill for j in jobs if j.fill is not None}
+        # leftovers of an interrupted or older write
+        redo = self.catalog.known_media([j.media_id for j in whole])
         self.catalog.begin_media_many(
             [
                 (j.media_id, j.kind.media, j.kind.format, j.file.size, _facts(j), j.warning)
-                for j in jobs
+                for j in whole
             ]
         )
+        if fills:  # before the rows: a fill cut short is done again, and says this again
+            self.catalog.set_warnings([(j.media_id, self._fill_warning(j)) for j in jobs if j.fill])
         report.warnings += [(j.file.display, j.warning) for j in jobs if j.warning]
-        by_space: dict[str, dict[str, list]] = {}  # space -> media id -> segments
-        for j in jobs:
-            for piece, vec in zip(j.pieces, j.vectors, strict=True):
-                per_media = by_space.setdefault(piece.space, {}).setdefault(j.media_id, [])
-                per_media.append(piece.segment(j.media_id, piece.space, len(per_media), vec))
         written: dict[str, dict[str, list[str]]] = {}
-        for space, per_media in by_space.items():
-            name = self.collections[space]
+        for space, per_media in _segments(jobs).items():
+            name = self.encoders[space].collection(self.prefix)  # its model is loaded by now
             if name not in self._ready:
                 self.store.ensure_space(self.encoders[space].space)
                 self._ready.add(name)
             if stale := sorted(redo & per_media.keys()):
                 self.store.delete_media(name, stale)
+            kept = self._make_room(name, space, per_media, fills)
             segments = [s for segs in per_media.values() for s in segs]
             self._cpu_model.wait_open()  # Milvus's work too waits for a model on the CPU
             self.store.upsert(name, segments, batch=self.write_batch)
-            written[name] = {m: [s.id for s in segs] for m, segs in per_media.items()}
+            written[name] = {
+                m: kept.get(m, []) + [s.id for s in segs] for m, segs in per_media.items()
+            }
             report.segments += len(segments)
             tick("segments", len(segments))
         self.catalog.finish_media_many(written)
@@ -496,6 +576,36 @@ class IngestRunner:
             for f in [job.file, *followers]:
                 self._release(self._link(f, job.media_id))
                 tick("file", 1)
+
+    def _make_room(
+        self, name: str, space: str, per_media: dict[str, list], fills: dict[str, frozenset[str]]
+    ) -> dict[str, list[str]]:
+        """Before a fill's rows go to a collection: a filled space's collection loses what it
+        held of the content (rows of a fill cut short); another space's (labels in `text`)
+        loses only what the filled spaces gave rise to there. Returns, per content, the
+        recorded ids that stay."""
+        kept: dict[str, list[str]] = {}
+        for media_id in per_media.keys() & fills.keys():
+            spaces = fills[media_id]
+            if space in spaces:
+                self.store.delete_media(name, [media_id])
+                continue
+            new = {s.id for s in per_media[media_id]}
+            old = self.catalog.segment_ids(media_id, name)
+            theirs = {i for i in old if segment_origin(i, media_id, space) in spaces}
+            if gone := sorted(theirs - new):
+                self.store.delete_ids(name, gone)
+            kept[media_id] = [i for i in old if i not in theirs and i not in new]
+        return kept
+
+    def _fill_warning(self, job: _Job) -> str | None:
+        """A filled content's warning: what it said before, less what it said about the spaces
+        now written, and what this pass says."""
+        spaces = job.fill or frozenset()
+        before = (self.catalog.warning_of(job.media_id) or "").split("; ")
+        parts = [w for w in before if w and not any(warning_about(w, s) for s in spaces)]
+        parts += [w for w in (job.warning or "").split("; ") if w and w not in parts]
+        return "; ".join(parts) or None
 
     def _link(self, f: FoundFile, media_id: str) -> str | None:
         return self.catalog.link_path(f.path, f.display, f.root, media_id, f.size, f.mtime_ns)
@@ -511,7 +621,8 @@ class IngestRunner:
         existing = set(self.store.existing_collections())
         for media_id in media_ids:
             # Recorded collections, and this run's: a pending media has rows but no record yet.
-            names = set(self.catalog.collections_of(media_id)) | set(self.collections.values())
+            here = {c for names in self.candidates.values() for c in names}
+            names = set(self.catalog.collections_of(media_id)) | here
             for collection in names & existing:
                 self.store.delete_media(collection, [media_id])
             self.catalog.forget_media(media_id)
@@ -603,6 +714,21 @@ def _live_pid(pid_file: Path) -> int | None:
 
 def _size(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def _segments(jobs: list[_Job]) -> dict[str, dict[str, list]]:
+    """The jobs' segments by space and media. A piece's index counts the media's pieces of its
+    space and origin, so what one space gave rise to in another keeps its ids however many of
+    that space's own there are (Piece.segment)."""
+    by_space: dict[str, dict[str, list]] = {}
+    for j in jobs:
+        counts: dict[tuple[str, str], int] = {}
+        for piece, vec in zip(j.pieces, j.vectors, strict=True):
+            key = (piece.space, piece.origin if piece.origin != piece.space else "")
+            counts[key] = n = counts.get(key, -1) + 1
+            per_media = by_space.setdefault(piece.space, {}).setdefault(j.media_id, [])
+            per_media.append(piece.segment(j.media_id, piece.space, n, vec))
+    return by_space
 
 
 def _facts(job: _Job) -> MediaFacts:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmrag.kinds import Modality
 from mmrag.registry import QUERY_DECODERS, SPACES, SpaceSpec, spaces_writing
-from mmrag.settings import Settings
+from mmrag.settings import Settings, fallback_model
 
 if TYPE_CHECKING:
     from mmrag.ingest.runner import IngestRunner
@@ -98,7 +98,26 @@ def library_status(settings: Settings, catalog: Catalog, store: MilvusStore) -> 
         "spaces": spaces,
         "failures": [{"path": f.display, "reason": f.error} for f in catalog.failures()],
         "warnings": [{"path": p, "reason": why} for p, why in catalog.warnings()],
+        "fallbacks": on_fallback(settings, catalog),
     }
+
+
+def on_fallback(settings: Settings, catalog: Catalog) -> dict[str, dict[str, Any]]:
+    """The spaces some of whose files are stored with their fallback model, not yet with the
+    configured one: {space: {"configured", "fallback", "contents"}} (from the catalog alone)."""
+    from mmrag.store.schema import collection_name
+
+    prefix = settings.collection_prefix
+    found: dict[str, dict[str, Any]] = {}
+    for spec in SPACES.values():
+        model = spec.model(settings)
+        instead = fallback_for(spec.name, model) if model else ""
+        if not instead:
+            continue
+        mine, theirs = (collection_name(prefix, spec.name, m) for m in (model, instead))
+        if n := catalog.only_in(theirs, mine):
+            found[spec.name] = {"configured": model, "fallback": instead, "contents": n}
+    return found
 
 
 def _warn_stderr(message: str) -> None:
@@ -136,7 +155,9 @@ class Models:
                     model, settings.device, settings.embed_batch_size, text_encoder, light
                 )
             else:
-                spaces[spec.name] = spec.build(settings, model)
+                spaces[spec.name] = _with_fallback(
+                    settings, spec.name, model, lambda m, spec=spec: spec.build(settings, m)
+                )
             specs[spec.name] = spec
         if "text" not in spaces:
             raise ValueError("text_model is empty: the text space is required")
@@ -146,7 +167,12 @@ class Models:
             if not weight >= 0:
                 raise ValueError(f"fusion_weights: {name} = {weight}; a weight is 0 or more")
         speech = (
-            Speech(settings.speech_model, settings.device, settings.speech_language)
+            _with_fallback(
+                settings,
+                "speech",
+                settings.speech_model,
+                lambda m: Speech(m, settings.device, settings.speech_language),
+            )
             if settings.speech_model
             else None
         )
@@ -286,6 +312,26 @@ class Models:
                 missing.append(model.model_name)
         return missing
 
+    def model_notes(self) -> list[str]:
+        """What a run says once about its models, of those it tried: a space (or the
+        transcriber) on its fallback model, and one skipped because no model for it can be
+        had (its files are written without it; a later ingest adds it)."""
+        from mmrag.pipelines.base import one_line
+        from mmrag.pipelines.fallback import Fallback
+
+        notes = []
+        named = [*self.spaces.items(), *([("speech", self.speech)] if self.speech else [])]
+        for name, model in named:
+            if isinstance(model, Fallback) and model.note:
+                notes.append(model.note)
+            elif (why := getattr(model, "unavailable", None)) is not None:
+                left = "no transcripts" if name == "speech" else "skipped"
+                notes.append(
+                    f"{name}: {left}, files are written without it and a later ingest adds it "
+                    f"once its model can be had: {one_line(why)}"
+                )
+        return notes
+
     def runner(self, catalog: Catalog, store: MilvusStore, **options: Any) -> IngestRunner:
         """An ingest runner over every pipeline; options override the settings' sizes."""
         from mmrag.ingest.runner import IngestRunner, ingest_lock_path
@@ -298,6 +344,7 @@ class Models:
             "write_batch": s.write_batch_size,
             "max_file_bytes": s.max_file_mb * 1_000_000,
             "lock_file": ingest_lock_path(s.milvus_uri, catalog.file),
+            "model_notes": self.model_notes,
         }
         return IngestRunner(catalog, store, self.pipelines, **(sizes | options))
 
@@ -308,12 +355,11 @@ class Models:
         spaces = [
             SearchSpace(
                 name,
-                space,
-                space.collection(s.collection_prefix),
+                *self.searched(name, catalog),
                 self.specs[name].queries,
                 self.specs[name].full_text,
             )
-            for name, space in self.spaces.items()
+            for name in self.spaces
         ]
         reranker = None
         if s.rerank_model:
@@ -337,3 +383,38 @@ class Models:
             reranker,
             s.fusion_weights,
         )
+
+    def searched(self, name: str, catalog: Catalog) -> tuple[Any, str]:
+        """The model a space is searched with, and its collection: the configured model's
+        once it holds anything, until then the fallback's where an ingest wrote there (the
+        space ran on it). The next ingest where the configured model can be had moves the
+        fallback's files over (ingest/runner.py), so search then uses the configured one."""
+        from mmrag.pipelines.fallback import Fallback
+
+        prefix, space = self.settings.collection_prefix, self.spaces[name]
+        if isinstance(space, Fallback):
+            mine, theirs = space.configured, space.fallback
+            if not catalog.wrote_to(mine.collection(prefix)) and catalog.wrote_to(
+                theirs.collection(prefix)
+            ):
+                return theirs, theirs.collection(prefix)
+            return mine, mine.collection(prefix)
+        return space, space.collection(prefix)
+
+
+def fallback_for(name: str, model: str) -> str:
+    """The model a space (or `speech`) runs on where `model` cannot be had: the offline
+    profile's for it; empty where there is none. The text space has none: every other
+    modality's words are written to it, so it never changes model unasked."""
+    instead = fallback_model(name)
+    return "" if name == "text" or instead == model else instead
+
+
+def _with_fallback(settings: Settings, name: str, model: str, build: Callable[[str], Any]) -> Any:
+    """A space's (or the transcriber's) model, standing in front of its fallback where it has
+    one (pipelines/fallback.py; strict_models: said, never used)."""
+    from mmrag.pipelines.fallback import Fallback
+
+    configured = build(model)
+    instead = fallback_for(name, model)
+    return Fallback(configured, build(instead), settings.strict_models) if instead else configured

@@ -142,9 +142,22 @@ def ingest(
             "--json", help="The summary as one JSON object on stdout; no progress bar, no table"
         ),
     ] = False,
+    strict_models: Annotated[
+        bool,
+        typer.Option(
+            "--strict-models",
+            help="A space whose configured model cannot be had is skipped with the reason, "
+            "not run on the offline model for it (strict_models)",
+        ),
+    ] = False,
 ) -> None:
     """Scan folders, embed what is new or changed, and write it to Milvus."""
-    settings = _settings(ctx, read_workers=workers, embed_batch_size=batch_size)
+    settings = _settings(
+        ctx,
+        read_workers=workers,
+        embed_batch_size=batch_size,
+        strict_models=strict_models or None,
+    )
     with _open(settings) as (catalog, store, models):
         report = _run_ingest(models, catalog, store, paths, prune, retry_failed, quiet or as_json)
     if as_json:
@@ -200,6 +213,7 @@ def _print_report(report) -> None:
         ("changed (re-embedded)", report.changed),
         ("renamed/copied (vectors reused)", report.reused),
         ("unchanged (skipped)", report.unchanged),
+        ("added to a space they lacked (others kept)", report.filled),
         ("failed", len(report.failed)),
         ("indexed with a warning (see below)", len(report.warnings)),
         ("failed earlier, unchanged", report.failed_before),
@@ -211,6 +225,8 @@ def _print_report(report) -> None:
     ]:
         t.add_row(label, str(value))
     err.print(t)
+    for line in report.models:  # once per run: a space on its fallback model, or skipped
+        err.print(f"[yellow]models:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
     for modality, reason in sorted(report.skip_reasons.items()):
         err.print(f"[yellow]{modality} files skipped:[/yellow] {reason}", highlight=False)
     for display, reason in report.failed:
@@ -228,6 +244,8 @@ def _report_json(report) -> dict:
         "changed": report.changed,
         "reused": report.reused,
         "unchanged": report.unchanged,
+        "filled": report.filled,
+        "models": report.models,
         "failed": [{"path": path, "reason": reason} for path, reason in report.failed],
         "failed_before": report.failed_before,
         "skipped": {
@@ -598,6 +616,13 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
         out.print(
             f"[yellow]warning:[/yellow] {escape(w['path'])}: {escape(w['reason'])}", highlight=False
         )
+    for space, f in data.get("fallbacks", {}).items():
+        out.print(
+            f"[yellow]on a fallback:[/yellow] {space}: {f['contents']} file(s) embedded with "
+            f"{escape(f['fallback'])}, not {escape(f['configured'])} (it could not be had); the "
+            f"next ingest where it can be had embeds them with it",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -615,13 +640,15 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
     t = Table("space", "model", "source", "dim", "max tokens", "parameters", "memory", "device")
     for r in rows:
         if "error" in r:
-            t.add_row(r["space"], r["name"], f"[red]{r['error']}[/red]")
+            t.add_row(r["space"], r["name"], f"[red]{escape(r['error'])}[/red]")
         elif "off" in r:
             t.add_row(r["space"], "-", r["off"])
         else:
             t.add_row(
                 r["space"],
-                r["name"],
+                f"{r['name']} (fallback for {r['fallback_for']})"
+                if r.get("fallback_for")
+                else r["name"],
                 r["source"],
                 str(r.get("dim") or "-"),
                 str(r.get("max_tokens") or "-"),
@@ -630,6 +657,14 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
                 str(r.get("device", "")),
             )
     out.print(t)
+    for r in rows:
+        if r.get("fallback_for"):
+            out.print(
+                f"[yellow]on a fallback:[/yellow] {r['space']} runs on {escape(r['name'])}: "
+                f"{escape(r['reason'])}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def _model_row(spec, settings: Settings) -> dict:
@@ -642,8 +677,29 @@ def _model_row(spec, settings: Settings) -> dict:
     try:
         info = spec.build(settings, name).info()
     except ModelNotAvailable as exc:
-        return {"space": spec.name, "name": name, "error": str(exc)}
+        return _fallback_row(
+            spec.name, name, exc, settings, lambda m: spec.build(settings, m).info()
+        )
     return {"space": spec.name, **info}
+
+
+def _fallback_row(space: str, name: str, why: Exception, settings: Settings, describe) -> dict:
+    """A model that cannot be had: its fallback's row where the space has one (and
+    strict_models is off), saying for which and why; else the reason."""
+    from mmrag.app import fallback_for
+    from mmrag.pipelines.base import one_line
+    from mmrag.pipelines.model_resolver import ModelNotAvailable
+
+    instead = fallback_for(space, name)
+    if instead and not settings.strict_models:
+        try:
+            info = describe(instead)
+        except ModelNotAvailable:
+            pass
+        else:
+            return {"space": space, **info, "fallback_for": name, "reason": one_line(why)}
+    strict = " (strict_models: no fallback)" if instead and settings.strict_models else ""
+    return {"space": space, "name": name, "error": f"{why}{strict}"}
 
 
 def _speech_row(settings: Settings) -> dict:
@@ -654,19 +710,22 @@ def _speech_row(settings: Settings) -> dict:
     name = settings.speech_model
     if not name:
         return {"space": "speech", "name": "", "off": "off (speech_model is empty)"}
+
+    def describe(model: str) -> dict:
+        transcriber = Speech(model, settings.device, settings.speech_language).encoder
+        resolved = getattr(transcriber, "resolved", None)
+        return {
+            "name": transcriber.name,
+            "source": resolved.source if resolved else "OpenAI API",
+            "path": str(resolved.path) if resolved else "",
+            "device": f"{getattr(transcriber, 'device', 'api')} "
+            f"{getattr(transcriber, 'compute_type', '')}".strip(),
+        }
+
     try:
-        transcriber = Speech(name, settings.device, settings.speech_language).encoder
+        return {"space": "speech", **describe(name)}
     except ModelNotAvailable as exc:
-        return {"space": "speech", "name": name, "error": str(exc)}
-    resolved = getattr(transcriber, "resolved", None)
-    return {
-        "space": "speech",
-        "name": transcriber.name,
-        "source": resolved.source if resolved else "OpenAI API",
-        "path": str(resolved.path) if resolved else "",
-        "device": f"{getattr(transcriber, 'device', 'api')} "
-        f"{getattr(transcriber, 'compute_type', '')}".strip(),
-    }
+        return _fallback_row("speech", name, exc, settings, describe)
 
 
 @app.command("eval")

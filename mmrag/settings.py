@@ -41,6 +41,13 @@ PROFILES: dict[str, dict[str, str]] = {
 _DEFAULT = PROFILES["default"]  # the fields' defaults: one list of default models
 
 
+def fallback_model(space: str) -> str:
+    """The model a space (or `speech`) falls back to where its configured one cannot be had:
+    the offline profile's, which installs from the package index; empty where it has none
+    (CLIP). The text space never falls back (mmrag.app)."""
+    return PROFILES["offline"].get(f"{space}_model", "")
+
+
 def config_file() -> Path:
     """The TOML file to read: $MMRAG_CONFIG, else ./mmrag.toml (absent is fine)."""
     return Path(os.environ.get("MMRAG_CONFIG", "mmrag.toml"))
@@ -243,6 +250,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Folders POST /api/ingest ingests (`mmrag serve --library DIR`); empty: "
         "the folders already ingested",
+    )
+
+    strict_models: bool = Field(
+        False,
+        description="A space whose configured model cannot be had is skipped, with the reason, "
+        "instead of running on the offline profile's model for it (the fallback)",
     )
 
     models: dict[str, str] = Field(

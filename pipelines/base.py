@@ -58,6 +58,25 @@ def media_warning(message: str) -> None:
         found.append(message)
 
 
+def one_line(exc: BaseException | str) -> str:
+    """A message on one line (a model's how-to-get-it advice spans several)."""
+    return " ".join(str(exc).split())
+
+
+def space_skipped(space: str, exc: BaseException) -> str:
+    """The file's warning when one of its spaces has no model here: the other spaces are
+    written, and a later ingest adds this one once its model can be had. The same words name
+    the space in `warning_about`."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"not in the {space} space yet: {first.replace('; ', ', ')}"
+
+
+def warning_about(warning: str, space: str) -> bool:
+    """Whether a part of a file's warning says the file is not in `space` (space_skipped, or a
+    document's page pictures)."""
+    return f"not in the {space} space" in warning
+
+
 def unit(rows: Any) -> np.ndarray:
     """Rows scaled to unit length, as float32 (cosine = inner product); zero rows stay zero.
     Every space's vectors pass through here."""
@@ -94,13 +113,24 @@ class Piece:
     page: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     space: str = "text"  # the SpaceEncoder (and so the collection) this piece goes to
+    # The space whose model gave rise to it when that is another one (an image's labels come
+    # from `image`, a recording's sound tags from `audio`); empty: its own space. When a space is
+    # embedded again alone (its model was missing or ran on a fallback), what it gave rise to
+    # elsewhere is replaced with it, and nothing else there.
+    origin: str = ""
     # Set when the pipeline embedded the piece itself: a long recording's windows are embedded
     # as they are decoded, so its samples never sit in memory whole. Such pieces skip batching.
     vector: np.ndarray | None = None
 
     def segment(self, media_id: str, space: str, index: int, vector: np.ndarray) -> Segment:
+        """Its segment, `index` counting the media's pieces of this space and origin. The id is
+        deterministic (a redo overwrites, never duplicates) and says where a derived piece came
+        from: `<media>:text:3` is the text's own, `<media>:text:image.0` the image model's."""
+        own = not self.origin or self.origin == space
         return Segment(
-            id=f"{media_id}:{space}:{index}",  # deterministic: a redo overwrites, never duplicates
+            id=f"{media_id}:{space}:{index}"
+            if own
+            else f"{media_id}:{space}:{self.origin}.{index}",
             media_id=media_id,
             modality=str(self.modality),
             start=self.start,
@@ -110,6 +140,12 @@ class Piece:
             page=self.page,
             meta=self.meta,
         )
+
+
+def segment_origin(segment_id: str, media_id: str, space: str) -> str:
+    """The space whose model gave rise to a segment of `space` (see Piece.segment)."""
+    rest = segment_id.removeprefix(f"{media_id}:{space}:")
+    return rest.rpartition(".")[0] or space
 
 
 @dataclass
@@ -169,7 +205,13 @@ class Pipeline(Protocol):
 
     def encoders(self) -> dict[str, SpaceEncoder]: ...  # every space its pieces go to
 
-    def prepare(self, path: str, fmt: str, media_id: str) -> list[Piece]: ...  # MediaError
+    # MediaError; ModelNotAvailable when no model for the file can be had. A space whose model
+    # is missing is left out with a warning (space_skipped), the file's other spaces written.
+    # `only` (a stored file that lacks some spaces): the pieces of those spaces, and of what
+    # their models give rise to, are enough; the runner keeps no others. Passed only then.
+    def prepare(
+        self, path: str, fmt: str, media_id: str, only: frozenset[str] | None = None
+    ) -> list[Piece]: ...
 
 
 class LazyModel:
@@ -210,6 +252,11 @@ class LazyModel:
     def device(self) -> str:
         return pick_device(self.requested_device)
 
+    @property
+    def unavailable(self) -> ModelNotAvailable | None:
+        """Why the model cannot be had, once it was tried; None otherwise."""
+        return self._failed
+
     def _load(self) -> Any:
         raise NotImplementedError
 
@@ -223,6 +270,11 @@ class LazySpace(LazyModel):
 
     def collection(self, prefix: str) -> str:
         return collection_name(prefix, self.name, self.model_name)
+
+    def collections(self, prefix: str) -> list[str]:
+        """Every collection its vectors may be in, the configured model's first (a space with
+        a fallback has two: pipelines/fallback.py)."""
+        return [self.collection(prefix)]
 
     def info(self) -> dict[str, Any]:
         """What the loaded model says of itself (name, source, dim, memory, device...)."""

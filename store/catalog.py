@@ -233,6 +233,34 @@ class Catalog:
         )
         return bool(names) and row[0] == len(names)
 
+    def done_collections(self, media_id: str) -> set[str] | None:
+        """The collections holding segments of a content that is done; None when it is not
+        (unknown, or a write of it was cut short: pending)."""
+        row = self._one("SELECT status FROM media WHERE id = ?", (media_id,))
+        if row is None or row["status"] != "done":
+            return None
+        return set(self.collections_of(media_id))
+
+    def only_in(self, collection: str, not_in: str) -> int:
+        """How many contents have segments in `collection` and none in `not_in` (files on a
+        space's fallback model, not yet on its configured one)."""
+        row = self._one(
+            "SELECT count(DISTINCT s.media_id) FROM segments s WHERE s.collection = ? AND NOT "
+            "EXISTS (SELECT 1 FROM segments t WHERE t.media_id = s.media_id AND t.collection = ?)",
+            (collection, not_in),
+        )
+        return int(row[0])
+
+    def warning_of(self, media_id: str) -> str | None:
+        row = self._one("SELECT warning FROM media WHERE id = ?", (media_id,))
+        return row["warning"] if row else None
+
+    def set_warnings(self, items: list[tuple[str, str | None]]) -> None:
+        """Replace contents' warnings ((media id, warning or None)), their status kept: a
+        stored file embedded again in one space says what still holds."""
+        with self.transaction() as db:
+            db.executemany("UPDATE media SET warning=? WHERE id=?", [(w, m) for m, w in items])
+
     def media_modality(self, media_id: str) -> str | None:
         row = self._one("SELECT modality FROM media WHERE id = ?", (media_id,))
         return row["modality"] if row else None

@@ -194,6 +194,12 @@ class MilvusStore:
             chunk = ", ".join(quote(m) for m in ids[i : i + 500])
             self.client.delete(collection, filter=f"media_id in [{chunk}]")
 
+    def delete_ids(self, collection: str, ids: Iterable[str]) -> None:
+        """Delete rows by segment id (what one space gave rise to in another, replaced)."""
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            self.client.delete(collection, ids=ids[i : i + 500])
+
     def flush(self, collection: str) -> None:
         self.client.flush(collection)
 

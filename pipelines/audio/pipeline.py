@@ -32,7 +32,16 @@ from mmrag.pipelines.audio.decode import (
 from mmrag.pipelines.audio.encoders import SoundTagger
 from mmrag.pipelines.audio.spaces import AudioSpace, Speech
 from mmrag.pipelines.av_media import check_length
-from mmrag.pipelines.base import MediaError, Piece, SpaceEncoder, unit
+from mmrag.pipelines.base import (
+    MediaError,
+    Piece,
+    SpaceEncoder,
+    media_warning,
+    one_line,
+    space_skipped,
+    unit,
+)
+from mmrag.pipelines.model_resolver import ModelNotAvailable
 
 SPEECH_CHUNK_S = 600.0  # Whisper reads 30 s at a time anyway; this bounds memory per file
 
@@ -70,22 +79,48 @@ class AudioPipeline:
     def encoders(self) -> dict[str, SpaceEncoder]:
         return {**({self.audio.name: self.audio} if self.audio else {}), self.text.name: self.text}
 
-    def prepare(self, path: str, fmt: str, media_id: str = "") -> list[Piece]:
+    def prepare(
+        self, path: str, fmt: str, media_id: str = "", only: frozenset[str] | None = None
+    ) -> list[Piece]:
+        """Sound windows and the transcript; `only`: the `audio` space, or the transcript
+        (`text`), alone. A model that cannot be had costs its part only, with a warning."""
         p = Path(path)
         info = probe_audio(p)  # MediaError: empty, no audio stream, undecodable
         check_length(info.duration, self.config.max_media_hours)
         meta = {"duration": round(info.duration, 3), "codec": info.codec, **info.facts}
-        pieces = list(self._windows(p, meta)) if self.audio else []
+        sound, words, missing = self._parts(only)
+        pieces = list(self._windows(p, meta)) if sound else []
         heard = any(p.space == "audio" for p in pieces)
-        if self.speech:
+        if words:
             pieces += self._transcript(p)
         if not pieces:
-            raise MediaError(
-                f"silent: no sound above {SILENCE_DBFS:g} dBFS"
-                if self.audio and not heard
-                else "no speech found"
-            )
+            if sound and not heard:
+                raise MediaError(f"silent: no sound above {SILENCE_DBFS:g} dBFS")
+            if missing is not None:  # what was not tried may find something: taken later
+                raise missing
+            raise MediaError("no speech found")
         return pieces
+
+    def _parts(self, only: frozenset[str] | None) -> tuple[bool, bool, ModelNotAvailable | None]:
+        """Whether sound windows and transcripts are made for this file, and why a part that
+        would be is not (its model cannot be had)."""
+        sound = words = False
+        missing = None
+        if self.audio is not None and (only is None or self.audio.name in only):
+            try:
+                self.audio.encoder  # noqa: B018 - loads it, or says why it cannot
+                sound = True
+            except ModelNotAvailable as exc:
+                media_warning(space_skipped(self.audio.name, exc))
+                missing = exc
+        if self.speech is not None and (only is None or self.text.name in only):
+            try:
+                self.speech.encoder  # noqa: B018
+                words = True
+            except ModelNotAvailable as exc:
+                media_warning(f"no transcript: {one_line(str(exc).splitlines()[0])}")
+                missing = missing or exc
+        return sound, words, missing
 
     def _windows(self, path: Path, meta: dict) -> Iterator[Piece]:
         """Embedded in batches as they are decoded: memory holds one batch of samples. Where
@@ -122,7 +157,9 @@ class AudioPipeline:
         def close_run() -> Iterator[Piece]:
             if run:
                 text = ", ".join(run[2])
-                yield Piece(text, Modality.TAGS, run[0], run[1], text, space=self.text.name)
+                yield Piece(
+                    text, Modality.TAGS, run[0], run[1], text, space=self.text.name, origin=space
+                )
                 run.clear()
 
         for start, end, samples in iter_windows(path, enc.sample_rate, enc.window_s, enc.hop_s):

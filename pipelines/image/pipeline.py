@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from mmrag.kinds import MediaType, Modality
-from mmrag.pipelines.base import Piece, SpaceEncoder, pick_device
+from mmrag.pipelines.base import Piece, SpaceEncoder, media_warning, pick_device, space_skipped
 from mmrag.pipelines.image.decode import decode_image, thumbnail
 from mmrag.pipelines.image.ocr import read_text, tesseract_available
 from mmrag.pipelines.image.query import decode_side
 from mmrag.pipelines.image.spaces import JpegBytes, PhotoSpace
+from mmrag.pipelines.model_resolver import ModelNotAvailable
 from mmrag.store.thumbnails import THUMBNAIL_SIDE, ensure_thumbnail
 
 # Photos decode reduced (JPEG draft mode: 1/2, 1/4, 1/8 scale at a fraction of the cost) to the
@@ -62,8 +63,28 @@ class ImagePipeline:
     def space(self, name: str) -> PhotoSpace | None:
         return next((s for s in self.vision if s.name == name), None)
 
-    def decode_side(self) -> int:
-        return decode_side(self.vision)
+    def decode_side(self, spaces: list[PhotoSpace] | None = None) -> int:
+        return decode_side(self.vision if spaces is None else spaces)
+
+    def usable(self, only: frozenset[str] | None = None) -> list[PhotoSpace]:
+        """The photo spaces a file goes to (those in `only`, if given) whose model can be had.
+        One without is left out with a warning naming it, so the file's other spaces (labels,
+        OCR) are still written; with none at all the file waits for a model (raised)."""
+        found: list[PhotoSpace] = []
+        missing: ModelNotAvailable | None = None
+        for space in self.vision:
+            if only is not None and space.name not in only:
+                continue
+            try:
+                space.space  # noqa: B018 - loads the model (the dimension comes from it)
+            except ModelNotAvailable as exc:
+                media_warning(space_skipped(space.name, exc))
+                missing = missing or exc
+                continue
+            found.append(space)
+        if missing is not None and not found:
+            raise missing
+        return found
 
     def save_thumbnail(self, key: str, image: Any) -> None:
         """A picture's thumbnail in the cache, once per key (video keyframes use it too)."""
@@ -78,10 +99,14 @@ class ImagePipeline:
             self._jpeg_device = device if use else None
         return self._jpeg_device
 
-    def prepare(self, path: str, fmt: str, media_id: str = "") -> list[Piece]:
+    def prepare(
+        self, path: str, fmt: str, media_id: str = "", only: frozenset[str] | None = None
+    ) -> list[Piece]:
+        vision = self.usable(only)
+        ocr = self._ocr and (only is None or self.text.name in only)
         limit = self.config.max_image_mpx * 1_000_000
         payloads: dict[str, Any] = {}
-        if self._ocr:  # Tesseract needs the small print's pixels; the models downsize again
+        if ocr:  # Tesseract needs the small print's pixels; the models downsize again
             img = decode_image(Path(path), max_pixels=limit, max_side=OCR_INPUT_SIDE)
         elif fmt == "jpeg" and self.jpeg_device():
             # Pillow decodes only a thumbnail's worth (JPEG draft: a fraction of the work), for
@@ -90,11 +115,13 @@ class ImagePipeline:
             img = decode_image(Path(path), max_pixels=limit, short_side=THUMBNAIL_SIDE)
             if img.meta.get("mode") in ("RGB", "L"):
                 blob = JpegBytes(Path(path).read_bytes())
-                payloads = {space.name: blob for space in self.vision}
+                payloads = {space.name: blob for space in vision}
             else:
-                img = decode_image(Path(path), max_pixels=limit, short_side=self.decode_side())
+                img = decode_image(
+                    Path(path), max_pixels=limit, short_side=self.decode_side(vision)
+                )
         else:  # one reduction, shared by the models and the thumbnail
-            img = decode_image(Path(path), max_pixels=limit, short_side=self.decode_side())
+            img = decode_image(Path(path), max_pixels=limit, short_side=self.decode_side(vision))
         if media_id:
             self.save_thumbnail(media_id, img)
         meta = {
@@ -114,8 +141,8 @@ class ImagePipeline:
                 meta=meta,
                 space=space.name,
             )
-            for space in self.vision
+            for space in vision
         ]
-        if self._ocr and (words := read_text(img.image, self.config.ocr_lang)):
+        if ocr and (words := read_text(img.image, self.config.ocr_lang)):
             pieces.append(Piece(words, Modality.OCR, 0, 0, words, space=self.text.name))
         return pieces

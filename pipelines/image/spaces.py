@@ -126,4 +126,5 @@ def label_piece(found: list[tuple[str, float]]) -> Piece:
         text=labels.text,
         meta={"labels": [{"label": n, "p": p} for n, p in found]},
         space="text",
+        origin=ImageSpace.name,  # the classifier's words: replaced when `image` is embedded again
     )

@@ -81,7 +81,11 @@ class TextPipeline:
         limit = self.space.encoder.max_tokens - 2
         return min(self.config.chunk_tokens or limit, limit)
 
-    def prepare(self, path: str, fmt: str, media_id: str = "") -> list[Piece]:
+    def prepare(
+        self, path: str, fmt: str, media_id: str = "", only: frozenset[str] | None = None
+    ) -> list[Piece]:
+        """A document's pieces, all of them whatever `only` says (the runner keeps those it
+        wants): its chunks are cut once, and a page picture's place comes from reading it."""
         if fmt == "pdf":
             return self._pdf(Path(path), media_id)
         if fmt == "tiff":

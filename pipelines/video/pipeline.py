@@ -21,7 +21,16 @@ import numpy as np
 
 from mmrag.kinds import MediaType, Modality
 from mmrag.pipelines.av_media import check_length
-from mmrag.pipelines.base import MediaError, NoVideoStream, Piece, Pipeline, SpaceEncoder
+from mmrag.pipelines.base import (
+    MediaError,
+    NoVideoStream,
+    Piece,
+    Pipeline,
+    SpaceEncoder,
+    media_warning,
+    space_skipped,
+)
+from mmrag.pipelines.model_resolver import ModelNotAvailable
 
 log = logging.getLogger(__name__)
 
@@ -98,30 +107,64 @@ class VideoPipeline:
         found |= {s.name: s for s in self.vision}
         return found | (self.audio.encoders() if self.audio else {})
 
-    def prepare(self, path: str, fmt: str, media_id: str = "") -> list[Piece]:
+    def prepare(
+        self, path: str, fmt: str, media_id: str = "", only: frozenset[str] | None = None
+    ) -> list[Piece]:
+        """Moments in every frame space whose model can be had (those in `only`, if given),
+        and the sound track through the audio pipeline (unless `only` leaves its spaces out)."""
         from mmrag.pipelines.video.decode import probe_video
 
         p = Path(path)
+        more = {} if only is None else {"only": only}
         try:
             info = probe_video(p)
         except NoVideoStream:
-            if self.audio is not None:
-                return self.audio.prepare(path, fmt, media_id)  # a recording in a video box
+            if self.audio is not None:  # a recording in a video box
+                return self.audio.prepare(path, fmt, media_id, **more)
             raise
         check_length(info.duration, self.config.max_media_hours)
-        pieces = list(self._moments(p, info.duration, media_id)) if self.vision else []
+        vision, missing = self._usable(only)
+        pieces = list(self._moments(p, info.duration, media_id, vision)) if vision else []
         for piece in pieces[:1]:  # what the container says of the file (the runner's facts)
             piece.meta |= info.facts
-        if self.audio is not None and info.has_audio:
+        sound = self.audio
+        if sound is not None and only is not None and not only & set(sound.encoders()):
+            sound = None  # a fill of frame spaces only
+        if sound is not None and info.has_audio:
             try:
-                pieces += self.audio.prepare(path, fmt, media_id)
+                pieces += sound.prepare(path, fmt, media_id, **more)
             except MediaError as exc:  # silent, no speech, a damaged track: the picture counts
                 log.info("%s: sound track not indexed: %s", path, exc)
+            except ModelNotAvailable as exc:  # said by the audio pipeline, per part
+                missing = missing or exc
         if not pieces:
+            if missing is not None:
+                raise missing  # taken when a model for it can be had
             raise MediaError("nothing to index: no frames decoded and no sound")
         return pieces
 
-    def _moments(self, path: Path, duration: float, media_id: str) -> Iterator[Piece]:
+    def _usable(
+        self, only: frozenset[str] | None
+    ) -> tuple[list[FrameSpace], ModelNotAvailable | None]:
+        """The frame spaces this video goes to whose model can be had; one without is left out
+        with a warning naming it (its sound and other spaces still count)."""
+        found: list[FrameSpace] = []
+        missing = None
+        for space in self.vision:
+            if only is not None and space.name not in only:
+                continue
+            try:
+                space.space  # noqa: B018 - loads the model (the dimension comes from it)
+            except ModelNotAvailable as exc:
+                media_warning(space_skipped(space.name, exc))
+                missing = missing or exc
+                continue
+            found.append(space)
+        return found, missing
+
+    def _moments(
+        self, path: Path, duration: float, media_id: str, vision: list[FrameSpace]
+    ) -> Iterator[Piece]:
         """Keyframes picked in one decoding pass, embedded a batch at a time."""
         from mmrag.pipelines.video.decode import sample_frames
         from mmrag.pipelines.video.shots import detect_shots
@@ -139,20 +182,22 @@ class VideoPipeline:
                     self._thumbnails(media_id, want, frame.image)
                 want = next(todo, None)
             if len(batch) >= self.config.embed_batch:
-                yield from self._embed(batch, media_id)
+                yield from self._embed(batch, media_id, vision)
                 batch = []
             if want is None:
                 break
         if batch:
-            yield from self._embed(batch, media_id)
+            yield from self._embed(batch, media_id, vision)
 
     def _thumbnails(self, media_id: str, moment: Moment, image: Any) -> None:
         self.thumbnail(thumbnail_key(media_id, moment), image)  # type: ignore[misc]
         if moment.start == 0:  # the video's own thumbnail (for its transcript hits): the opening
             self.thumbnail(media_id, image)  # type: ignore[misc]
 
-    def _embed(self, batch: list[tuple[Moment, Any]], media_id: str) -> Iterator[Piece]:
-        for space in self.vision:
+    def _embed(
+        self, batch: list[tuple[Moment, Any]], media_id: str, vision: list[FrameSpace]
+    ) -> Iterator[Piece]:
+        for space in vision:
             out = space.encode([space.preprocess(image) for _, image in batch])
             for k, (moment, _) in enumerate(batch):
                 meta = {"thumb": thumbnail_key(media_id, moment)} if media_id else {}

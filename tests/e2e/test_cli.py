@@ -231,7 +231,9 @@ def test_models_reads_dim_and_max_tokens_from_the_model(
 
 
 def test_models_say_why_a_default_model_is_missing(lib: Lib) -> None:
-    r = run(lib, "models", "--json")
+    # strict: no offline model stands in (the fallbacks: tests/integration/test_model_fallback.py)
+    strict = lib.env | {"MMRAG_STRICT_MODELS": "true"}
+    r = CliRunner().invoke(app, ["models", "--json"], env=strict, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     _, image, clip, audio, speech = json.loads(r.stdout)
     assert image["name"] == "resnet50" and "not available" in image["error"]

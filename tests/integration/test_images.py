@@ -178,6 +178,7 @@ def test_awkward_images_are_handled_and_bad_ones_reported(images: Env) -> None:
 def test_without_the_image_model_photos_are_skipped_not_failed(env: Env) -> None:
     env.with_images()
     env.settings.image_model = "resnet50"  # default ImageNet weights: not downloadable here
+    env.settings.strict_models = True  # else EfficientNet-Lite0 stands in (test_model_fallback)
     env.rebuild()
     lib = make_photos(env.root)
     write(lib / "notes.txt", "A note about the photos from the trip.")

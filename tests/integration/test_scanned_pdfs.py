@@ -10,6 +10,7 @@ MiniLM and EfficientNet-Lite0 weights.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -194,13 +195,17 @@ def test_a_200_page_scan_is_read_in_bounded_memory(tmp_path: Path) -> None:
         text=True,
         cwd=REPO,
         timeout=240,
+        # glibc gives each busy thread an arena of its own; on a loaded machine more threads
+        # overlap and keep freed pages (188 MB seen once): two arenas measure mmrag, not that
+        env={**os.environ, "MALLOC_ARENA_MAX": "2"},
     )
     assert run.returncode == 0, run.stderr[-3000:]
     pages, growth_mb = run.stdout.split()
     assert int(pages) == 200
     # All 200 pages held at once grow it by 650 MB of pixels (880 MB measured); read a few at a
-    # time it grows by 20-45 MB (pages in flight, the allocator's arenas), whatever the length.
-    assert float(growth_mb) < 30 * one_page_mb, growth_mb
+    # time it grows by 20-70 MB (pages in flight, the allocator), whatever the length. The bound
+    # is a third of the whole file's pixels: far from holding it, with room for a busy machine.
+    assert float(growth_mb) < 65 * one_page_mb, growth_mb
 
 
 def test_without_ocr_the_failure_says_how_to_enable_it(
