@@ -46,6 +46,7 @@ from mmrag.pipelines.base import (
     Pipeline,
     SpaceEncoder,
     collecting_warnings,
+    reporting_progress,
     segment_origin,
     warning_about,
 )
@@ -187,6 +188,7 @@ class IngestRunner:
         self.retry_failed = retry_failed
         self.max_file_bytes = max_file_bytes
         self.lock_file = lock_file or catalog.file.parent / f"{catalog.file.name}.ingest.lock"
+        self._on_note: Callable[[str], None] | None = None  # set for each run
         self._ready: set[str] = set()  # collections created/loaded this run
         self._inflight: dict[str, _Job] = {}
         self._inflight_lock = threading.Lock()
@@ -202,9 +204,12 @@ class IngestRunner:
         on_start: Callable[[int], None] | None = None,
         progress: Progress | None = None,
         on_wait: Callable[[str], None] = say_on_stderr,
+        on_note: Callable[[str], None] | None = None,
     ) -> IngestReport:
         """Ingest the roots. One ingest of a store at a time: a second one waits for the first
-        (saying so through `on_wait`), then finds its work done, so nothing is embedded twice."""
+        (saying so through `on_wait`), then finds its work done, so nothing is embedded twice.
+        `on_note` hears how far a long file has got ("<file>: 12/200 scanned pages read")."""
+        self._on_note = on_note
         with self._turn(on_wait):
             return self._run(roots, prune, on_start, progress)
 
@@ -312,7 +317,7 @@ class IngestRunner:
         self._cpu_model.wait_open()  # decode between batches of a model on the CPU
         more = {} if fill is None else {"only": fill}
         try:
-            with collecting_warnings() as warnings:
+            with collecting_warnings() as warnings, reporting_progress(self._noting(f)):
                 pieces = pipeline.prepare(f.path, kind.format, media_id, **more)
         except MediaError as exc:
             return _Fail(f, str(exc))
@@ -328,6 +333,10 @@ class IngestRunner:
             return _Fail(f, "no content to index")
         warning = "; ".join(warnings) or None
         return _Job(f, media_id, kind, pieces, changed and fill is None, warning=warning, fill=fill)
+
+    def _noting(self, f: FoundFile) -> Callable[[str], None]:
+        note = self._on_note or (lambda message: None)
+        return lambda message: note(f"{f.display}: {message}")
 
     def _too_large(self, f: FoundFile, head: bytes) -> str | None:
         """Why the file is refused for its size, before it is hashed or decoded (a 5 GB disk

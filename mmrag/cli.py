@@ -178,10 +178,11 @@ def _run_ingest(models: Models, catalog, store, paths, prune, retry_failed, quie
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}", style="dim"),  # a long file: how far it has got
         console=err,
         disable=quiet,
     )
-    task = progress.add_task("ingest", total=None, segments=0)
+    task = progress.add_task("ingest", total=None, segments=0, note="")
     seg_total = 0
 
     def tick(event: str, n: int) -> None:
@@ -199,6 +200,7 @@ def _run_ingest(models: Models, catalog, store, paths, prune, retry_failed, quie
             on_start=lambda total: progress.update(task, total=total),
             progress=tick,
             on_wait=lambda message: err.print(f"[yellow]{message}[/yellow]", highlight=False),
+            on_note=lambda message: progress.update(task, note=escape(message[-60:])),
         )
     models.text.export_query_encoder()  # once per model: later searches start without torch
     return report

@@ -100,6 +100,7 @@ class Jobs:
                     on_start=lambda total: _set(job, state="running", files_total=total),
                     progress=_progress(job),
                     on_wait=lambda message: _set(job, state="waiting", message=message),
+                    on_note=lambda message: _set(job, message=message),  # a long file's pages
                 )
             finally:
                 store.close()

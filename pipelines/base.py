@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -45,6 +45,30 @@ def collecting_warnings() -> Iterator[list[str]]:
         yield found
     finally:
         _warnings.reset(token)
+
+
+_progress: ContextVar[Callable[[str], None] | None] = ContextVar("mmrag_progress", default=None)
+
+
+@contextmanager
+def reporting_progress(report: Callable[[str], None]) -> Iterator[None]:
+    """Send what `media_progress` says while one file is prepared (in this thread) to
+    `report`: how far a long file has got (a 200-page scan reads for minutes)."""
+    token = _progress.set(report)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
+
+
+def media_progress(message: str) -> None:
+    """How far the file being prepared has got, e.g. "12/200 scanned pages read"; logged when
+    no ingest is listening."""
+    report = _progress.get()
+    if report is None:
+        log.info(message)
+    else:
+        report(message)
 
 
 def media_warning(message: str) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from mmrag.kinds import Modality
-from mmrag.pipelines.base import Encoded, MediaError, Piece, media_warning
+from mmrag.pipelines.base import Encoded, MediaError, Piece, media_progress, media_warning
 from mmrag.pipelines.model_resolver import ModelNotAvailable
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ PICTURE_SIDE = 512  # page pictures are reduced to this shorter side for the mod
 # A page whose text layer has fewer characters than this per square inch is read as a scan (an
 # A4 page under ~100 characters: no layer, or only a scanner's stamp such as "Scanned by ...").
 MIN_LAYER_CHARS_PER_SQ_IN = 1.0
-PROGRESS_EVERY = 25  # pages between progress lines in the log
+PROGRESS_EVERY = 5  # pages between progress notes (the CLI's bar shows the latest)
 
 _PDFIUM = threading.Lock()  # PDFium is not thread-safe, and reader threads render at once
 
@@ -242,8 +242,8 @@ class PageReader:
                         waiting = []
                 while len(reading) >= self.ocr_workers:
                     self._text(*reading.popleft(), out, name)
-                if done % PROGRESS_EVERY == 0:
-                    log.info("%s: %d of %d scanned pages read", name, done, total)
+                if done % PROGRESS_EVERY == 0 or done == total:
+                    media_progress(f"{done}/{total} scanned pages read")
             while reading:
                 self._text(*reading.popleft(), out, name)
         if waiting and pictures:

@@ -275,3 +275,15 @@ def test_a_multi_page_tiff_scan_is_read_page_by_page(env: Env) -> None:
     hit = env.searcher().search("lighthouse keeper storm", limit=1)[0]
     assert (Path(hit.path).name, hit.page, hit.ocr) == ("letter.tif", 2, True)
     assert thumbnail_path(env.settings.thumbnails, f"{hit.media_id}_p2").is_file()
+
+
+def test_a_long_scan_says_how_far_it_has_got(env: Env, tmp_path: Path) -> None:
+    """The runner hears "<file>: n/total scanned pages read" while the file is read (the CLI's
+    progress bar shows the latest), not only when the whole file is done."""
+    page = Image.new("RGB", (400, 300), "white")  # blank: Tesseract is quick on them
+    pdf = scanned_pdf(tmp_path / "lib" / "long scan.pdf", [printed(STORM)] + [page] * 10, dpi=100)
+    notes: list[str] = []
+    runner = env.models.runner(env.catalog, env.store)
+    report = runner.run([str(pdf.parent)], on_note=notes.append)
+    assert report.failed == []
+    assert notes == [f"{pdf}: {n}/11 scanned pages read" for n in (5, 10, 11)]
