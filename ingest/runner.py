@@ -77,6 +77,30 @@ class IngestReport:
     # what the run says once about its models: a space on its fallback model, one skipped
     models: list[str] = field(default_factory=list)
 
+    def to_json(self) -> dict[str, Any]:
+        """The summary for scripts, cron and the API's ingest jobs: the numbers, and every
+        failure, skip and warning with its reason."""
+        return {
+            "scanned": self.scanned,
+            "new": self.new,
+            "changed": self.changed,
+            "reused": self.reused,
+            "unchanged": self.unchanged,
+            "filled": self.filled,
+            "models": self.models,
+            "failed": [{"path": path, "reason": reason} for path, reason in self.failed],
+            "failed_before": self.failed_before,
+            "skipped": {
+                modality: {"files": n, "reason": self.skip_reasons.get(modality, "")}
+                for modality, n in sorted(self.skipped.items())
+            },
+            "pruned": self.pruned,
+            "removed_media": self.removed_media,
+            "segments": self.segments,
+            "seconds": round(self.seconds, 3),
+            "warnings": [{"path": path, "reason": why} for path, why in self.warnings],
+        }
+
 
 # -- what a reader thread decides about one file; the writer takes the same objects -------------
 

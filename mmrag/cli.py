@@ -161,7 +161,7 @@ def ingest(
     with _open(settings) as (catalog, store, models):
         report = _run_ingest(models, catalog, store, paths, prune, retry_failed, quiet or as_json)
     if as_json:
-        print(json.dumps(_report_json(report), ensure_ascii=False))
+        print(json.dumps(report.to_json(), ensure_ascii=False))
     else:
         _print_report(report)
 
@@ -235,31 +235,6 @@ def _print_report(report) -> None:
         err.print(f"[yellow]failed:[/yellow] {escape(display)}: {escape(reason)}", highlight=False)
     for display, reason in report.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(display)}: {escape(reason)}", highlight=False)
-
-
-def _report_json(report) -> dict:
-    """The summary for scripts and cron: the table's numbers, and every failure and skip with
-    its reason (the table prints those below it)."""
-    return {
-        "scanned": report.scanned,
-        "new": report.new,
-        "changed": report.changed,
-        "reused": report.reused,
-        "unchanged": report.unchanged,
-        "filled": report.filled,
-        "models": report.models,
-        "failed": [{"path": path, "reason": reason} for path, reason in report.failed],
-        "failed_before": report.failed_before,
-        "skipped": {
-            modality: {"files": n, "reason": report.skip_reasons.get(modality, "")}
-            for modality, n in sorted(report.skipped.items())
-        },
-        "pruned": report.pruned,
-        "removed_media": report.removed_media,
-        "segments": report.segments,
-        "seconds": round(report.seconds, 3),
-        "warnings": [{"path": path, "reason": why} for path, why in report.warnings],
-    }
 
 
 MAX_LIMIT = 1000

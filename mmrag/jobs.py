@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mmrag.app import Models
-    from mmrag.ingest.runner import IngestReport
     from mmrag.settings import Settings
 
 
@@ -105,7 +104,7 @@ class Jobs:
             finally:
                 store.close()
                 catalog.close()
-            job.summary = summary(report)
+            job.summary = report.to_json()
             job.failures = job.summary["failed"]
             _set(job, state="done", current=None, message="")
         except Exception as exc:  # the job says why; the server goes on
@@ -129,25 +128,3 @@ def _progress(job: IngestJob) -> Callable[[str, int], None]:
             job.segments += n
 
     return tick
-
-
-def summary(report: IngestReport) -> dict[str, Any]:
-    """The numbers `mmrag ingest --json` gives, and every failure and warning with its reason."""
-    return {
-        "scanned": report.scanned,
-        "new": report.new,
-        "changed": report.changed,
-        "reused": report.reused,
-        "unchanged": report.unchanged,
-        "failed": [{"path": path, "reason": reason} for path, reason in report.failed],
-        "failed_before": report.failed_before,
-        "skipped": {
-            modality: {"files": n, "reason": report.skip_reasons.get(modality, "")}
-            for modality, n in sorted(report.skipped.items())
-        },
-        "pruned": report.pruned,
-        "removed_media": report.removed_media,
-        "segments": report.segments,
-        "seconds": round(report.seconds, 3),
-        "warnings": [{"path": path, "reason": why} for path, why in report.warnings],
-    }
