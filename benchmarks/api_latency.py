@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import platform
 import random
 import re
 import socket
@@ -32,21 +30,10 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import numpy as np
+from machine import machine  # a sibling script; search_latency.py imports it from here
 
 REPO = Path(__file__).resolve().parent.parent
 PER_MEDIA = 20  # segments per synthetic file (a long document's chunks)
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def vocabulary() -> list[str]:

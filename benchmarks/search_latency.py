@@ -17,11 +17,16 @@ For each size, a fresh Milvus Lite store (through mmrag.app, as the CLI opens it
 - a catalog with a media row and a path row for every file, so every hit maps back to a file
   through the real catalog look-ups.
 
+After the indexes, the store's search snapshots are built (`MilvusStore.refresh_snapshots`, as
+every ingest ends: store/lite_index.py), so the modes time the path the CLI takes on a Lite
+store: exact dense and BM25 in numpy over the snapshot, Milvus only where it is stale.
+
 Queries: 3-6 consecutive words cut from a library sentence. Each is timed through the whole
 `Searcher.find` (text: query encoding by the ONNX query encoder, pipelines/text/onnx_query.py,
-as the CLI uses; Milvus; fusion; catalog look-ups and hit mapping), after a warm-up. Modes:
+as the CLI uses; the snapshot (or Milvus); fusion; catalog look-ups and hit mapping), after a
+warm-up. Modes:
 
-- `hybrid`: mmrag's default text search (dense + BM25 fused in Milvus, weighted);
+- `hybrid`: mmrag's default text search (dense + BM25, weighted fusion as Milvus's ranker);
 - `dense`: the text space's vectors alone;
 - `image`: an image query on the photo collection (grouped by file, as mmrag searches photos);
 - `numpy`: the exact baseline in the same run: the same ONNX query encoding, then a brute-force
@@ -30,11 +35,16 @@ as the CLI uses; Milvus; fusion; catalog look-ups and hit mapping), after a warm
 recall@10, against exact search over the same vectors in numpy:
 
 - `dense`, `image`: the ids found against the exact top 10 by cosine;
-- `hybrid`: against exact hybrid: Milvus's own BM25 top-k (a sparse inverted index is exact)
-  fused with the EXACT dense top-k by the same formula Milvus applies (weighted: w * (1 + cos)
-  / 2 + (1 - w) * 2 / pi * atan(bm25), each leg's top k = max(3 * limit, 50) candidates), so it
-  measures what the approximate dense leg loses, not BM25 against a reimplementation;
+- `hybrid`: against exact hybrid: the EXACT dense top-k fused with an exact BM25 top-k (Milvus
+  Lite's formula and tokens over the whole collection, scored here with plain dicts,
+  `ExactBM25`) by the formula Milvus's ranker applies (weighted: w * (1 + cos) / 2 + (1 - w) *
+  2 / pi * atan(bm25), each leg's top k = max(3 * limit, 50) candidates);
 - `numpy`: 1.0 by construction.
+
+`milvus_overlap_at_10`: how many of Milvus Lite's own top 10 (the same query with the snapshots
+set aside) the timed path also returns. Milvus Lite's HNSW is approximate and its BM25 keeps
+statistics per segment, so this is below 1 at scale even where recall against exact is 1.
+With --compare, each mode is also timed as before issue 17 (no snapshots, ef 64, no cache).
 
 Peak memory: the benchmark process (ru_maxrss) and the Milvus Lite server (VmHWM), per size.
 With --breakdown, each text mode's time is split by where it goes (query encoding, each Milvus
@@ -50,6 +60,8 @@ import os
 import random
 import re
 import resource
+import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -187,15 +199,13 @@ def fts5_leg(store, coll: str, texts: list[str], ids: list[str], qs: list[str]) 
     BM25 out of Lite would buy): p50 of each for the top 50, FTS5's build time, and how many of
     Lite's top 10 FTS5 also ranks in its top 10 (tokenizers and statistics differ: Lite keeps
     BM25 statistics per segment)."""
-    import sqlite3
-
     db = sqlite3.connect(":memory:")
     t0 = time.perf_counter()
     db.execute("CREATE VIRTUAL TABLE t USING fts5(body)")
     db.executemany("INSERT INTO t(rowid, body) VALUES (?, ?)", enumerate(texts))
     db.commit()
     build_s = time.perf_counter() - t0
-    lite, fts, overlap = [], [], []
+    lite, fts, overlap, snap = [], [], [], []
     for q in qs:
         terms = " OR ".join('"' + w + '"' for w in re.findall(r"\w+", q.lower()))
         t = time.perf_counter()
@@ -204,12 +214,17 @@ def fts5_leg(store, coll: str, texts: list[str], ids: list[str], qs: list[str]) 
         ).fetchall()
         fts.append(time.perf_counter() - t)
         t = time.perf_counter()
-        found = store.search_bm25(coll, [q], 50)[0]
+        with milvus_only(store):
+            found = store.search_bm25(coll, [q], 50)[0]
         lite.append(time.perf_counter() - t)
         overlap.append(recall([ids[r] for (r,) in rows], [r["id"] for r in found]))
+        t = time.perf_counter()
+        store.search_bm25(coll, [q], 50)
+        snap.append(time.perf_counter() - t)
     db.close()
     return {
         "milvus_lite_bm25_p50_ms": percentiles(lite)[0],
+        "snapshot_bm25_p50_ms": percentiles(snap)[0],
         "fts5_bm25_p50_ms": percentiles(fts)[0],
         "fts5_build_s": round(build_s, 1),
         "top10_overlap": round(statistics.mean(overlap), 3),
@@ -225,16 +240,16 @@ def exact_top(matrix: np.ndarray, vector: np.ndarray, k: int) -> tuple[np.ndarra
 
 
 def exact_hybrid(
-    store, coll: str, query: str, qvec: np.ndarray, matrix, ids, weight: float
+    bm25: ExactBM25, query: str, qvec: np.ndarray, matrix, ids, weight: float
 ) -> list[str]:
-    """Milvus's weighted hybrid formula over exact dense candidates and Milvus's BM25 ones."""
+    """Milvus's weighted hybrid formula over exact dense and exact BM25 candidates."""
     depth = max(3 * LIMIT, 50)
     top, cos = exact_top(matrix, qvec, depth)
     fused: dict[str, float] = defaultdict(float)
     for i, c in zip(top, cos, strict=True):
         fused[ids[i]] += weight * (1.0 + float(c)) / 2
-    for row in store.search_bm25(coll, [query], depth)[0]:
-        fused[row["id"]] += (1 - weight) * 2 / math.pi * math.atan(row["score"])
+    for seg_id, score in bm25.top(query, depth):
+        fused[seg_id] += (1 - weight) * 2 / math.pi * math.atan(score)
     return [k for k, _ in sorted(fused.items(), key=lambda kv: -kv[1])[:LIMIT]]
 
 
@@ -263,8 +278,9 @@ class Clock:
 
 @contextmanager
 def as_before(store: Any, before: bool) -> Iterator[None]:
-    """The store as the code before issue 17's changes searched it: every search listed the
-    collections (no `present` cache) and HNSW searched with ef 64."""
+    """The store as the code before issue 17's changes searched it: Milvus for every search
+    (no snapshots), every search listing the collections (no `present` cache), HNSW with ef
+    64."""
     from mmrag.store import milvus
 
     if not before:
@@ -273,9 +289,52 @@ def as_before(store: Any, before: bool) -> Iterator[None]:
     store._present.clear()
     ef, milvus.SEARCH_EF = milvus.SEARCH_EF, 64
     try:
-        yield
+        with milvus_only(store):
+            yield
     finally:
         milvus.SEARCH_EF = ef
+
+
+@contextmanager
+def milvus_only(store: Any) -> Iterator[None]:
+    """Searches answered by Milvus Lite itself, the snapshots set aside."""
+    snaps, store.snapshots = store.snapshots, None
+    try:
+        yield
+    finally:
+        store.snapshots = snaps
+
+
+class ExactBM25:
+    """BM25 as Milvus Lite scores it (`\\w+` lowercase tokens, k1 1.5, b 0.75, IDF log(1 + (N -
+    df + 0.5) / (df + 0.5)), the query's term counts as weights) over the whole collection,
+    with plain dicts: the truth the snapshot's arrays are checked against. Rows of equal score
+    (texts made of the same sentences are common here) are ranked as `order` ranks them (the
+    snapshot's row order: any order of tied rows is exact, and a tie at a leg's depth decides
+    which row the fusion sees)."""
+
+    def __init__(self, texts: list[str], ids: list[str], order: dict[str, int]) -> None:
+        self.ids = ids
+        self.rank = [order[i] for i in ids]
+        self.postings: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        self.lengths = []
+        for i, text in enumerate(texts):
+            words = re.findall(r"\w+", text.lower())
+            self.lengths.append(len(words))
+            for w in set(words):
+                self.postings[w].append((i, words.count(w)))
+        self.avgdl = sum(self.lengths) / max(1, len(self.lengths)) or 1.0
+
+    def top(self, query: str, k: int) -> list[tuple[str, float]]:
+        n, scores = len(self.lengths), defaultdict(float)
+        for term in set(words := re.findall(r"\w+", query.lower())):
+            posting = self.postings.get(term, [])
+            idf = math.log((n - len(posting) + 0.5) / (len(posting) + 0.5) + 1.0)
+            for doc, tf in posting:
+                norm = tf + 1.5 * (1 - 0.75 + 0.75 * self.lengths[doc] / self.avgdl)
+                scores[doc] += idf * words.count(term) * tf * 2.5 / norm
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], self.rank[kv[0]]))[:k]
+        return [(self.ids[d], s) for d, s in ranked]
 
 
 def wait_for_idle(pid: int | None, limit_s: float = 600, quiet: float = 0.05) -> float:
@@ -300,6 +359,23 @@ def wait_for_idle(pid: int | None, limit_s: float = 600, quiet: float = 0.05) ->
     except OSError:
         pass
     return round(time.perf_counter() - t0, 1)
+
+
+def snapshot_update(store: Any, coll: str, ids: list[str]) -> float:
+    """Seconds to bring the snapshots up to date after one file's rows are written again (what
+    an ingest that adds or changes a file pays at its end): rows read back and written as
+    they are."""
+    from mmrag.store.schema import OUTPUT_FIELDS, Segment
+
+    found = store.client.get(coll, ids=ids, output_fields=[*OUTPUT_FIELDS, "vector"])
+    again = [
+        Segment(**{k: r[k] for k in OUTPUT_FIELDS}, vector=np.asarray(r["vector"], np.float32))
+        for r in found
+    ]
+    store.upsert(coll, again)
+    t0 = time.perf_counter()
+    assert store.refresh_snapshots() == [coll]
+    return round(time.perf_counter() - t0, 2)
 
 
 def percentiles(times: list[float]) -> tuple[float, float]:
@@ -345,12 +421,18 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
     )
     insert_s = round(time.perf_counter() - t0, 1)
     index_s = round(wait_for_indexes(store, text_coll) + wait_for_indexes(store, photo_coll), 1)
+    t0 = time.perf_counter()
+    built = store.refresh_snapshots()  # as every ingest ends (ingest/runner.py)
+    snapshot_s = round(time.perf_counter() - t0, 1)
+    assert set(built) == {text_coll, photo_coll}, built
     idle_s = wait_for_idle(store._lease.pid if store._lease else None)
     print(
         f"# {size}: inserted in {insert_s} s, indexes ready after {index_s} s more, "
-        f"the server idle after {idle_s} s more",
+        f"snapshots built in {snapshot_s} s, the server idle after {idle_s} s more",
         flush=True,
     )
+    with sqlite3.connect(store.snapshots.current(text_coll).folder / "rows.sqlite") as db:
+        bm25 = ExactBM25(texts, text_ids, dict(db.execute("SELECT id, idx FROM rows")))
 
     searcher = models.searcher(catalog, store)
     stand_in = PhotoQueries()
@@ -388,7 +470,7 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
     }
     truth: dict[str, Callable[[int], list[str]]] = {
         "hybrid": lambda i: exact_hybrid(
-            store, text_coll, qs[i], qvecs[i], text_vecs, text_ids, settings.dense_weight
+            bm25, qs[i], qvecs[i], text_vecs, text_ids, settings.dense_weight
         ),
         "dense": lambda i: [text_ids[j] for j in exact_top(text_vecs, qvecs[i], LIMIT)[0]],
         "image": lambda i: [photo_ids[j] for j in exact_top(photo_vecs, pvs[i], LIMIT)[0]],
@@ -406,6 +488,7 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
                 variants[(m, "before")] = m
     timed: dict[tuple, list[float]] = {v: [] for v in variants}
     recalls: dict[tuple, list[float]] = {v: [] for v in variants}
+    overlaps: dict[tuple, list[float]] = {v: [] for v in variants}
     parts: dict[tuple, dict[str, float]] = {v: defaultdict(float) for v in variants}
     # Modes alternate query by query, so load from other users of the machine hits all alike.
     for i in range(len(qs)):
@@ -423,7 +506,11 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
                 parts[variant][label] += s
             parts[variant]["total"] += elapsed
             recalls[variant].append(recall(found, truth[mode](i)))
+            if mode != "numpy":
+                with milvus_only(store):
+                    overlaps[variant].append(recall(found, runs[mode](i)))
     memory = peak_rss_mib(store._lease.pid if store._lease else None)
+    update_s = snapshot_update(store, text_coll, text_ids[:PER_MEDIA])
     results = []
     for variant, mode in variants.items():
         p50, p95 = percentiles(timed[variant])
@@ -434,9 +521,16 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
             "p50_ms": p50,
             "p95_ms": p95,
             "recall_at_10": round(statistics.mean(recalls[variant]), 3),
+            **(
+                {"milvus_overlap_at_10": round(statistics.mean(overlaps[variant]), 3)}
+                if overlaps[variant]
+                else {}
+            ),
             "queries": len(timed[variant]),
             "insert_s": insert_s,
             "index_wait_s": index_s,
+            "snapshot_build_s": snapshot_s,
+            "snapshot_update_s": update_s,
             "idle_wait_s": idle_s,
             "peak_rss": memory,
         }
@@ -455,6 +549,7 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
         print(json.dumps({"bm25_leg": leg}), flush=True)
     store.close()
     catalog.close()
+    shutil.rmtree(home, ignore_errors=True)  # the store, its snapshots: GBs at 100k
     return results, leg
 
 
@@ -533,6 +628,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         found = {"machine": info, "results": results} | ({"bm25_legs": legs} if legs else {})
         args.json.write_text(json.dumps(found, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sqlite3
 import sys
 import threading
 import time
@@ -187,11 +188,16 @@ class IngestRunner:
         max_file_bytes: int | None = None,
         lock_file: Path | None = None,
         model_notes: Callable[[], list[str]] | None = None,
+        reindex: str | None = None,
+        carry: Callable[[str], list[Piece]] | None = None,
     ) -> None:
         """`max_file_bytes`: larger documents (and files of no known kind) are refused before
         they are read; None: no limit. `lock_file`: where ingests of this store take turns
         (default: beside the catalog; see ingest_lock_path). `model_notes`: what to say once
-        about the models after the run (spaces on a fallback, spaces skipped)."""
+        about the models after the run (spaces on a fallback, spaces skipped). `reindex`: a
+        space whose model is being switched (ingest/reindex.py): stored contents are filled in
+        it alone, nothing else; `carry`: the pieces other spaces gave rise to in it, for a
+        content being filled (they are not made again: their model may not even be here)."""
         self.catalog = catalog
         self.store = store
         self.pipelines = {p.media: p for p in pipelines}
@@ -206,6 +212,8 @@ class IngestRunner:
             for name, e in self.encoders.items()
         }
         self.model_notes = model_notes
+        self.reindex = reindex
+        self.carry = carry
         self.read_workers = read_workers
         self.embed_batch = embed_batch
         self.write_batch = write_batch
@@ -236,6 +244,22 @@ class IngestRunner:
         self._on_note = on_note
         with self._turn(on_wait):
             return self._run(roots, prune, on_start, progress)
+
+    def refill(self, files: list[FoundFile], *, progress: Progress | None = None) -> IngestReport:
+        """Read these stored files again (no scan, no prune): what a reindex does with every
+        stored content (each is filled, or found done already). Call it inside `turn()`."""
+        t0 = time.perf_counter()
+        report = IngestReport(scanned=len(files))
+        self._process(files, report, progress or (lambda _event, _n: None))
+        for name in self._ready:
+            self.store.flush(name)
+        self._refresh_snapshots()
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def turn(self, on_wait: Callable[[str], None] = say_on_stderr) -> Any:
+        """The store's ingest turn, for work beside `run` (a reindex): a context manager."""
+        return self._turn(on_wait)
 
     @contextmanager
     def _turn(self, on_wait: Callable[[str], None]) -> Iterator[None]:
@@ -282,7 +306,28 @@ class IngestRunner:
         self._record_unreadable(roots, files, problems)
         if on_start:
             on_start(len(files))
+        self._process(files, report, tick)
+        if prune:
+            still = {p.path for p in problems}
+            report.pruned = self._prune(roots, files, still, bad_roots, report)
+        report.removed_media += self._collect(self.catalog.orphan_media())
+        for name in self._ready:
+            self.store.flush(name)
+        self._refresh_snapshots()
+        report.models = self.model_notes() if self.model_notes else []
+        report.seconds = time.perf_counter() - t0
+        return report
 
+    def _refresh_snapshots(self) -> None:
+        """Lite: rebuild the search snapshots this run's writes outdated (store/lite_index.py),
+        in the ingest's turn; a failure leaves searches on Milvus, with a warning."""
+        try:
+            self.store.refresh_snapshots()
+        except (OSError, sqlite3.Error) as exc:
+            say_on_stderr(f"search snapshot not rebuilt (searches use Milvus meanwhile): {exc}")
+
+    def _process(self, files: list[FoundFile], report: IngestReport, tick: Progress) -> None:
+        """Read, encode and write these files: readers and the model here, one writer thread."""
         writes: queue.Queue[Any] = queue.Queue(maxsize=64)
         writer_error: list[BaseException] = []
         writer = threading.Thread(
@@ -296,16 +341,6 @@ class IngestRunner:
             writer.join()
         if writer_error:
             raise writer_error[0]
-
-        if prune:
-            still = {p.path for p in problems}
-            report.pruned = self._prune(roots, files, still, bad_roots, report)
-        report.removed_media += self._collect(self.catalog.orphan_media())
-        for name in self._ready:
-            self.store.flush(name)
-        report.models = self.model_notes() if self.model_notes else []
-        report.seconds = time.perf_counter() - t0
-        return report
 
     # -- reading (reader threads) ----------------------------------------------------------
 
@@ -351,6 +386,8 @@ class IngestRunner:
             return _Fail(f, f"{kind.format} could not be processed: {type(exc).__name__}: {exc}")
         if fill is not None:  # what the filled spaces make, and what their models give rise to
             pieces = [p for p in pieces if p.space in fill or p.origin in fill]
+            if fill and self.carry:  # a switch: what other models gave rise to, re-embedded
+                pieces += self.carry(media_id)
             if not pieces:
                 return _Unchanged(f) if stored else _Link(f, media_id)
         elif not pieces:
@@ -388,6 +425,8 @@ class IngestRunner:
         have = self.catalog.done_collections(media_id) if pipeline else None
         if pipeline is None or have is None:
             return None
+        if self.reindex is not None:
+            return self._switch_fill(pipeline, have)
         todo: set[str] = set()
         for space in pipeline.encoders():
             configured, *fallbacks = self.candidates[space]
@@ -402,6 +441,16 @@ class IngestRunner:
                 if self._usable(space):
                     todo.add(space)
         return frozenset(todo)
+
+    def _switch_fill(self, pipeline: Pipeline, have: set[str]) -> frozenset[str]:
+        """During a switch of one space's model: fill it alone where the content has it from
+        another model (or always goes to it), unless it is in the new collection already."""
+        space = self.reindex or ""
+        if space not in pipeline.encoders() or self.candidates[space][0] in have:
+            return frozenset()
+        if self._ever_written(space, have) or space in pipeline.primary:
+            return frozenset({space})
+        return frozenset()
 
     def _ever_written(self, space: str, have: set[str]) -> bool:
         """Whether a content has rows in some model's collection of this space (the names are

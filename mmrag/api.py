@@ -128,6 +128,19 @@ class Service:
             self.catalog.close()
             self.store = self.catalog = self.searcher = None
 
+    def _searcher(self) -> Any:
+        """The searcher, built again once a space's model switch has cut over (another
+        process's `mmrag reindex` or ingest, ingest/reindex.py): the collection it searched
+        is about to be dropped. The reranker is kept."""
+        old, models, catalog, store = self.searcher, self.models, self.catalog, self.store
+        if all(models.searched(s.name, catalog, store)[1] == s.collection for s in old.spaces):
+            return old
+        with self._start_lock:
+            if self.searcher is old:
+                self.searcher = self.models.searcher(self.catalog, self.store)
+                self.searcher.reranker = old.reranker
+            return self.searcher
+
     def count(self, what: str) -> None:
         with self._count_lock:
             self.requests[what] += 1
@@ -176,7 +189,7 @@ class Service:
         field = field or ("q" if kind == QueryKind.TEXT else "file")
         more = {"text": text} if text else {}  # an example and words, fused (Searcher.find)
         try:
-            return self.searcher.find(
+            return self._searcher().find(
                 kind, query, options.mode, options.limit, options.filters, options.shape, **more
             )
         except ModelNotAvailable as exc:
@@ -238,7 +251,7 @@ def search_options(
     near: Annotated[str | None, Query(description="LAT,LON[,KM]: taken near (GPS)")] = None,
 ) -> Options:
     """The query string's search options, each checked with a message naming it."""
-    from mmrag.search.query import CUTOFFS, MAX_DEPTH, MODES, SORTS, Filters, Shape
+    from mmrag.search.query import CUTOFFS, MAX_DEPTH, MODES, SORTS, EmptyRange, Filters, Shape
 
     _one_of("mode", mode, MODES)
     _one_of("cutoff", cutoff, CUTOFFS)
@@ -266,8 +279,11 @@ def search_options(
         camera,
         _near(near),
     )
-    for first, last, wall in (("since", "until", False), ("taken_since", "taken_until", True)):
-        _range(first, last, getattr(filters, first), getattr(filters, last), wall)
+    try:
+        filters.check_ranges()
+    except EmptyRange as exc:
+        said = f"{exc.start.isoformat()} is not before {exc.last} {exc.end.isoformat()}"
+        raise BadField(exc.first, said) from None
     return Options(mode, limit, filters, Shape(group, min_score, cutoff, sort, page))
 
 
@@ -284,19 +300,6 @@ def _date(field: str, value: str | None) -> datetime | None:
         return datetime.fromisoformat(value)
     except ValueError:
         raise BadField(field, f"expects a date like 2024-05-31, got {value!r}") from None
-
-
-def _range(
-    first: str, last: str, start: datetime | None, end: datetime | None, wall_clock: bool
-) -> None:
-    if start is None or end is None:
-        return
-    if wall_clock:
-        empty = start.replace(tzinfo=None) >= end.replace(tzinfo=None)
-    else:
-        empty = start.timestamp() >= end.timestamp()
-    if empty:
-        raise BadField(first, f"{start.isoformat()} is not before {last} {end.isoformat()}")
 
 
 def _near(value: str | None) -> Any:
@@ -483,6 +486,7 @@ def create_app(
     def ask(body: AskBody) -> StreamingResponse:
         """Events: `sources` (the numbered passages), `delta`s (the answer as it comes),
         `citations`, `done` (the whole answer, as `mmrag ask --json`), or `error`."""
+        from mmrag.app import answer_endpoint
         from mmrag.search import answer as qa
 
         if not body.question.strip():
@@ -495,16 +499,7 @@ def create_app(
         if body.extractive:
             endpoint = qa.LLMUnavailable("extractive answer asked for")
         else:
-            try:
-                endpoint = qa.resolve_endpoint(
-                    settings.llm_base_url,
-                    settings.llm_model,
-                    settings.llm_api_key,
-                    os.environ,
-                    settings.llm_timeout_s,
-                )
-            except qa.LLMUnavailable as exc:
-                endpoint = exc
+            endpoint = answer_endpoint(settings, os.environ)
         return StreamingResponse(
             _answer_events(body.question, hits, endpoint),
             media_type="text/event-stream",

@@ -6,7 +6,7 @@ added to the registry reaches every one of them.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,8 @@ from mmrag.registry import QUERY_DECODERS, SPACES, SpaceSpec, spaces_writing
 from mmrag.settings import Settings, fallback_model
 
 if TYPE_CHECKING:
-    from mmrag.ingest.runner import IngestRunner
+    from mmrag.ingest.reindex import SwitchReport
+    from mmrag.ingest.runner import IngestRunner, Progress
     from mmrag.pipelines.audio.pipeline import AudioPipeline
     from mmrag.pipelines.audio.spaces import Speech
     from mmrag.pipelines.base import Pipeline, SpaceEncoder
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from mmrag.pipelines.text.encoder import TextEncoder
     from mmrag.pipelines.text.pages import PageReading
     from mmrag.pipelines.text.space import TextSpace
+    from mmrag.search.answer import Endpoint, LLMUnavailable
     from mmrag.search.query import Searcher
     from mmrag.store.catalog import Catalog
     from mmrag.store.milvus import MilvusStore
@@ -80,13 +82,13 @@ OCR_PAGE_STARTS = 'meta["ocr"] == true and meta["page_start"] == true'
 def library_status(settings: Settings, catalog: Catalog, store: MilvusStore) -> dict[str, Any]:
     """What is in the store: what `mmrag status --json` prints and the API's /api/status
     starts from. Counts per collection and modality, files, failures and warnings."""
-    from mmrag.store.schema import collection_name
+    from mmrag.ingest.reindex import in_progress
 
     spaces = {
         name: {"rows": store.count(name), "by_modality": store.count_by(name, "modality")}
         for name in store.existing_collections()
     }
-    text = collection_name(settings.collection_prefix, "text", settings.text_model)
+    _, text = served_by(settings, catalog, store, "text")
     return {
         "milvus": settings.milvus_uri,
         "catalog": str(settings.catalog),
@@ -99,7 +101,35 @@ def library_status(settings: Settings, catalog: Catalog, store: MilvusStore) -> 
         "failures": [{"path": f.display, "reason": f.error} for f in catalog.failures()],
         "warnings": [{"path": p, "reason": why} for p, why in catalog.warnings()],
         "fallbacks": on_fallback(settings, catalog),
+        "search_notes": store.search_notes({n: s["rows"] for n, s in spaces.items()}),
+        "switches": in_progress(catalog),
+        "served": {
+            name: {"model": model, "configured": spec.model(settings)}
+            for name, spec in SPACES.items()
+            if spec.model(settings)
+            and (model := served_by(settings, catalog, store, name)[0]) != spec.model(settings)
+        },
     }
+
+
+def served_by(
+    settings: Settings, catalog: Catalog, store: MilvusStore, name: str
+) -> tuple[str, str]:
+    """The model and collection a space's search answers from (ingest/reindex.py): the
+    configured one unless a switch to it has not cut over yet."""
+    from mmrag.ingest.reindex import served
+
+    prefix, model = settings.collection_prefix, settings.model_for(name)
+    return served(catalog, store, prefix, name, model, _fallback_collection(settings, name))
+
+
+def _fallback_collection(settings: Settings, name: str) -> list[str]:
+    """The collection of the space's fallback model, if it has one (no switch's source)."""
+    from mmrag.store.schema import collection_name
+
+    model = settings.model_for(name)
+    instead = fallback_for(name, model) if model else ""
+    return [collection_name(settings.collection_prefix, name, instead)] if instead else []
 
 
 def on_fallback(settings: Settings, catalog: Catalog) -> dict[str, dict[str, Any]]:
@@ -120,6 +150,24 @@ def on_fallback(settings: Settings, catalog: Catalog) -> dict[str, dict[str, Any
     return found
 
 
+def answer_endpoint(settings: Settings, environ: Mapping[str, str]) -> Endpoint | LLMUnavailable:
+    """The chat endpoint `ask` uses (the CLI's, the server's), or why there is none."""
+    from mmrag.search.answer import LLMUnavailable, resolve_endpoint
+
+    try:
+        return resolve_endpoint(
+            settings.llm_base_url,
+            settings.llm_model,
+            settings.llm_api_key,
+            environ,
+            settings.llm_timeout_s,
+            settings.llm_speech_model,
+            settings.llm_voice,
+        )
+    except LLMUnavailable as exc:
+        return exc
+
+
 def _warn_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
@@ -135,6 +183,8 @@ class Models:
     speech: Speech | None
     # Built on first use: a search needs none of them, and their modules take time to import.
     _pipes: list[Pipeline] | None = field(default=None, repr=False)
+    # Encoders of served models other than the configured ones (a switch not cut over yet)
+    _served: dict[tuple[str, str], SpaceEncoder] = field(default_factory=dict, repr=False)
     _photos: ImagePipeline | None = field(default=None, repr=False)
     _sound: AudioPipeline | None = field(default=None, repr=False)
 
@@ -355,7 +405,7 @@ class Models:
         spaces = [
             SearchSpace(
                 name,
-                *self.searched(name, catalog),
+                *self.searched(name, catalog, store),
                 self.specs[name].queries,
                 self.specs[name].full_text,
             )
@@ -384,13 +434,19 @@ class Models:
             s.fusion_weights,
         )
 
-    def searched(self, name: str, catalog: Catalog) -> tuple[Any, str]:
-        """The model a space is searched with, and its collection: the configured model's
-        once it holds anything, until then the fallback's where an ingest wrote there (the
-        space ran on it). The next ingest where the configured model can be had moves the
-        fallback's files over (ingest/runner.py), so search then uses the configured one."""
+    def searched(self, name: str, catalog: Catalog, store: MilvusStore) -> tuple[Any, str]:
+        """The model a space is searched with, and its collection: the served model's while
+        a switch to the configured one has not cut over (ingest/reindex.py); else the
+        configured model's once it holds anything, until then the fallback's where an ingest
+        wrote there (the space ran on it). The next ingest where the configured model can be
+        had moves the fallback's files over (ingest/runner.py), so search then uses it."""
         from mmrag.pipelines.fallback import Fallback
 
+        model, collection = served_by(self.settings, catalog, store, name)
+        if model != self.specs[name].model(self.settings):
+            if (name, model) not in self._served:
+                self._served[name, model] = self.specs[name].build(self.settings, model)
+            return self._served[name, model], collection
         prefix, space = self.settings.collection_prefix, self.spaces[name]
         if isinstance(space, Fallback):
             mine, theirs = space.configured, space.fallback
@@ -400,6 +456,66 @@ class Models:
                 return theirs, theirs.collection(prefix)
             return mine, mine.collection(prefix)
         return space, space.collection(prefix)
+
+    def switches_wanted(self, catalog: Catalog, store: MilvusStore) -> list[str]:
+        """The configured spaces served from another model than their configured one: an
+        ingest switches them first (`switch`), search answering from the old one meanwhile."""
+        s = self.settings
+        return [n for n in self.spaces if served_by(s, catalog, store, n)[0] != s.model_for(n)]
+
+    def switch(
+        self,
+        catalog: Catalog,
+        store: MilvusStore,
+        name: str,
+        model: str | None = None,
+        resume: bool = True,
+        progress: Progress | None = None,
+        on_wait: Callable[[str], None] | None = None,
+        grace_s: float | None = None,
+    ) -> SwitchReport | None:
+        """Switch a configured space to `model` (default: the target of a switch in progress
+        when `resume`, else the configured model) without downtime (ingest/reindex.py); None
+        where it serves that model already. Other spaces keep their served models."""
+        from mmrag.ingest.reindex import DROP_GRACE_S, carry_from, plan, run_switch
+        from mmrag.ingest.runner import say_on_stderr
+
+        if name not in self.spaces:
+            on = ", ".join(self.spaces)
+            raise ValueError(f"--space {name}: not a configured space (configured: {on})")
+        s, configured = self.settings, self.specs[name].model(self.settings)
+        skip = _fallback_collection(s, name)
+
+        def wanted() -> Any:
+            return plan(catalog, store, s.collection_prefix, name, configured, model, resume, skip)
+
+        if (planned := wanted()) is None:
+            return None
+        served = {n: served_by(s, catalog, store, n)[0] for n in self.spaces}
+        built = Models.build(_with_models(s, served | {name: planned.target_model}))
+        runner = built.runner(
+            catalog, store, reindex=name, carry=carry_from(store, planned.source, name)
+        )
+        with runner.turn(on_wait or say_on_stderr):
+            if (now := wanted()) != planned:  # another process moved it while this one waited
+                if now is None:
+                    return None
+                raise RuntimeError(f"{name}: another process changed its model meanwhile; rerun")
+            grace = DROP_GRACE_S if grace_s is None else grace_s
+            return run_switch(catalog, store, runner, planned, progress, grace)
+
+
+def _with_models(settings: Settings, models: dict[str, str]) -> Settings:
+    """The settings with these spaces' models, and no fallback model standing in for one."""
+    fields = {
+        f"{name}_model": model
+        for name, model in models.items()
+        if name not in settings.models and f"{name}_model" in Settings.model_fields
+    }
+    named = {n: m for n, m in models.items() if f"{n}_model" not in fields}
+    return settings.model_copy(
+        update={**fields, "models": {**settings.models, **named}, "strict_models": True}
+    )
 
 
 def fallback_for(name: str, model: str) -> str:

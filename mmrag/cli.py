@@ -32,7 +32,7 @@ from mmrag.settings import Settings, load_settings
 if TYPE_CHECKING:
     from mmrag.app import Models
     from mmrag.client import Server
-    from mmrag.search.query import Near
+    from mmrag.search.query import Filters, Near
 
 app = typer.Typer(
     add_completion=False,
@@ -64,7 +64,9 @@ def _global(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")] = None,
     profile: Annotated[
         str | None,
-        typer.Option("--profile", help="Model set: default (public models) or offline (packs)"),
+        typer.Option(
+            "--profile", help="Model set: default (public models), offline or multilingual (packs)"
+        ),
     ] = None,
 ) -> None:
     """Settings come from mmrag.toml, then MMRAG_* variables, then these flags."""
@@ -151,7 +153,11 @@ def ingest(
         ),
     ] = False,
 ) -> None:
-    """Scan folders, embed what is new or changed, and write it to Milvus."""
+    """Scan folders, embed what is new or changed, and write it to Milvus.
+
+    A space whose configured model differs from the one it is searched with is switched first,
+    as `mmrag reindex` does: search answers from the old model until every stored file is in
+    the new collection."""
     settings = _settings(
         ctx,
         read_workers=workers,
@@ -159,6 +165,9 @@ def ingest(
         strict_models=strict_models or None,
     )
     with _open(settings) as (catalog, store, models):
+        _drop_retired(catalog, store)
+        for space in models.switches_wanted(catalog, store):
+            _run_switch(models, catalog, store, space, None, False, quiet or as_json)
         report = _run_ingest(models, catalog, store, paths, prune, retry_failed, quiet or as_json)
     if as_json:
         print(json.dumps(report.to_json(), ensure_ascii=False))
@@ -206,6 +215,114 @@ def _run_ingest(models: Models, catalog, store, paths, prune, retry_failed, quie
     return report
 
 
+@app.command()
+def reindex(
+    ctx: typer.Context,
+    space: Annotated[
+        str | None,
+        typer.Option(
+            "--space", help="The space to switch (default: every space whose model changed)"
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="The model to switch to (default: a switch in progress, else the configured "
+            "one); the served model cancels a switch in progress",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per switch on stdout")
+    ] = False,
+) -> None:
+    """Switch a space to another model without downtime: the new model's collection is filled
+    with every stored file beside the old one while search keeps answering from the old one,
+    then search cuts over and the old collection is dropped. Run it again after a crash: it
+    resumes. `mmrag ingest` does the same for a space whose configured model changed."""
+    from mmrag.registry import SPACES
+
+    if model and not space:
+        _fail("--model needs --space: which space's model it is")
+    settings = _settings(ctx)
+    with _open(settings) as (catalog, store, models):
+        if space is not None and space not in models.spaces:
+            _fail(f"--space {space}: not a configured space ({', '.join(models.spaces)} are)")
+        _drop_retired(catalog, store)
+        todo = [space] if space else models.switches_wanted(catalog, store)
+        if not space:  # switches in progress resume too
+            todo += [n for n in catalog.served() if n in models.spaces and n not in todo]
+        done = [_run_switch(models, catalog, store, n, model, True, quiet or as_json) for n in todo]
+    for item in filter(None, done):
+        if as_json:
+            print(json.dumps(item, ensure_ascii=False))
+        if item["to"] != models.settings.model_for(item["space"]):
+            err.print(
+                f"[yellow]note:[/yellow] {item['space']} serves {escape(item['to'])} now, but "
+                f"{SPACES[item['space']].setting} is still "
+                f"{escape(models.settings.model_for(item['space']))!r} in the settings: set it, "
+                "or the next ingest switches back",
+                highlight=False,
+            )
+    if not any(done) and not as_json:
+        err.print("nothing to switch: every space serves its model", highlight=False)
+
+
+def _drop_retired(catalog, store) -> None:
+    """What a switch cut over from and a kill kept it from dropping goes now."""
+    from mmrag.ingest.reindex import drop_retired
+
+    drop_retired(catalog, store)
+
+
+def _run_switch(models, catalog, store, space, model, resume, quiet) -> dict | None:
+    """One space's switch with a progress bar; its summary (None: nothing to switch)."""
+    from mmrag.app import served_by
+    from mmrag.ingest.reindex import cancel
+
+    if model is not None and model == served_by(models.settings, catalog, store, space)[0]:
+        if gone := cancel(catalog, store, space):
+            err.print(f"{space}: the switch to {escape(gone)} is cancelled", highlight=False)
+        return None
+    progress = Progress(
+        TextColumn(f"switch {escape(space)}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+    )
+    task = progress.add_task("switch", total=None)
+
+    def tick(event: str, n: int) -> None:
+        if event == "file":
+            progress.advance(task, n)
+
+    try:
+        with progress:
+            report = models.switch(catalog, store, space, model, resume, tick)
+    except (ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    if report is None:
+        return None
+    if space == "text" and report.target_model == models.settings.text_model:
+        models.text.export_query_encoder()  # once per model: later searches start without torch
+    if not quiet:
+        err.print(
+            f"{space}: {escape(report.source_model)} -> {escape(report.target_model)}: "
+            f"{report.filled} file(s) embedded, {report.already} already done, "
+            f"{report.seconds:.1f} s; search uses the new model",
+            highlight=False,
+        )
+    for display in report.missing:
+        err.print(f"[yellow]gone, left out:[/yellow] {escape(display)}", highlight=False)
+    for display, reason in report.failed:
+        err.print(f"[yellow]failed:[/yellow] {escape(display)}: {escape(reason)}", highlight=False)
+    return report.to_json()
+
+
 def _print_report(report) -> None:
     t = Table(title="ingest summary", title_justify="left", show_header=False)
     rate = report.segments / report.seconds if report.seconds else 0
@@ -249,20 +366,17 @@ def _parse_date(value: str | None, flag: str) -> datetime | None:
         _fail(f"{flag} expects a date like 2024-05-31 or 2024-05-31T14:00, got {value!r}")
 
 
-def _date_range(
-    start: datetime | None, end: datetime | None, flags: tuple[str, str], wall_clock: bool
-) -> None:
-    """An empty range matches nothing: say so rather than print no results. `wall_clock`
-    compares as the taken filters do (UTC offsets dropped), else as instants."""
-    if start is None or end is None:
-        return
-    if wall_clock:
-        empty = start.replace(tzinfo=None) >= end.replace(tzinfo=None)
-    else:
-        empty = start.timestamp() >= end.timestamp()
-    if empty:
+def _check_ranges(filters: Filters) -> None:
+    """An empty date range matches nothing: say so, with the flags, rather than print no
+    results."""
+    from mmrag.search.query import EmptyRange
+
+    try:
+        filters.check_ranges()
+    except EmptyRange as exc:
+        first, last = (f"--{name.replace('_', '-')}" for name in (exc.first, exc.last))
         _fail(
-            f"{flags[0]} {start.isoformat()} is not before {flags[1]} {end.isoformat()}: "
+            f"{first} {exc.start.isoformat()} is not before {last} {exc.end.isoformat()}: "
             "nothing can match"
         )
 
@@ -438,9 +552,7 @@ def search(
         camera,
         _parse_near(near),
     )
-    _date_range(filters.since, filters.until, ("--since", "--until"), wall_clock=False)
-    taken = ("--taken-since", "--taken-until")
-    _date_range(filters.taken_since, filters.taken_until, taken, wall_clock=True)
+    _check_ranges(filters)
     if queries:
         batch = _read_queries(queries)
     else:
@@ -593,6 +705,23 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
         out.print(
             f"[yellow]warning:[/yellow] {escape(w['path'])}: {escape(w['reason'])}", highlight=False
         )
+    for w in data["switches"]:
+        out.print(
+            f"[yellow]switching:[/yellow] {w['space']}: {escape(w['from'])} -> "
+            f"{escape(w['to'])}: {w['done']}/{w['total']} contents; search answers from "
+            f"{escape(w['from'])} until done (`mmrag reindex` resumes it)",
+            highlight=False,
+        )
+    for name, m in data["served"].items():
+        if not any(w["space"] == name for w in data["switches"]):
+            out.print(
+                f"[yellow]model changed:[/yellow] {name}: searched with {escape(m['model'])}, "
+                f"configured {escape(m['configured'])}: `mmrag reindex` or the next ingest "
+                "switches it",
+                highlight=False,
+            )
+    for note in data.get("search_notes", []):
+        out.print(f"[yellow]search:[/yellow] {escape(note)}", highlight=False)
     for space, f in data.get("fallbacks", {}).items():
         out.print(
             f"[yellow]on a fallback:[/yellow] {space}: {f['contents']} file(s) embedded with "
@@ -603,18 +732,40 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
 
 
 @app.command()
-def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Each space's model: where it came from, dimension, max tokens, parameters, memory."""
+def models(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    candidates: Annotated[
+        bool,
+        typer.Option(
+            "--candidates",
+            help="List sensible models per space and language (public ones and offline packs), "
+            "marking those that can be loaded here now (nothing is downloaded)",
+        ),
+    ] = False,
+) -> None:
+    """Each space's model: where it came from, languages, dimension, max tokens, parameters,
+    memory."""
+    from mmrag.pipelines.candidates import languages
     from mmrag.registry import SPACES
 
     settings = _settings(ctx)
+    if candidates:
+        _print_candidates(settings, as_json)
+        return
     rows = [_model_row(spec, settings) for spec in SPACES.values()]
     rows.append(_speech_row(settings))
+    for r in rows:  # where known
+        if r.get("name") and (spoken := languages(r["space"], r["name"])):
+            r["languages"] = spoken
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     out.print(f"profile: {settings.profile}")
-    t = Table("space", "model", "source", "dim", "max tokens", "parameters", "memory", "device")
+    t = Table(
+        "space", "model", "source", "languages", "dim", "max tokens", "parameters", "memory",
+        "device",
+    )  # fmt: skip
     for r in rows:
         if "error" in r:
             t.add_row(r["space"], r["name"], f"[red]{escape(r['error'])}[/red]")
@@ -627,6 +778,7 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
                 if r.get("fallback_for")
                 else r["name"],
                 r["source"],
+                r.get("languages") or "-",
                 str(r.get("dim") or "-"),
                 str(r.get("max_tokens") or "-"),
                 f"{r['parameters'] / 1e6:.1f} M" if r.get("parameters") else "-",
@@ -642,6 +794,49 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
                 highlight=False,
                 soft_wrap=True,
             )
+
+
+def _print_candidates(settings: Settings, as_json: bool) -> None:
+    """`models --candidates`: the table in pipelines/candidates.py, per space, each row
+    looked up here (downloads off) and marked when it is the configured model."""
+    from mmrag.pipelines.candidates import candidates, locate
+    from mmrag.registry import SPACES
+
+    rows = []
+    for space in [*SPACES, "speech"]:
+        configured = settings.model_for(space)
+        for c in candidates(space):
+            here, where = locate(space, c.model)
+            rows.append(
+                {
+                    "space": space,
+                    "model": c.model,
+                    "languages": c.languages,
+                    "dim": c.dim,
+                    "pack": c.pack,
+                    "note": c.note,
+                    "configured": c.model == configured,
+                    "loadable": here,
+                    "where": where,
+                }
+            )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table("space", "model (* configured)", "languages", "dim", "here now", "offline pack")
+    for column in t.columns[1:]:
+        column.overflow = "fold"  # whole names, wrapped, never cut
+    for r in rows:
+        t.add_row(
+            r["space"],
+            escape(r["model"]) + (" *" if r["configured"] else ""),
+            r["languages"],
+            str(r["dim"] or "-"),
+            "[green]yes[/green]" if r["loadable"] else "no",
+            escape(r["pack"]) or "-",
+        )
+    out.print(t)
+    out.print("here now: loads without a download (from where: --json); a pack: pip install it")
 
 
 def _model_row(spec, settings: Settings) -> dict:
@@ -914,6 +1109,7 @@ def ask(
     through any OpenAI-compatible endpoint (llm_base_url, llm_model), else the best passages."""
     import os
 
+    from mmrag.app import answer_endpoint
     from mmrag.pipelines.model_resolver import ModelNotAvailable
     from mmrag.search import answer as qa
 
@@ -930,18 +1126,7 @@ def ask(
                 hits = searcher.search(question, "hybrid", settings.ask_sources)
             except (ModelNotAvailable, ValueError, OSError) as exc:
                 _fail(str(exc))
-    try:
-        endpoint: qa.Endpoint | qa.LLMUnavailable = qa.resolve_endpoint(
-            settings.llm_base_url,
-            settings.llm_model,
-            settings.llm_api_key,
-            os.environ,
-            settings.llm_timeout_s,
-            settings.llm_speech_model,
-            settings.llm_voice,
-        )
-    except qa.LLMUnavailable as exc:
-        endpoint = exc
+    endpoint = answer_endpoint(settings, os.environ)
 
     def note(text: str) -> None:
         err.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)

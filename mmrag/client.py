@@ -65,15 +65,11 @@ def fingerprint(settings: Settings) -> dict[str, Any]:
 def llm_label(settings: Settings, environ: os._Environ[str] | dict[str, str]) -> str:
     """Which chat endpoint and model `ask` would use ("" for none): ask goes through a server
     only when the server would use the same one."""
-    from mmrag.search.answer import LLMUnavailable, resolve_endpoint
+    from mmrag.app import answer_endpoint
+    from mmrag.search.answer import LLMUnavailable
 
-    try:
-        endpoint = resolve_endpoint(
-            settings.llm_base_url, settings.llm_model, settings.llm_api_key, environ
-        )
-    except LLMUnavailable:
-        return ""
-    return f"{endpoint.label} {endpoint.model}"
+    endpoint = answer_endpoint(settings, environ)
+    return "" if isinstance(endpoint, LLMUnavailable) else f"{endpoint.label} {endpoint.model}"
 
 
 def store_id(catalog: Path) -> str | None:

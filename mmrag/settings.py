@@ -37,6 +37,15 @@ PROFILES: dict[str, dict[str, str]] = {
         "audio_model": "whisper-tiny-encoder",
         "speech_model": "tiny.en",
     },
+    # Offline too, across languages: a Spanish question finds an English passage (the 4-bit
+    # multilingual-e5-small pack) and Spanish speech is transcribed in Spanish (Whisper base).
+    "multilingual": {
+        "text_model": "multilingual-e5-small",
+        "image_model": "efficientnet-lite0",
+        "clip_model": "",
+        "audio_model": "whisper-tiny-encoder",
+        "speech_model": "base",
+    },
 }
 _DEFAULT = PROFILES["default"]  # the fields' defaults: one list of default models
 
@@ -134,7 +143,7 @@ class Settings(BaseSettings):
     collection_prefix: str = "mmrag"
     index_type: str = Field("HNSW", description="Dense vector index (validated per backend)")
 
-    profile: Literal["default", "offline"] = Field(
+    profile: Literal["default", "offline", "multilingual"] = Field(
         "default", description="Model set for models not configured one by one (PROFILES)"
     )
     text_model: str = Field(_DEFAULT["text_model"], description="Hugging Face id or local path")

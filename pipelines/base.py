@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -93,6 +93,30 @@ def space_skipped(space: str, exc: BaseException) -> str:
     the space in `warning_about`."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"not in the {space} space yet: {first.replace('; ', ', ')}"
+
+
+S = TypeVar("S", bound="SpaceEncoder")  # a kind of space (PhotoSpace, FrameSpace), kept
+
+
+def usable_spaces(
+    spaces: Iterable[S], only: frozenset[str] | None = None
+) -> tuple[list[S], ModelNotAvailable | None]:
+    """The spaces a file goes to (those in `only`, if given) whose model can be had, and the
+    first reason one could not: each without is left out with a warning naming it
+    (space_skipped), so the file's other spaces are still written."""
+    found: list[S] = []
+    missing: ModelNotAvailable | None = None
+    for space in spaces:
+        if only is not None and space.name not in only:
+            continue
+        try:
+            space.space  # noqa: B018 - loads the model (the dimension comes from it)
+        except ModelNotAvailable as exc:
+            media_warning(space_skipped(space.name, exc))
+            missing = missing or exc
+            continue
+        found.append(space)
+    return found, missing
 
 
 def warning_about(warning: str, space: str) -> bool:

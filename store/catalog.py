@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _BUSY_TIMEOUT_S = 30.0
 
@@ -72,6 +72,20 @@ _MIGRATIONS: dict[int, str] = {
     4: """
     ALTER TABLE media ADD COLUMN warning TEXT;
     """,
+    # Which model (collection) each space's search answers from, apart from the configured
+    # model: a switch fills `target` while search keeps using `model`, then cuts over in one
+    # transaction (ingest/reindex.py). `retired`: cut over from, still to be dropped in Milvus.
+    5: """
+    CREATE TABLE served (
+        space TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        collection TEXT NOT NULL,
+        target_model TEXT,
+        target_collection TEXT,
+        retired TEXT,
+        updated_at REAL NOT NULL
+    );
+    """,
 }
 
 
@@ -100,6 +114,18 @@ class MediaFacts:
     def hit_fields(self) -> dict[str, Any]:
         gps = {"lat": self.lat, "lon": self.lon} if self.lat is not None else None
         return {"taken_at": self.taken_at, "camera": self.camera, "gps": gps}
+
+
+@dataclass(frozen=True)
+class Served:
+    """A space's served model and collection, and the switch in progress, if any."""
+
+    space: str
+    model: str
+    collection: str
+    target_model: str | None = None
+    target_collection: str | None = None
+    retired: str | None = None  # a collection cut over from, not yet dropped
 
 
 @dataclass(frozen=True)
@@ -214,6 +240,106 @@ class Catalog:
             self._one("SELECT 1 FROM segments WHERE collection = ? LIMIT 1", (collection,))
             is not None
         )
+
+    # -- which model each space is searched with (ingest/reindex.py) -------------------------
+
+    def served(self) -> dict[str, Served]:
+        """The spaces with a recorded served model (a space without one serves its configured
+        model, or what its rows say: ingest/reindex.py)."""
+        rows = self._all("SELECT * FROM served ORDER BY space")
+        return {
+            r["space"]: Served(
+                r["space"],
+                r["model"],
+                r["collection"],
+                r["target_model"],
+                r["target_collection"],
+                r["retired"],
+            )
+            for r in rows
+        }
+
+    def begin_switch(
+        self, space: str, model: str, collection: str, target_model: str, target_collection: str
+    ) -> None:
+        """Record a switch: search keeps answering from `model` while `target` is filled."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO served(space, model, collection, target_model, target_collection, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(space) DO UPDATE SET "
+                "model=excluded.model, collection=excluded.collection, "
+                "target_model=excluded.target_model, "
+                "target_collection=excluded.target_collection, updated_at=excluded.updated_at",
+                (space, model, collection, target_model, target_collection, time.time()),
+            )
+
+    def cut_over(self, space: str) -> str:
+        """Serve the switch's target from now on, in one transaction: the old collection is
+        retired (to be dropped) and its segments forgotten. Returns the old collection."""
+        with self.transaction() as db:
+            row = db.execute("SELECT * FROM served WHERE space = ?", (space,)).fetchone()
+            if row is None or row["target_model"] is None:
+                raise RuntimeError(f"catalog {self.file}: no switch of {space} in progress")
+            db.execute(  # every right-hand side is the row as it was
+                "UPDATE served SET model=target_model, collection=target_collection, "
+                "target_model=NULL, target_collection=NULL, retired=collection, updated_at=? "
+                "WHERE space = ?",
+                (time.time(), space),
+            )
+            db.execute("DELETE FROM segments WHERE collection = ?", (row["collection"],))
+        return str(row["collection"])
+
+    def cancel_switch(self, space: str) -> str | None:
+        """Give up a switch (search never left the served model): its target's segments are
+        forgotten. Returns the target collection, to be dropped."""
+        with self.transaction() as db:
+            row = db.execute("SELECT * FROM served WHERE space = ?", (space,)).fetchone()
+            if row is None or row["target_collection"] is None:
+                return None
+            db.execute(
+                "UPDATE served SET target_model=NULL, target_collection=NULL, retired=?, "
+                "updated_at=? WHERE space = ?",
+                (row["target_collection"], time.time(), space),
+            )
+            db.execute("DELETE FROM segments WHERE collection = ?", (row["target_collection"],))
+        return str(row["target_collection"])
+
+    def dropped(self, space: str) -> None:
+        """The space's retired collection is gone from Milvus."""
+        with self.transaction() as db:
+            db.execute("UPDATE served SET retired=NULL WHERE space = ?", (space,))
+
+    def contents_in(self, collection: str) -> int:
+        """How many contents have segments in a collection."""
+        row = self._one(
+            "SELECT count(DISTINCT media_id) FROM segments WHERE collection = ?", (collection,)
+        )
+        return int(row[0])
+
+    def collections_named(self, start: str) -> list[str]:
+        """The collections whose names start so that the catalog has recorded rows in, one
+        index probe each (searches ask this: no scan of the segments)."""
+        found: list[str] = []
+        after, stop = start, start + "\U0010ffff"
+        while row := self._one(
+            "SELECT collection FROM segments WHERE collection >= ? AND collection < ? "
+            "ORDER BY collection LIMIT 1",
+            (after, stop),
+        ):
+            found.append(row["collection"])
+            after = row["collection"] + "\x00"
+        return found
+
+    def one_path_each(self) -> list[tuple[str, str, str]]:
+        """(path, display, root) of every content that is done: its most recently seen path
+        that did not fail. What a reindex reads again."""
+        rows = self._all(
+            "SELECT p.path, p.display, p.root, p.media_id FROM paths p "
+            "JOIN media m ON m.id = p.media_id WHERE m.status = 'done' AND p.error IS NULL "
+            "ORDER BY p.seen_at ASC"
+        )
+        newest = {r["media_id"]: (r["path"], r["display"], r["root"]) for r in rows}
+        return sorted(newest.values())
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,10 @@ import numpy as np
 from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker, WeightedRanker
 
 from mmrag.store import lite_host
+from mmrag.store.lite_index import Snapshot, Snapshots, Touched, parse_filter, snapshots_folder
+from mmrag.store.lite_index import notes as lite_index_notes
 from mmrag.store.schema import (
+    MODEL_PROPERTY,
     OUTPUT_FIELDS,
     STORE_PROPERTY,
     Segment,
@@ -70,10 +74,13 @@ class MilvusStore:
                 f"choose one of {sorted(BUILDABLE_INDEXES[self.backend])}"
             )
         self._lease: lite_host.LiteHost | None = None
+        # Lite only: exact search snapshots beside the store, used while current (lite_index)
+        self.snapshots: Snapshots | None = None
         if self.backend == "lite":
             path = Path(uri).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
             self._lease = lite_host.acquire(path)
+            self.snapshots = Snapshots(snapshots_folder(path))
             uri = self._lease.uri
         try:
             self.client = MilvusClient(uri=uri, token=token)
@@ -87,6 +94,8 @@ class MilvusStore:
 
     def close(self) -> None:
         self.client.close()
+        if self.snapshots:
+            self.snapshots.close()
         if self._lease:
             self._lease.release()
             self._lease = None
@@ -115,14 +124,29 @@ class MilvusStore:
         return found
 
     def present(self, names: Iterable[str]) -> set[str]:
-        """Which of `names` exist. mmrag never drops a collection, so one seen once is
-        remembered and Milvus is listed only while a name is not known yet: a search whose
-        spaces all exist saves that round trip (5-7 ms on Lite, issue 17); a collection made
-        later (by another process's ingest) is found on the next search."""
+        """Which of `names` exist. One seen once is remembered (mmrag drops a collection only
+        after a model switch has cut over from it, and no searcher is built on it since:
+        ingest/reindex.py) and Milvus is listed only while a name is not known yet: a search
+        whose spaces all exist saves that round trip (5-7 ms on Lite, issue 17); a collection
+        made later (by another process's ingest) is found on the next search."""
         wanted = set(names)
         if not wanted <= self._present:
             self.existing_collections()
         return wanted & self._present
+
+    def drop(self, name: str) -> None:
+        """Drop a collection if it exists (a space's model switch has cut over from it)."""
+        if self.client.has_collection(name):
+            with self._writing(name):  # its search snapshot, if any, is current no more
+                self.client.drop_collection(name)
+        self._present.discard(name)
+        self._loaded.discard(name)
+
+    def collection_model(self, name: str) -> str | None:
+        """The model a collection was made with (its property), None where it says none."""
+        if not self.client.has_collection(name):
+            return None
+        return (self.client.describe_collection(name).get("properties") or {}).get(MODEL_PROPERTY)
 
     def store_ids(self) -> dict[str, str | None]:
         """Each mmrag collection's store id (None where made before ids or without one)."""
@@ -153,13 +177,14 @@ class MilvusStore:
         if space.bm25:
             index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         index.add_index("media_id", index_type="INVERTED")
-        self.client.create_collection(
-            name,
-            schema=collection_schema(self.client, space),
-            index_params=index,
-            consistency_level="Strong",
-            properties=collection_properties(space, self.store_id),
-        )
+        with self._writing(name):  # a store remade at the same path outdates its snapshots
+            self.client.create_collection(
+                name,
+                schema=collection_schema(self.client, space),
+                index_params=index,
+                consistency_level="Strong",
+                properties=collection_properties(space, self.store_id),
+            )
 
     def _check_dim(self, name: str, space: Space) -> None:
         desc = self.client.describe_collection(name)
@@ -182,23 +207,42 @@ class MilvusStore:
 
     # -- writes ------------------------------------------------------------------------------
 
+    @contextmanager
+    def _writing(self, collection: str, touched: Touched | None = None) -> Iterator[None]:
+        """A write (of what `touched` says; None: anything): the collection's snapshot
+        generation is bumped before and after it, so no snapshot built meanwhile, or before,
+        is taken for current (lite_index)."""
+        if self.snapshots:
+            self.snapshots.bump(collection, touched)
+        try:
+            yield
+        finally:
+            if self.snapshots:
+                self.snapshots.bump(collection, Touched())
+
     def upsert(self, collection: str, segments: Sequence[Segment], batch: int = 512) -> int:
-        for i in range(0, len(segments), batch):
-            rows = [s.row() for s in segments[i : i + batch]]
-            self.client.upsert(collection, rows)
+        touched = Touched(
+            frozenset(s.media_id for s in segments), frozenset(s.id for s in segments)
+        )
+        with self._writing(collection, touched):
+            for i in range(0, len(segments), batch):
+                rows = [s.row() for s in segments[i : i + batch]]
+                self.client.upsert(collection, rows)
         return len(segments)
 
     def delete_media(self, collection: str, media_ids: Iterable[str]) -> None:
         ids = list(media_ids)
-        for i in range(0, len(ids), 500):
-            chunk = ", ".join(quote(m) for m in ids[i : i + 500])
-            self.client.delete(collection, filter=f"media_id in [{chunk}]")
+        with self._writing(collection, Touched(media=frozenset(ids))):
+            for i in range(0, len(ids), 500):
+                chunk = ", ".join(quote(m) for m in ids[i : i + 500])
+                self.client.delete(collection, filter=f"media_id in [{chunk}]")
 
     def delete_ids(self, collection: str, ids: Iterable[str]) -> None:
         """Delete rows by segment id (what one space gave rise to in another, replaced)."""
         ids = list(ids)
-        for i in range(0, len(ids), 500):
-            self.client.delete(collection, ids=ids[i : i + 500])
+        with self._writing(collection, Touched(ids=frozenset(ids))):
+            for i in range(0, len(ids), 500):
+                self.client.delete(collection, ids=ids[i : i + 500])
 
     def flush(self, collection: str) -> None:
         self.client.flush(collection)
@@ -237,23 +281,78 @@ class MilvusStore:
             it.close()
         return out
 
+    def rows(self, collection: str, expr: str) -> list[dict[str, Any]]:
+        """The rows matching `expr`, without their vectors (a few: one content's)."""
+        self._load(collection)
+        return self.client.query(collection, filter=expr, output_fields=OUTPUT_FIELDS)
+
     def iter_vectors(
         self, collection: str, batch: int = 1000, expr: str = ""
     ) -> Iterator[tuple[list[str], np.ndarray]]:
         """(media ids, vectors) of every row (matching `expr`), a batch at a time (for
         whole-store scans)."""
+        for rows in self._batches(collection, ["media_id", "vector"], batch, expr):
+            yield (
+                [r["media_id"] for r in rows],
+                np.asarray([r["vector"] for r in rows], dtype=np.float32),
+            )
+
+    def _batches(
+        self, collection: str, fields: list[str], batch: int, expr: str = ""
+    ) -> Iterator[list[dict]]:
+        """Every row's `fields` (matching `expr`), a batch at a time (iterator: no cap)."""
         self._load(collection)
         it = self.client.query_iterator(
-            collection, batch_size=batch, filter=expr, output_fields=["media_id", "vector"]
+            collection, batch_size=batch, filter=expr, output_fields=fields
         )
         try:
             while rows := it.next():
-                yield (
-                    [r["media_id"] for r in rows],
-                    np.asarray([r["vector"] for r in rows], dtype=np.float32),
-                )
+                yield rows
         finally:
             it.close()
+
+    # -- search snapshots (Lite) -------------------------------------------------------------
+
+    def refresh_snapshots(self, names: Iterable[str] | None = None) -> list[str]:
+        """Build the search snapshot of each of these collections (default: all of mmrag's)
+        that lacks a write; return those built. Nothing on a server (it searches fast)."""
+        if self.snapshots is None:
+            return []
+        built = []
+        for name in self.snapshots.stale(self.existing_collections() if names is None else names):
+            fields = {f["name"]: f for f in self.client.describe_collection(name)["fields"]}
+            dim = int(fields["vector"].get("params", {}).get("dim", 0))
+
+            def read(name: str = name) -> Iterator[list[dict]]:
+                return self._batches(name, [*OUTPUT_FIELDS, "vector"], 2000)
+
+            def touched(media: list[str], ids: list[str], name: str = name) -> Iterator[list[dict]]:
+                for field, keys in (("media_id", media), ("id", ids)):
+                    for i in range(0, len(keys), 500):
+                        expr = f"{field} in [{', '.join(quote(k) for k in keys[i : i + 500])}]"
+                        yield from self._batches(name, [*OUTPUT_FIELDS, "vector"], 2000, expr)
+
+            def count(name: str = name) -> int:
+                return self.count(name)
+
+            if self.snapshots.build(name, dim, read, "sparse" in fields, touched, count):
+                built.append(name)
+        return built
+
+    def search_notes(self, rows: dict[str, int]) -> list[str]:
+        """What `status` says about searching this store ({collection: rows}): stale snapshots,
+        a store past embedded scale; nothing on a server."""
+        if self.snapshots is None:
+            return []
+        return lite_index_notes(self.snapshots.stale(rows), rows)
+
+    def _snapshot(self, collection: str, expr: str) -> tuple[Snapshot, np.ndarray | None] | None:
+        """The collection's current snapshot and the rows `expr` keeps; None where Milvus
+        answers (a server, no current snapshot, or a filter the snapshot does not read)."""
+        if self.snapshots is None or (found := parse_filter(expr)) is None:
+            return None
+        snap = self.snapshots.current(collection)
+        return (snap, snap.mask(found)) if snap else None
 
     def search_dense(
         self,
@@ -265,6 +364,9 @@ class MilvusStore:
     ) -> list[list[dict]]:
         """Nearest rows by cosine; with `group_by` ("media_id"), only the best row of each
         value (Milvus grouping search: one moment per video)."""
+        if group_by in (None, "media_id") and (fast := self._snapshot(collection, expr)):
+            snap, keep = fast
+            return [snap.hits(r) for r in snap.dense(vectors, limit, keep, bool(group_by))]
         self._load(collection)
         grouping = {"group_by_field": group_by} if group_by else {}
         res = self.client.search(
@@ -282,6 +384,9 @@ class MilvusStore:
     def search_bm25(
         self, collection: str, texts: list[str], limit: int, expr: str = ""
     ) -> list[list[dict]]:
+        if fast := self._snapshot(collection, expr):
+            snap, keep = fast
+            return [snap.hits(snap.bm25(text, limit, keep)) for text in texts]
         self._load(collection)
         res = self.client.search(
             collection,
@@ -311,6 +416,9 @@ class MilvusStore:
         norm_score: cosine -> (1+cos)/2, BM25 -> 2/pi*atan(score)); `rrf`: reciprocal rank
         fusion with k=60, which ignores how far apart the scores are.
         """
+        if fast := self._snapshot(collection, expr):
+            snap, keep = fast
+            return snap.hits(snap.hybrid(vector, text, limit, keep, fusion, dense_weight))
         self._load(collection)
         depth = max(3 * limit, 50)
         reqs = [

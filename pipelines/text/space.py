@@ -15,7 +15,8 @@ import numpy as np
 from mmrag.kinds import QueryKind
 from mmrag.pipelines.base import Encoded, LabelSet, LazySpace, unit
 from mmrag.pipelines.text import onnx_query
-from mmrag.pipelines.text.encoder import TextEncoder
+from mmrag.pipelines.text.e5_pack import E5PackEncoder, is_pack_model
+from mmrag.pipelines.text.encoder import TextEncoder, e5_prefixes, load_text_encoder
 from mmrag.pipelines.text.onnx_query import OnnxTextEncoder
 from mmrag.store.schema import Space
 
@@ -30,7 +31,7 @@ class TextSpace(LazySpace):
         model_name: str,
         device: str = "auto",
         batch_size: int = 64,
-        encoder: TextEncoder | None = None,
+        encoder: TextEncoder | E5PackEncoder | None = None,
         query_cache: Path | None = None,
     ) -> None:
         super().__init__(model_name, device)
@@ -43,8 +44,8 @@ class TextSpace(LazySpace):
         self._light_tried = False
         self._export_tried = False
 
-    def _load(self) -> TextEncoder:
-        encoder = TextEncoder(self.model_name, self.requested_device)
+    def _load(self) -> TextEncoder | E5PackEncoder:
+        encoder = load_text_encoder(self.model_name, self.requested_device)
         encoder.model  # noqa: B018 - load now, under the lock
         return encoder
 
@@ -56,8 +57,9 @@ class TextSpace(LazySpace):
 
     def light_encoder(self) -> OnnxTextEncoder | None:
         """The exported query encoder, used while the model itself is not loaded in this
-        process (a search in a new process); None when there is none (yet) or it is off."""
-        if self._encoder is not None or self.query_cache is None:
+        process (a search in a new process); None when there is none (yet) or it is off. An
+        engine pack has none: it loads without torch in well under a second."""
+        if self._encoder is not None or self.query_cache is None or is_pack_model(self.model_name):
             return None
         with self._lock:
             if not self._light_tried:
@@ -69,7 +71,7 @@ class TextSpace(LazySpace):
         """Export the light query encoder once, if the model is loaded here and the cache has
         no current export of it (so the next new process searches without torch)."""
         encoder = self._encoder
-        if encoder is None or self.query_cache is None or self._export_tried:
+        if not isinstance(encoder, TextEncoder) or self.query_cache is None or self._export_tried:
             return
         self._export_tried = True
         folder = onnx_query.export_folder(self.query_cache, self.model_name)
@@ -96,10 +98,12 @@ class TextSpace(LazySpace):
         return self.encoder.encode(texts, batch_size=self.batch_size)
 
     def encode_query(self, kind: QueryKind, inputs: list[Any]) -> np.ndarray:
+        """Query rows: with the model's query prefix (E5), the light encoder's included."""
         light = self.light_encoder()
         if light is not None:
-            return light.encode(list(inputs))
-        vectors = self.encode_texts(inputs)
+            prefix, _ = e5_prefixes(self.model_name)
+            return light.encode([prefix + t for t in inputs])
+        vectors = self.encoder.encode_query(list(inputs), batch_size=self.batch_size)
         self.export_query_encoder()
         return vectors
 

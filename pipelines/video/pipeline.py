@@ -27,8 +27,7 @@ from mmrag.pipelines.base import (
     Piece,
     Pipeline,
     SpaceEncoder,
-    media_warning,
-    space_skipped,
+    usable_spaces,
 )
 from mmrag.pipelines.model_resolver import ModelNotAvailable
 
@@ -123,7 +122,7 @@ class VideoPipeline:
                 return self.audio.prepare(path, fmt, media_id, **more)
             raise
         check_length(info.duration, self.config.max_media_hours)
-        vision, missing = self._usable(only)
+        vision, missing = usable_spaces(self.vision, only)  # one without: warned, left out
         pieces = list(self._moments(p, info.duration, media_id, vision)) if vision else []
         for piece in pieces[:1]:  # what the container says of the file (the runner's facts)
             piece.meta |= info.facts
@@ -142,25 +141,6 @@ class VideoPipeline:
                 raise missing  # taken when a model for it can be had
             raise MediaError("nothing to index: no frames decoded and no sound")
         return pieces
-
-    def _usable(
-        self, only: frozenset[str] | None
-    ) -> tuple[list[FrameSpace], ModelNotAvailable | None]:
-        """The frame spaces this video goes to whose model can be had; one without is left out
-        with a warning naming it (its sound and other spaces still count)."""
-        found: list[FrameSpace] = []
-        missing = None
-        for space in self.vision:
-            if only is not None and space.name not in only:
-                continue
-            try:
-                space.space  # noqa: B018 - loads the model (the dimension comes from it)
-            except ModelNotAvailable as exc:
-                media_warning(space_skipped(space.name, exc))
-                missing = missing or exc
-                continue
-            found.append(space)
-        return found, missing
 
     def _moments(
         self, path: Path, duration: float, media_id: str, vision: list[FrameSpace]

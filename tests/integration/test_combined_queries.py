@@ -1,78 +1,29 @@
 """An example with text ("like this picture, and these words"), and per-space fusion weights,
 against real Milvus Lite, real MiniLM and Tesseract. The photo spaces are toy colour
-histograms registered from the test (no model), so the test runs in seconds."""
+histograms registered from the test (no model: tests/toy_spaces.py), so the test runs in seconds."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from mmrag.kinds import QueryKind
-from mmrag.pipelines.base import Encoded, unit
-from mmrag.registry import PICTURES, SpaceSpec, register, unregister
-from mmrag.store.schema import Space, collection_name
+from mmrag.registry import register, unregister
 from tests.conftest import Env, write
 from tests.image_samples import altered
 from tests.text_samples import TOPICS
+from tests.toy_spaces import PHOTOS, histogram_spec, photo_library
 from tests.video_samples import photo
-
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "coins")
-
-
-class Histogram:
-    """A colour histogram of a 32 x 32 reduction, `bins` per channel: a photo space with no
-    model, so spaces that rank photos differently cost nothing to build."""
-
-    device = "cpu"
-    input_side = 32
-
-    def __init__(self, name: str, model: str, bins: int) -> None:
-        self.name, self.model, self.bins = name, model, bins
-
-    @property
-    def space(self) -> Space:
-        return Space(self.name, self.model, self.bins**3)
-
-    def collection(self, prefix: str) -> str:
-        return collection_name(prefix, self.name, self.model)
-
-    def preprocess(self, image: Image.Image) -> np.ndarray:
-        return np.asarray(image.convert("RGB").resize((32, 32)))
-
-    def encode(self, payloads: list[np.ndarray]) -> Encoded:
-        return Encoded(unit([self._histogram(p) for p in payloads]))
-
-    def encode_query(self, kind: QueryKind, inputs: list[Any]) -> np.ndarray:
-        return self.encode([self.preprocess(image) for image in inputs]).vectors
-
-    def info(self) -> dict[str, Any]:
-        return {"name": self.model, "source": "colour histogram (no model)"}
-
-    def _histogram(self, pixels: np.ndarray) -> np.ndarray:
-        cells = (pixels // (256 // self.bins)).reshape(-1, 3).astype(int)
-        index = (cells[:, 0] * self.bins + cells[:, 1]) * self.bins + cells[:, 2]
-        return np.bincount(index, minlength=self.bins**3).astype(np.float32)
-
-
-def spec(name: str, bins: int) -> SpaceSpec:
-    return SpaceSpec(
-        name,
-        lambda settings, model: Histogram(name, model, bins),
-        PICTURES,
-        frozenset({QueryKind.IMAGE, QueryKind.VIDEO}),
-    )
 
 
 @pytest.fixture
 def histograms() -> Iterator[None]:
-    register(spec("fine", 4))
-    register(spec("coarse", 2))
+    register(histogram_spec("fine", 4))
+    register(histogram_spec("coarse", 2))
     yield
     unregister("fine")
     unregister("coarse")
@@ -87,10 +38,7 @@ def sign(words: str) -> Image.Image:
 
 @pytest.fixture
 def library(tmp_path: Path) -> Path:
-    root = tmp_path / "lib"
-    root.mkdir()
-    for name in PHOTOS:
-        photo(name).save(root / f"{name}.png")
+    root = photo_library(tmp_path / "lib")
     sign("SOURDOUGH STARTER").save(root / "sign.png")
     for name in ("router.txt", "bread.md", "tea.txt"):
         write(root / name, TOPICS[name])

@@ -1,8 +1,9 @@
 """A new space needs its registry entry and its encoder only.
 
-`ColourSpace` below is a toy photo space (a 4x4x4 colour histogram, no model) registered from
-this test. Nothing else is edited: the composition root gives it to the photo and video
-pipelines, ingest writes its collection, and search, fusion, rendering and the CLI reach it.
+The space is a toy photo space (a 4x4x4 colour histogram, no model: tests/toy_spaces.py)
+registered from this test. Nothing else is edited: the composition root gives it to the photo
+and video pipelines, ingest writes its collection, and search, fusion, rendering and the CLI
+reach it.
 """
 
 from __future__ import annotations
@@ -10,68 +11,22 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import ImageEnhance
 
-from mmrag.kinds import Modality, QueryKind
-from mmrag.pipelines.base import Encoded, unit
-from mmrag.registry import PICTURES, SPACES, SpaceSpec, register, unregister
-from mmrag.store.schema import Space, collection_name
+from mmrag.kinds import Modality
+from mmrag.registry import SPACES, SpaceSpec, register, unregister
 from tests.conftest import Env
 from tests.image_samples import photo
+from tests.toy_spaces import PHOTOS, ColourHistogram, histogram_spec, photo_library
 
 BINS = 4
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "coins")
-
-
-class ColourSpace:
-    """A colour histogram (4 bins per channel, 64-d) of a 32 x 32 reduction of the picture."""
-
-    name = "colour"
-    device = "cpu"
-    input_side = 32
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-
-    @property
-    def space(self) -> Space:
-        return Space(self.name, self.model, BINS**3)
-
-    def collection(self, prefix: str) -> str:
-        return collection_name(prefix, self.name, self.model)
-
-    def preprocess(self, image: Image.Image) -> np.ndarray:
-        return np.asarray(image.convert("RGB").resize((32, 32)))
-
-    def encode(self, payloads: list[np.ndarray]) -> Encoded:
-        return Encoded(unit([self._histogram(p) for p in payloads]))
-
-    def encode_query(self, kind: QueryKind, inputs: list[Any]) -> np.ndarray:
-        return self.encode([self.preprocess(image) for image in inputs]).vectors
-
-    def info(self) -> dict[str, Any]:
-        return {"name": self.model, "source": "colour histogram (no model)", "dim": BINS**3}
-
-    def _histogram(self, pixels: np.ndarray) -> np.ndarray:
-        cells = (pixels // (256 // BINS)).reshape(-1, 3).astype(int)
-        index = (cells[:, 0] * BINS + cells[:, 1]) * BINS + cells[:, 2]
-        return np.bincount(index, minlength=BINS**3).astype(np.float32)
 
 
 @pytest.fixture
 def colour_space() -> Iterator[SpaceSpec]:
-    spec = register(
-        SpaceSpec(
-            "colour",
-            lambda settings, model: ColourSpace(model),
-            PICTURES,
-            frozenset({QueryKind.IMAGE, QueryKind.VIDEO}),
-        )
-    )
+    spec = register(histogram_spec("colour", BINS))
     yield spec
     unregister("colour")
     assert "colour" not in SPACES
@@ -79,11 +34,7 @@ def colour_space() -> Iterator[SpaceSpec]:
 
 @pytest.fixture
 def library(tmp_path: Path) -> Path:
-    root = tmp_path / "lib"
-    root.mkdir()
-    for name in PHOTOS:
-        photo(name).save(root / f"{name}.png")
-    return root
+    return photo_library(tmp_path / "lib")
 
 
 def test_a_space_registered_from_a_test_is_ingested_and_searched_by_example(
@@ -124,6 +75,6 @@ def test_the_cli_reaches_a_registered_space_without_an_edit(
     assert Path(hits[0]["path"]).name == "rocket.png"
     r = env.cli_with(colour, "models", "--json")
     rows = {row["space"]: row for row in json.loads(r.stdout)}
-    assert rows["colour"] == {"space": "colour", **ColourSpace("rgb-4").info()}
+    assert rows["colour"] == {"space": "colour", **ColourHistogram("colour", "rgb-4", BINS).info()}
     r = env.cli_with(colour, "status", "--json")
     assert json.loads(r.stdout)["spaces"]["mmrag_colour_rgb_4"]["rows"] == len(PHOTOS)

@@ -14,6 +14,7 @@ import pytest
 from mmrag.search.query import Hit, Shape, auto_cutoff
 from tests.conftest import Env, write
 from tests.text_samples import QUERY, TOPICS
+from tests.tiny_models import tiny_cross_encoder
 
 # A long manual about the same thing: many chunks (64 tokens each here) that all match.
 MANUAL = " ".join(
@@ -164,43 +165,12 @@ WORDS = sorted(
 )
 
 
-def tiny_cross_encoder(folder: Path) -> Path:
-    """A randomly initialised 1-layer BERT with one output (a cross-encoder's shape), saved
-    as Hugging Face files."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    torch.manual_seed(0)
-    folder.mkdir(parents=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(WORDS)]
-    # transformers 5 takes the vocabulary itself (`vocab`); older releases a file (`vocab_file`)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    try:
-        tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)})
-    except TypeError:  # pragma: no cover
-        tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
-    assert tokenizer.unk_token_id not in tokenizer(QUERY)["input_ids"]
-    tokenizer.save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=128,
-        num_labels=1,
-        initializer_range=0.3,  # larger random weights than BERT's: scores clearly apart
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    return folder
-
-
 def test_rerank_orders_text_hits_by_the_cross_encoders_scores(env: Env) -> None:
     from sentence_transformers import CrossEncoder
 
     library(env, manual=False)
     plain = env.searcher().search(QUERY, "hybrid", 30)  # the candidates the reranker reads
-    model = tiny_cross_encoder(env.root / "ce")
+    model = tiny_cross_encoder(env.root / "ce", WORDS)
     expected = CrossEncoder(str(model), device="cpu").predict(
         [(QUERY, h.snippet) for h in plain], show_progress_bar=False
     )
