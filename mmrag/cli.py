@@ -925,15 +925,30 @@ def eval_(
     ] = None,
     self_queries: Annotated[
         bool,
-        typer.Option("--self", help="No labels: queries from the library (titles, first lines)"),
+        typer.Option(
+            "--self",
+            help="No labels: queries from the library (document titles, altered copies of "
+            "photos, transcript lines of recordings)",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="The results as one JSON object")] = False,
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG of quality against memory per model")
     ] = None,
+    tune_fusion: Annotated[
+        bool,
+        typer.Option(
+            "--tune-fusion/--no-tune-fusion",
+            help="Score hybrid under each fusion setting too (queries only) and name the best",
+        ),
+    ] = True,
 ) -> None:
     """Compare text models on your own labelled queries: each ingests the library into temporary
-    collections (removed afterwards), then BM25, dense and hybrid search are scored."""
+    collections (removed afterwards), then BM25, dense and hybrid search are scored, and hybrid
+    again under each fusion setting (dense_weight 0.3-0.9, rrf) to name the best per model."""
+    import shutil
+    import tempfile
+
     from mmrag import eval_report, model_eval
     from mmrag.search.evaluate import EvalInputError, load_qrels, load_queries
 
@@ -955,10 +970,15 @@ def eval_(
         _fail(f"--library {library}: no files")
     if self_queries:
         chosen = model_eval.choose_files(files, set(), sample)
-        labels = model_eval.self_labels(library, chosen)
-        if not labels.queries:
-            _fail(f"--self: no document in {library} gave a title or first sentence to ask")
-        notes = [model_eval.SELF_NOTE.format(n=len(labels.queries))]
+        photo_dir = None  # the photos' altered copies, outside the library; gone afterwards
+        if settings.image_model:
+            photo_dir = Path(tempfile.mkdtemp(prefix="mmrag-eval-queries-"))
+            ctx.call_on_close(lambda: shutil.rmtree(photo_dir, ignore_errors=True))
+        speech = bool(settings.speech_model)
+        labels = model_eval.self_labels(library, chosen, photo_dir=photo_dir, recordings=speech)
+        if not labels.queries and not labels.recordings:
+            _fail(f"--self: no document, photo or recording in {library} gave a query")
+        notes: list[str] = []  # what --self built is said once the first model's store is ingested
     else:
         try:
             given = model_eval.Labels(load_queries(queries), load_qrels(qrels))  # type: ignore[arg-type]
@@ -981,8 +1001,9 @@ def eval_(
         chosen,
         len(files),
         lambda line: err.print(escape(line), highlight=False, soft_wrap=True),
+        tune_fusion,
     )
-    report.notes = notes
+    report.notes = notes + report.notes
     if plot is not None and report.runs:
         eval_report.plot(report, plot)
         err.print(f"plot: {escape(str(plot))}", highlight=False)
@@ -992,6 +1013,8 @@ def eval_(
         wide = out if out.is_terminal else Console(width=160)  # piped: not cut to 80 columns
         for table in eval_report.tables(report):
             wide.print(table)
+    for line in eval_report.fusion_lines(report):  # beside the JSON on stdout: on stderr
+        (err if as_json else out).print(escape(line), highlight=False, soft_wrap=True)
     if not report.runs:
         _fail("no model could be evaluated", code=1)
 

@@ -1,4 +1,5 @@
-"""`mmrag eval`'s output: a table of models x modes, and a plot of quality against memory."""
+"""`mmrag eval`'s output: a table of models x modes, hybrid's nDCG@10 per fusion setting with
+the settings lines to use, and a plot of quality against memory."""
 
 from __future__ import annotations
 
@@ -7,14 +8,93 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from mmrag.model_eval import EvalReport
+from mmrag.model_eval import EvalReport, Fusion, ModelRun
 
 PLOT_HINT = "pip install 'mmrag[eval]'"
 
 
 def tables(report: EvalReport) -> list[Table]:
-    """Quality per model and mode, then what each model costs."""
-    return [quality_table(report), cost_table(report)]
+    """Quality per model and mode, hybrid per fusion setting (when tuned), then what each model
+    costs."""
+    tuned = [fusion_table(report)] if any(run.best for run in report.runs) else []
+    kinds = [kind_table(report)] if sum(n > 0 for n in report.kinds.values()) > 1 else []
+    return [quality_table(report), *kinds, *tuned, cost_table(report)]
+
+
+def kind_table(report: EvalReport) -> Table:
+    """--self: quality per model, kind of query (documents, photos, recordings) and mode; a
+    photo's altered copy is an image query (one mode: image)."""
+    t = Table(
+        "model",
+        "queries",
+        "mode",
+        "nDCG@10",
+        "R@10",
+        "MRR@10",
+        "p50 ms",
+        title="per kind of query (--self)",
+        title_justify="left",
+    )
+    for run in report.runs:
+        rows = [(kind, mode, s) for kind, modes in run.kinds.items() for mode, s in modes.items()]
+        for n, (kind, mode, s) in enumerate(rows):
+            first = n == 0 or rows[n - 1][0] != kind
+            t.add_row(
+                escape(run.label) if n == 0 else "",
+                f"{s.queries} {kind}{'s' * (s.queries != 1)}" if first else "",
+                mode,
+                f"{s.ndcg:.3f}",
+                f"{s.recall:.3f}",
+                f"{s.mrr:.3f}",
+                f"{s.p50_ms:.0f}",
+                end_section=n == len(rows) - 1,
+            )
+    return t
+
+
+def fusion_table(report: EvalReport) -> Table:
+    """Hybrid nDCG@10 per model under each fusion setting (a weighted sum's dense_weight, or
+    rrf): the best marked `*`, the configured setting's column marked `(now)`."""
+    grid: list[Fusion] = list(dict.fromkeys(f for run in report.runs for f, _ in run.fusion))
+    configured = {run.configured for run in report.runs if run.configured}
+    names = ["rrf" if f.method == "rrf" else f"{f.dense_weight:g}" for f in grid]
+    heads = [f"{n} (now)" if f in configured else n for f, n in zip(grid, names, strict=True)]
+    t = Table(
+        "model",
+        *heads,
+        title="hybrid nDCG@10 per fusion setting: weighted with dense_weight, or rrf (* best)",
+        title_justify="left",
+    )
+    for run in report.runs:
+        scores = {f: s.ndcg for f, s in run.fusion}
+        cells = [
+            "" if f not in scores else f"{scores[f]:.3f}{'*' if f == run.best else ''}"
+            for f in grid
+        ]
+        t.add_row(escape(run.label), *cells)
+    return t
+
+
+def fusion_lines(report: EvalReport) -> list[str]:
+    """Per model, the best fusion setting against the configured one, and how to set it."""
+    return [line for run in report.runs if (line := fusion_line(run))]
+
+
+def fusion_line(run: ModelRun) -> str | None:
+    best, now = run.best, run.configured
+    if best is None or now is None:
+        return None
+    tuned, fixed = run.fusion_scores(best).ndcg, run.fusion_scores(now).ndcg
+    if best == now:
+        return (
+            f"{run.label}: the configured fusion ({now.label}) is best: hybrid nDCG@10 "
+            f"{fixed:.3f}; nothing to change"
+        )
+    return (
+        f"{run.label}: hybrid fusion {best.label} gives nDCG@10 {tuned:.3f} against {fixed:.3f} "
+        f"({now.label}, configured): set {' '.join(best.env_lines(now))}, or "
+        f"{'; '.join(best.toml_lines(now))} in mmrag.toml"
+    )
 
 
 def quality_table(report: EvalReport) -> Table:

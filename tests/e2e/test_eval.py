@@ -8,6 +8,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from click.testing import Result
@@ -73,8 +74,8 @@ def made(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return folders
 
 
-def run(*args: str) -> Result:
-    env = {"MMRAG_DEVICE": "cpu"}
+def run(*args: str, **env: str) -> Result:
+    env = {"MMRAG_DEVICE": "cpu", **env}
     return CliRunner().invoke(app, ["eval", *args], env=env, catch_exceptions=False)
 
 
@@ -126,7 +127,7 @@ def test_self_builds_queries_from_the_library_and_says_so(
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["self"] and data["queries"] == len(DOCS)
-    assert "--self: 6 queries built from the library itself" in result.stderr
+    assert "--self: 6 document, 0 photo, 0 recording queries" in " ".join(result.stderr.split())
     assert data["models"][0]["modes"]["hybrid"]["ndcg@10"] >= 0.9  # a title finds its document
     assert made and not any(f.exists() for f in made if f.name.startswith("mmrag-eval-"))
 
@@ -148,6 +149,48 @@ def test_the_table_names_models_and_modes(
     assert "4 queries over 5 files" in table  # the 4 judged files, and one more
     for mode in ("bm25", "dense", "hybrid"):
         assert len(re.findall(rf"│ {mode} +│", table)) == 2  # a row per chunk size
+    # hybrid per fusion setting, the configured one marked, and a verdict per row
+    assert "hybrid nDCG@10 per fusion setting" in table and "┃ 0.5 (now) ┃" in table
+    assert len(re.findall(r"\d\.\d{3}\*", table)) == 2  # one best per row
+    assert len(re.findall(r"^st \(chunks (max|48)\): .*nDCG@10", table, re.M)) == 2
+
+
+def test_the_fusion_grid_is_scored_on_the_same_store_and_the_best_named(
+    labelled: tuple[Path, Path, Path], tmp_path: Path, made: list[Path]
+) -> None:
+    library, queries, qrels = labelled
+    # random weights: the dense cosines lie close together, so in a weighted sum BM25 decides
+    # (every answer first), while RRF lets the random dense ranks count as much: RRF, set
+    # here, is not the best setting
+    tiny = tiny_bert(tmp_path / "tiny", max_seq_length=64)
+    result = run(
+        *("--queries", str(queries), "--qrels", str(qrels), "--library", str(library)),
+        *("--models", str(tiny), "--json"),
+        MMRAG_HYBRID_FUSION="rrf",
+    )
+    assert result.exit_code == 0, result.output
+    (model,) = json.loads(result.stdout)["models"]
+    fusion = model["fusion"]
+    grid = {(p["fusion"], p["dense_weight"]): p for p in fusion["grid"]}
+    weights = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert list(grid) == [("weighted", w) for w in weights] + [("rrf", None)]
+    for point in grid.values():
+        assert set(point) >= {"ndcg@10", "recall@10", "mrr@10", "map", "best", "configured"}
+        assert 0 <= point["ndcg@10"] <= 1
+    # the configured setting is the hybrid mode's: the same store, only queries again
+    assert [k for k, p in grid.items() if p["configured"]] == [("rrf", None)]
+    assert grid["rrf", None]["ndcg@10"] == model["modes"]["hybrid"]["ndcg@10"] < 1.0
+    # the best: the highest nDCG@10, ties to the weight nearest the configured 0.5
+    assert [k for k, p in grid.items() if p["best"]] == [("weighted", 0.5)]
+    assert grid["weighted", 0.5]["ndcg@10"] == max(p["ndcg@10"] for p in grid.values())
+    assert fusion["best"]["env"] == ["MMRAG_HYBRID_FUSION=weighted"]
+    assert fusion["best"]["toml"] == ['hybrid_fusion = "weighted"']
+    assert fusion["configured"] == {"fusion": "rrf", "dense_weight": None, "ndcg@10": ANY}
+    said = " ".join(result.stderr.split())  # beside the JSON: on stderr
+    assert "st: hybrid fusion weighted 0.5 gives nDCG@10 1.000 against " in said
+    assert 'set MMRAG_HYBRID_FUSION=weighted, or hybrid_fusion = "weighted" in mmrag.toml' in said
+    stores = [f for f in made if f.name.startswith("mmrag-eval-")]
+    assert len(stores) == 1 and not stores[0].exists()  # one store for every grid point
 
 
 @pytest.mark.parametrize(
