@@ -17,17 +17,30 @@ off unless --ocr: it is a per-image CPU cost of its own (Tesseract), reported se
 `--jpeg-decode torchvision` makes the pipeline hand JPEG bytes to the model's batch, decoded
 there by torchvision (nvJPEG on CUDA, the default there: `auto`); the model-only side is
 unchanged, so on a GPU the ratio shows what moving decoding off the CPU buys.
+
+`--null-model` (issue 17) measures everything but the model: the `image` space's forward pass
+is replaced by a no-op of the same contract (register_null_image), and the same library is
+ingested with 1, 2 and all cores' reader workers alternately, each `--repeat` times, printing
+images/s and CPU ms per image (this process and the Lite server), and the pipeline's steps
+timed alone on the same files (decode, resize, thumbnail, hash, batch), so what lies outside
+decoding and the model shows. OCR is off and JPEGs decode with Pillow there (--workers, --ocr,
+--jpeg-decode and --text-model are not used); `--torch-threads` sets torch's intra-op threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def build_library(dest: Path, count: int, megapixels: float = 0.0) -> int:
@@ -69,6 +82,260 @@ def _pixels(path: Path) -> int:
         return im.width * im.height
 
 
+@dataclass
+class IngestRun:
+    """One whole ingest: its wall time and the CPU seconds it took, of this process (every
+    thread, and children it waited for) and of the Milvus Lite server (None: not found)."""
+
+    seconds: float
+    cpu_s: float
+    server_cpu_s: float | None
+
+
+def ingest_once(
+    models: Any, root: Path, run_dir: Path, spaces: list, expected: int, **options: Any
+) -> IngestRun:
+    """A whole ingest of `root` into a fresh store, catalog and thumbnail folder (`options`
+    override the runner's sizes, e.g. read_workers); every file must come in new."""
+    from mmrag.app import open_store
+    from mmrag.store import lite_host
+
+    run_dir.mkdir()
+    settings = models.settings
+    shutil.rmtree(settings.thumbnails, ignore_errors=True)  # the pipeline's cache
+    here = settings.model_copy(
+        update={"milvus_uri": str(run_dir / "milvus.db"), "catalog": run_dir / "catalog.sqlite"}
+    )
+    catalog, store = open_store(here)
+    for space in spaces:
+        store.ensure_space(space)
+    runner = models.runner(catalog, store, **options)
+    server = lite_host.server_info(Path(here.milvus_uri))
+    pid = server["pid"] if server else None
+    server0, cpu0, t0 = _tree_cpu_s(pid), _own_cpu_s(), time.perf_counter()
+    report = runner.run([str(root)])
+    seconds, cpu1, server1 = time.perf_counter() - t0, _own_cpu_s(), _tree_cpu_s(pid)
+    store.close()
+    catalog.close()
+    assert not report.failed and report.new == expected, (report.failed, report.new)
+    served = server1 - server0 if server0 is not None and server1 is not None else None
+    return IngestRun(seconds, cpu1 - cpu0, served)
+
+
+def _own_cpu_s() -> float:
+    """User + system seconds of this process and of its waited-for children."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _tree_cpu_s(pid: int | None) -> float | None:
+    """User + system seconds of a process and its live descendants, from /proc (None where
+    there is no such process or no /proc): the Lite server runs detached, so getrusage of
+    this process never sees it."""
+    if pid is None:
+        return None
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the name: state ppid ... utime(12th) stime(13th)
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    if pid not in stats:
+        return None
+    tree, total, grew = {pid}, 0.0, True
+    while grew:
+        more = {p for p, (parent, _) in stats.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    for p in tree:
+        total += stats[p][1]
+    return total
+
+
+def register_null_image() -> None:
+    """Put a no-op model in the `image` space's registry entry, as the tests' toy spaces come
+    in (mmrag.registry.register), so mmrag.app builds everything else as it always does."""
+    import numpy as np
+
+    from mmrag.pipelines.base import Encoded, unit
+    from mmrag.pipelines.image.spaces import ImageSpace
+    from mmrag.registry import SPACES, SpaceSpec, register
+
+    class NullImageSpace(ImageSpace):
+        """The image space with its forward pass replaced by a no-op of the same contract:
+        the real model is loaded (its pixel steps and dimension), payloads are batched as
+        always (stacked and normalised), and unit vectors of its dimension come back with no
+        labels, so the text model never runs."""
+
+        _bank: np.ndarray | None = None
+
+        def encode(self, payloads: list[Any]) -> Encoded:
+            self.batch(payloads)
+            if self._bank is None or len(self._bank) < len(payloads):
+                rows = np.random.default_rng(0).standard_normal((len(payloads), self.space.dim))
+                self._bank = unit(rows)
+            return Encoded(self._bank[: len(payloads)])
+
+    real = SPACES["image"]
+
+    def build(settings: Any, model: str) -> NullImageSpace:
+        return NullImageSpace(model, settings.device, settings.label_top_k, settings.label_min_prob)
+
+    register(SpaceSpec(real.name, build, real.writes, real.queries, real.extra))
+
+
+def _cpu_ms(step: Callable[[], Any]) -> tuple[Any, float]:
+    """What `step` returns, and the process CPU milliseconds it took."""
+    t0 = time.process_time()
+    out = step()
+    return out, (time.process_time() - t0) * 1000
+
+
+def step_costs(photos: Any, image: Any, files: list[Path], batch: int) -> dict[str, float]:
+    """CPU ms per image of the pipeline's own steps run alone, one file at a time, on the same
+    files: decode (to the models' side), resize + crop, thumbnail, content hash, and the batch
+    (stack + normalise, on the model's thread)."""
+    from mmrag.ingest.scan import content_hash
+    from mmrag.pipelines.image.decode import decode_image, thumbnail
+
+    limit = photos.config.max_image_mpx * 1_000_000
+    side = photos.decode_side()
+    ms = dict.fromkeys(("decode", "resize", "thumbnail", "hash", "batch"), 0.0)
+    pixels = []
+    for f in files:
+        img, t = _cpu_ms(lambda f=f: decode_image(f, max_pixels=limit, short_side=side))
+        ms["decode"] += t
+        px, t = _cpu_ms(lambda img=img: image.preprocess(img.image))
+        ms["resize"] += t
+        pixels.append(px)
+        ms["thumbnail"] += _cpu_ms(lambda img=img: thumbnail(img))[1]
+        ms["hash"] += _cpu_ms(lambda f=f: content_hash(str(f)))[1]
+    for i in range(0, len(pixels), batch):
+        ms["batch"] += _cpu_ms(lambda i=i: image.batch(pixels[i : i + batch]))[1]
+    return {k: round(v / len(files), 3) for k, v in ms.items()}
+
+
+def _joined(values: list) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def null_model_main(args: argparse.Namespace) -> None:
+    """--null-model: the whole ingest path with no model time, for 1, 2 and all cores."""
+    from machine import torch_machine  # this folder is on sys.path when run as a script
+
+    from mmrag.app import Models
+    from mmrag.pipelines.image.decode import decode_image
+    from mmrag.settings import Settings
+
+    register_null_image()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    cores = os.cpu_count() or 1
+    worker_counts = sorted({1, min(2, cores), cores})
+    load_before = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="mmrag-imgbench-null-"))
+    try:
+        n = build_library(work / "lib", args.images, args.megapixels)
+        settings = Settings(
+            milvus_uri=str(work / "milvus.db"),
+            catalog=work / "catalog.sqlite",
+            thumbnails=work / "thumbs",
+            image_model=args.model,
+            clip_model="",
+            audio_model="",
+            speech_model="",
+            device=args.device,
+            embed_batch_size=args.batch,
+            ocr=False,  # Tesseract is a cost of its own (--ocr without --null-model)
+            jpeg_decode="pillow",  # decoding on the CPU, where this measures it
+        )
+        models = Models.build(settings)
+        photos, image = models.photos, models.spaces["image"]
+        assert photos is not None
+        files = sorted((work / "lib").iterdir())
+        mpx = sum(_pixels(f) for f in files) / len(files) / 1e6
+        image.encode([image.preprocess(decode_image(files[0]).image)] * 2)  # loads the model
+        steps = step_costs(photos, image, files, args.batch)
+        runs: dict[int, list[IngestRun]] = {w: [] for w in worker_counts}
+        for r in range(args.repeat):  # alternated, so each sees the same share of the noise
+            for w in worker_counts:
+                run_dir = work / f"run{r}-w{w}"
+                runs[w].append(
+                    ingest_once(models, work / "lib", run_dir, [image.space], n, read_workers=w)
+                )
+                shutil.rmtree(run_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    decode_resize = steps["decode"] + steps["resize"]
+    per_workers = {}
+    for w, done in runs.items():
+        rates = [n / run.seconds for run in done]
+        cpu = [run.cpu_s * 1000 / n for run in done]
+        server = [run.server_cpu_s * 1000 / n for run in done if run.server_cpu_s is not None]
+        total = [c + s for c, s in zip(cpu, server, strict=False)] if server else cpu
+        per_workers[str(w)] = {
+            "wall_s": [round(run.seconds, 2) for run in done],
+            "images_per_s": [round(x, 1) for x in rates],
+            "images_per_s_best": round(max(rates), 1),
+            "images_per_s_per_worker": round(max(rates) / w, 1),
+            "cpu_ms_per_image": [round(x, 2) for x in total],
+            "process_cpu_ms_per_image": [round(x, 2) for x in cpu],
+            "lite_server_cpu_ms_per_image": [round(x, 2) for x in server],
+            "outside_decode_resize_ms_per_image": round(
+                statistics.median(total) - decode_resize, 2
+            ),
+        }
+    result = {
+        "null_model": True,
+        "images": n,
+        "megapixels_mean": round(mpx, 2),
+        "model": args.model,
+        "device": image.device,
+        "batch": args.batch,
+        "repeat": args.repeat,
+        "steps_alone_cpu_ms_per_image": steps,
+        "decode_resize_cpu_ms_per_image": round(decode_resize, 3),
+        "workers": per_workers,
+        "load_average_before_after": [
+            [round(x, 2) for x in load_before],
+            [round(x, 2) for x in os.getloadavg()],
+        ],
+        "machine": torch_machine(),
+    }
+    print(json.dumps(result, indent=2))
+    print(
+        f"\n{n} images ({mpx:.2f} MP), {args.model} replaced by a no-op; decode + resize alone: "
+        f"{decode_resize:.2f} CPU ms/image"
+    )
+    print(
+        "| workers | images/s, best (runs) | per worker | CPU ms/image (runs) | of it Lite server "
+        "| outside decode+resize, median |\n|---|---|---|---|---|---|"
+    )
+    for w, row in per_workers.items():
+        cells = [
+            w,
+            f"{row['images_per_s_best']} ({_joined(row['images_per_s'])})",
+            row["images_per_s_per_worker"],
+            _joined(row["cpu_ms_per_image"]),
+            _joined(row["lite_server_cpu_ms_per_image"]) or "n/a",
+            f"{row['outside_decode_resize_ms_per_image']} ms",
+        ]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--images", type=int, default=960)
@@ -89,11 +356,25 @@ def main() -> None:
     ap.add_argument("--text-model", help="the model that embeds the labels (default: configured)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each side (best kept)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--null-model",
+        action="store_true",
+        help="the image model replaced by a no-op: images/s and CPU ms per image of everything "
+        "else, for 1, 2 and all reader workers (issue 17)",
+    )
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        help="torch's intra-op threads (default: torch's own, one per core); with --null-model",
+    )
     args = ap.parse_args()
+    if args.null_model:
+        null_model_main(args)
+        return
 
     from text_ingest import machine  # this folder is on sys.path when run as a script
 
-    from mmrag.app import Models, open_store
+    from mmrag.app import Models
     from mmrag.ingest.detect import detect_kind
     from mmrag.pipelines.base import LabelSet
     from mmrag.pipelines.image.decode import decode_image
@@ -136,28 +417,8 @@ def main() -> None:
         decode_s = time.perf_counter() - t0
 
         def pipeline_run(r: int) -> float:
-            """A whole ingest into a fresh store, catalog and thumbnail folder."""
-            run_dir = work / f"run{r}"
-            run_dir.mkdir()
-            shutil.rmtree(settings.thumbnails, ignore_errors=True)  # the pipeline's cache
-            catalog, store = open_store(
-                settings.model_copy(
-                    update={
-                        "milvus_uri": str(run_dir / "milvus.db"),
-                        "catalog": run_dir / "catalog.sqlite",
-                    }
-                )
-            )
-            store.ensure_space(image.space)
-            store.ensure_space(text.space)
-            runner = models.runner(catalog, store)
-            t0 = time.perf_counter()
-            report = runner.run([str(work / "lib")])
-            seconds = time.perf_counter() - t0
-            store.close()
-            catalog.close()
-            assert not report.failed and report.new == n, (report.failed, report.new)
-            return seconds
+            spaces = [image.space, text.space]
+            return ingest_once(models, work / "lib", work / f"run{r}", spaces, n).seconds
 
         def model_run() -> tuple[float, list]:
             labels: list = []
