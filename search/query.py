@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mmrag.kinds import Modality, QueryKind
 from mmrag.search.fusion import fuse_ranked, join_sources, merge_moments, place
 from mmrag.search.rerank import TEXT_MODALITIES, Reranker
-from mmrag.store.catalog import Catalog, MediaFacts, PathRecord
+from mmrag.store.catalog import Box, Catalog, MediaFacts, MediaWhere, PathRecord
 from mmrag.store.schema import quote
 from mmrag.store.thumbnails import thumbnail_path
 
@@ -31,6 +30,11 @@ CUTOFFS: tuple[str, ...] = ("off", "auto")
 MOMENTS_PER_FILE = 3  # a grouped hit's best moments
 AUTO_DROP = 0.5  # the automatic cutoff's cliff: a score under half the one before it
 RERANK_DEPTH = 30  # a reranked text query re-scores at least this many candidates
+# Catalog filters matching more media than this are not sent to Milvus as `media_id in [...]`
+# (megabytes of ids, and every path row read to list them): the ranked rows are checked against
+# the filter instead, from a search BROAD_WIDEN times deeper than asked (Searcher._shown).
+LISTED_MAX = 2000
+BROAD_WIDEN = 4
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,18 @@ class Near:
         a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
         return 2 * 6371.0 * math.asin(min(1.0, math.sqrt(a))) <= self.km
 
+    def box(self) -> Box:
+        """Lat/lon bounds holding every place within `km` (a little wider), for SQL to narrow
+        by before `holds` decides: no longitude bound where the circle reaches a pole."""
+        arc = self.km / 6371.0 * 1.001 + 1e-9  # radians
+        dlat = math.degrees(arc)
+        lat_lo, lat_hi = self.lat - dlat, self.lat + dlat
+        if arc >= math.pi / 2 or math.sin(arc) >= math.cos(math.radians(self.lat)):
+            return lat_lo, lat_hi, None
+        dlon = math.degrees(math.asin(math.sin(arc) / math.cos(math.radians(self.lat))))
+        lons = tuple((self.lon - dlon + turn, self.lon + dlon + turn) for turn in (-360, 0, 360))
+        return lat_lo, lat_hi, (*lons, (-math.inf, -180.0), (180.0, math.inf))
+
 
 @dataclass(frozen=True)
 class Filters:
@@ -115,6 +131,18 @@ class Filters:
         """Filters the catalog answers (by media id), not Milvus."""
         dates = (self.since, self.until, self.taken_since, self.taken_until)
         return any((self.path_glob, *dates, self.camera, self.near))
+
+    def where(self) -> MediaWhere:
+        """The catalog filters as SQL; a place filter needs `near.holds` on what it leaves."""
+        return MediaWhere(
+            glob=self.path_glob or None,
+            mtime_since=self.since.timestamp() if self.since else None,
+            mtime_until=self.until.timestamp() if self.until else None,
+            taken_since=self.taken_since,
+            taken_until=self.taken_until,
+            camera=self.camera or None,
+            box=self.near.box() if self.near else None,
+        )
 
     def check_ranges(self) -> None:
         """An empty date range matches nothing: raise EmptyRange so the caller says so rather
@@ -192,6 +220,25 @@ class SearchSpace:
     collection: str
     queries: frozenset[QueryKind]
     full_text: bool = False  # BM25 beside the dense vectors
+
+
+# Which media a catalog filter keeps: of those given, or (None) of all
+Matching = Callable[[Iterable[str] | None], set[str]]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a search looks: a Milvus filter and, for a broad catalog filter, the filter that
+    its ranked rows are checked against instead of naming every match to Milvus (_shown)."""
+
+    expr: str
+    keep: Matching | None = None
+    widen: int = 1  # how many times deeper than asked a checked search starts
+
+    def listed(self, media: Iterable[str]) -> str:
+        """The filter with these media named (`media_id in [...]`)."""
+        ids = f"media_id in [{', '.join(quote(m) for m in sorted(media))}]"
+        return f"{self.expr} and {ids}" if self.expr else ids
 
 
 # Query files decoded once for every space they reach: (path, encoders) -> inputs
@@ -308,15 +355,15 @@ class Searcher:
         spaces = [s for s in reached if s.collection in existing]
         if filters.modality is None and kind in DEFAULT_MODALITY:
             filters = replace(filters, modality=DEFAULT_MODALITY[kind])
-        expr = self._filter_expr(filters)
-        if not spaces or expr is None:
+        scope = self._scope(filters)
+        if not spaces or scope is None:
             return None
         inputs = self.decoders[kind](path, [s.encoder for s in spaces])
         vectors = {s.name: s.encoder.encode_query(kind, inputs) for s in spaces}
         names = [s.name for s in spaces]
 
         def fetch(depth: int) -> tuple[list[dict], bool]:
-            lists = [self._dense(kind, s, vectors[s.name], depth, expr) for s in spaces]
+            lists = [self._dense(kind, s, vectors[s.name], depth, scope) for s in spaces]
             if kind == QueryKind.VIDEO:
                 return _ranked(lists, depth, names), _exhausted(lists, depth)
             fused = fuse_ranked(lists, depth, names=names, weights=self._weights(names))
@@ -332,8 +379,8 @@ class Searcher:
         if not query.strip():
             raise ValueError("empty query")
         existing = self.store.present(s.collection for s in self.spaces)
-        expr = self._filter_expr(filters)
-        if expr is None:
+        scope = self._scope(filters)
+        if scope is None:
             return None
         spaces = [
             s
@@ -351,11 +398,11 @@ class Searcher:
                     vectors[space.name] = space.encoder.encode_query(QueryKind.TEXT, [query])
                 if space.full_text:
                     lists.append(
-                        self._search_text(space, query, mode, depth, expr, vectors.get(space.name))
+                        self._search_text(space, query, mode, depth, scope, vectors.get(space.name))
                     )
                 else:
                     lists.append(
-                        self._dense(QueryKind.TEXT, space, vectors[space.name], depth, expr)
+                        self._dense(QueryKind.TEXT, space, vectors[space.name], depth, scope)
                     )
             names = [s.name for s in spaces]
             fused = fuse_ranked(lists, depth, names=names, weights=self._weights(names))
@@ -405,27 +452,30 @@ class Searcher:
         return self.find(QueryKind.AUDIO, path, limit=limit, filters=filters)
 
     def _search_text(
-        self, space: SearchSpace, query: str, mode: Mode, limit: int, expr: str, vectors: Any
+        self, space: SearchSpace, query: str, mode: Mode, limit: int, scope: Scope, vectors: Any
     ) -> list[dict]:
         name = space.collection
         if mode == "bm25":
-            return self._shown(lambda k: self.store.search_bm25(name, [query], k, expr), limit)[0]
+            return self._shown(
+                lambda k, expr: self.store.search_bm25(name, [query], k, expr), limit, scope
+            )[0]
         vector = vectors[0]
         if mode == "dense":
             return self._shown(
-                lambda k: self.store.search_dense(name, vector[None], k, expr), limit
+                lambda k, expr: self.store.search_dense(name, vector[None], k, expr), limit, scope
             )[0]
         return self._shown(
-            lambda k: [
+            lambda k, expr: [
                 self.store.search_hybrid(
                     name, vector, query, k, expr, self.fusion, self.dense_weight
                 )
             ],
             limit,
+            scope,
         )[0]
 
     def _dense(
-        self, kind: QueryKind, space: SearchSpace, vectors: Any, limit: int, expr: str
+        self, kind: QueryKind, space: SearchSpace, vectors: Any, limit: int, scope: Scope
     ) -> list[dict]:
         """One space's ranked rows for a query's encoded inputs (`vectors`).
 
@@ -436,13 +486,13 @@ class Searcher:
         spanning two shots returns one range, and videos rank by their evidence."""
         group = "media_id" if kind in (QueryKind.IMAGE, QueryKind.VIDEO) else None
 
-        def fetch(k: int) -> list[list[dict]]:
+        def fetch(k: int, expr: str) -> list[list[dict]]:
             return self.store.search_dense(space.collection, vectors, k, expr, group_by=group)
 
         if kind != QueryKind.VIDEO:
-            return self._shown(fetch, limit)[0]
+            return self._shown(fetch, limit, scope)[0]
         # each frame's best moment in each of `max(3 * limit, 20)` videos
-        found = self._shown(fetch, max(3 * limit, 20))
+        found = self._shown(fetch, max(3 * limit, 20), scope)
         votes: dict[tuple, dict] = {}
         for rows in found:
             for row in rows:
@@ -453,36 +503,54 @@ class Searcher:
                     votes[key] = dict(row)
         return sorted(votes.values(), key=lambda r: r["score"], reverse=True)
 
-    def _filter_expr(self, f: Filters) -> str | None:
-        """A Milvus filter; None when the catalog filters leave nothing to search."""
-        parts: list[str] = []
-        if f.modality:
-            parts.append(f"modality == {quote(f.modality)}")
-        if f.by_catalog:
-            media = self.catalog.media_matching(lambda rec, facts: _accept(rec, facts, f))
-            if not media:
-                return None
-            parts.append(f"media_id in [{', '.join(quote(m) for m in sorted(media))}]")
-        return " and ".join(parts)
+    def _scope(self, f: Filters) -> Scope | None:
+        """Where to search; None when the catalog filters leave nothing to search. The catalog
+        answers in SQL; a filter matching more than LISTED_MAX media is checked against the
+        ranked rows rather than sent to Milvus (finding that many stops the catalog's scan)."""
+        expr = f"modality == {quote(f.modality)}" if f.modality else ""
+        if not f.by_catalog:
+            return Scope(expr)
+        near, where = f.near, f.where()
+        accept = (lambda _rec, facts: near.holds(facts.lat, facts.lon)) if near else None
 
-    def _shown(self, fetch: Callable[[int], list[list[dict]]], want: int) -> list[list[dict]]:
-        """Each of `fetch(depth)`'s ranked lists cut to its first `want` rows that a hit can
-        show (their media have a path).
+        def keep(among: Iterable[str] | None) -> set[str]:
+            return self.catalog.media_matching(accept, where, among)
+
+        media = self.catalog.media_matching(accept, where, limit=LISTED_MAX + 1)
+        if not media:
+            return None
+        if len(media) <= LISTED_MAX:
+            return Scope(Scope(expr).listed(media))
+        return Scope(expr, keep, BROAD_WIDEN)
+
+    def _shown(
+        self, fetch: Callable[[int, str], list[list[dict]]], want: int, scope: Scope
+    ) -> list[list[dict]]:
+        """Each of `fetch(depth, expr)`'s ranked lists cut to its first `want` rows that a hit
+        can show (their media have a path) and that the scope keeps.
 
         Milvus can hold rows of media the catalog has no path for yet: an ingest writes a
         batch's rows before it links their files, and a crash leaves such rows until the next
         run. Dropping them from exactly `want` rows would return fewer hits than exist, so the
         search is asked again, deeper, until every list has `want` such rows or Milvus has no
         more. Filtering before fusion keeps the rank of every shown row what it would be
-        without the others; with none of them, the first call is the only one."""
-        depth = want
+        without the others; with none of them, the first call is the only one.
+
+        A broad catalog filter's scope checks the rows' media against the filter and starts
+        `widen` times deeper; should its media rank too low to fill `want` rows by the deepest
+        search, Milvus is asked again with every one of them named."""
+        depth, expr, keep = min(MAX_DEPTH, want * scope.widen), scope.expr, scope.keep
         while True:
-            lists = fetch(depth)
+            lists = fetch(depth, expr)
             shown = self.catalog.display_paths(r["media_id"] for rows in lists for r in rows)
-            kept = [[r for r in rows if r["media_id"] in shown][:want] for rows in lists]
+            ok = shown.keys() if keep is None else keep(shown.keys())
+            kept = [[r for r in rows if r["media_id"] in ok][:want] for rows in lists]
             short = any(
                 len(k) < want and len(rows) >= depth for k, rows in zip(kept, lists, strict=True)
             )
+            if short and depth >= MAX_DEPTH and keep is not None:
+                depth, expr, keep = want, scope.listed(keep(None)), None
+                continue
             if not short or depth >= MAX_DEPTH:
                 return kept
             depth = min(MAX_DEPTH, 4 * depth)
@@ -647,39 +715,6 @@ def link(path: str, modality: str, start: float, end: float, page: int | None) -
     if Modality(modality).timed:
         return f"{uri}#t={start:.2f},{end:.2f}"
     return f"{uri}#page={page}" if page else uri
-
-
-def _accept(rec: PathRecord, facts: MediaFacts, f: Filters) -> bool:
-    if not _taken(facts, f):
-        return False
-    if f.path_glob and not (
-        fnmatch.fnmatch(rec.display, f.path_glob)
-        or fnmatch.fnmatch(rec.path, f.path_glob)
-        or fnmatch.fnmatch(rec.display.rsplit("/", 1)[-1], f.path_glob)
-    ):
-        return False
-    mtime = rec.mtime_ns / 1e9
-    if f.since and mtime < f.since.timestamp():
-        return False
-    return not (f.until and mtime >= f.until.timestamp())
-
-
-def _taken(facts: MediaFacts, f: Filters) -> bool:
-    """The EXIF filters: when (compared as the camera's wall clock, as people remember it),
-    with what, where."""
-    if f.taken_since or f.taken_until:
-        if not facts.taken_at:
-            return False
-        when = datetime.fromisoformat(facts.taken_at).replace(tzinfo=None)  # UTC offset dropped
-        if f.taken_since and when < f.taken_since.replace(tzinfo=None):
-            return False
-        if f.taken_until and when >= f.taken_until.replace(tzinfo=None):
-            return False
-    if f.camera and f.camera.casefold() not in (facts.camera or "").casefold():
-        return False
-    if f.near and (facts.lat is None or facts.lon is None):
-        return False
-    return not f.near or f.near.holds(facts.lat, facts.lon)  # type: ignore[arg-type]
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)

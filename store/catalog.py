@@ -7,18 +7,27 @@ reading it. Each write to Milvus is recorded per collection, segment id by segme
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _BUSY_TIMEOUT_S = 30.0
+
+
+def _name_of(display: str) -> str:
+    """SQL for a path's file name: what follows its last "/" (rsplit("/", 1)[-1])."""
+    return f"substr({display}, length(rtrim({display}, replace({display}, '/', ''))) + 1)"
+
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -86,6 +95,22 @@ _MIGRATIONS: dict[int, str] = {
         updated_at REAL NOT NULL
     );
     """,
+    # Search filters answered in SQL (Catalog.media_matching): a path glob with a fixed start
+    # and a modification-date range read an index range, not every path row. `name`: what
+    # follows the last "/" of `display`, kept by triggers (SQL has no cheap way to cut it).
+    6: f"""
+    ALTER TABLE paths ADD COLUMN name TEXT;
+    UPDATE paths SET name = {_name_of("display")};
+    CREATE TRIGGER paths_name_new AFTER INSERT ON paths BEGIN
+        UPDATE paths SET name = {_name_of("NEW.display")} WHERE rowid = NEW.rowid;
+    END;
+    CREATE TRIGGER paths_name_renamed AFTER UPDATE OF display ON paths BEGIN
+        UPDATE paths SET name = {_name_of("NEW.display")} WHERE rowid = NEW.rowid;
+    END;
+    CREATE INDEX paths_display ON paths(display);
+    CREATE INDEX paths_name ON paths(name);
+    CREATE INDEX paths_mtime ON paths(mtime_ns);
+    """,
 }
 
 
@@ -139,6 +164,51 @@ class PathRecord:
     seen_at: float
 
 
+# Lat/lon bounds of a place filter: (lat low, lat high, lon ranges or None for any longitude)
+Box = tuple[float, float, tuple[tuple[float, float], ...] | None]
+
+
+@dataclass(frozen=True)
+class MediaWhere:
+    """Search filters the catalog answers in SQL (`Catalog.media_matching`); None is no filter.
+
+    Each is exact but `box`, a superset that the caller narrows (a distance is checked in
+    Python on the few rows inside the box)."""
+
+    glob: str | None = None  # fnmatch-style, on the path as given, the absolute path, the name
+    mtime_since: float | None = None  # modified at or after (seconds since the epoch)
+    mtime_until: float | None = None  # modified before
+    taken_since: datetime | None = None  # taken at or after, on the camera's wall clock
+    taken_until: datetime | None = None  # taken before
+    camera: str | None = None  # part of the camera's make and model, any case
+    box: Box | None = None
+
+    def sql(self) -> tuple[list[str], list[Any]]:
+        """WHERE clauses on `paths p JOIN media m`, and their arguments."""
+        where: list[str] = []
+        args: list[Any] = []
+        if self.glob:
+            where.append(_glob_clause(self.glob, args))
+        # mtime_ns / 1e9 as Python divides it (the same IEEE double), behind an index range
+        # one second wider
+        if self.mtime_since is not None:
+            where.append("p.mtime_ns >= ? AND p.mtime_ns / 1e9 >= ?")
+            args += [_ns(self.mtime_since - 1), self.mtime_since]
+        if self.mtime_until is not None:
+            where.append("p.mtime_ns < ? AND p.mtime_ns / 1e9 < ?")
+            args += [_ns(self.mtime_until + 1), self.mtime_until]
+        for bound, op in ((self.taken_since, ">="), (self.taken_until, "<")):
+            if bound is not None:
+                where.append(f"mmrag_wall_clock(m.taken_at) {op} ?")
+                args.append(_wall_clock(bound))
+        if self.camera:
+            where.append("instr(mmrag_casefold(m.camera), ?) > 0")
+            args.append(self.camera.casefold())
+        if self.box is not None:
+            where.append(_box_clause(self.box, args))
+        return where, args
+
+
 class Catalog:
     """Thread-safe: the ingest runner's reader and writer threads share one connection."""
 
@@ -149,6 +219,8 @@ class Catalog:
             path, check_same_thread=False, isolation_level=None, timeout=_BUSY_TIMEOUT_S
         )
         self._db.row_factory = sqlite3.Row
+        for name, arity, fn in _SQL_FUNCTIONS:
+            self._db.create_function(name, arity, fn, deterministic=True)
         self._lock = threading.RLock()
         self._wal()
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -187,9 +259,8 @@ class Catalog:
                     f"(v{SCHEMA_VERSION}); upgrade mmrag"
                 )
             for v in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[v].split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
+                for statement in _statements(_MIGRATIONS[v]):
+                    self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {v}")
 
     @contextmanager
@@ -450,13 +521,48 @@ class Catalog:
             out.setdefault(r["media_id"], []).append(r["display"])
         return out
 
-    def media_matching(self, accept: Callable[[PathRecord, MediaFacts], bool]) -> set[str]:
-        """Media ids with at least one path that `accept`s (path globs, dates, EXIF facts)."""
-        rows = self._all(
-            "SELECT p.*, m.taken_at, m.camera, m.lat, m.lon FROM paths p "
-            "JOIN media m ON m.id = p.media_id"
-        )
-        return {r["media_id"] for r in rows if accept(_path_record(r), MediaFacts.of_row(r))}
+    def media_matching(
+        self,
+        accept: Callable[[PathRecord, MediaFacts], bool] | None = None,
+        where: MediaWhere | None = None,
+        among: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> set[str]:
+        """Media ids with at least one path that `where` keeps (in SQL, through the indexes)
+        and, where given, that `accept`s (in Python: only the rows SQL left are read whole).
+        `among`: only these media are looked at; `limit`: stop once this many are found."""
+        clauses, args = (where or MediaWhere()).sql()
+        if among is None:
+            return self._matching(accept, clauses, args, limit)
+        ids, out = list(among), set()
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            chunk = [*clauses, f"p.media_id IN ({','.join('?' * len(part))})"]
+            out |= self._matching(accept, chunk, [*args, *part], None)
+        return out
+
+    def _matching(
+        self,
+        accept: Callable[[PathRecord, MediaFacts], bool] | None,
+        clauses: list[str],
+        args: list[Any],
+        limit: int | None,
+    ) -> set[str]:
+        cols = "DISTINCT p.media_id" if accept is None else "p.*, " + _FACTS
+        sql = f"SELECT {cols} FROM paths p JOIN media m ON m.id = p.media_id"
+        if clauses:
+            sql += " WHERE " + " AND ".join(f"({c})" for c in clauses)
+        if accept is None:
+            if limit is not None:
+                sql, args = sql + " LIMIT ?", [*args, limit]
+            return {r[0] for r in self._all(sql, tuple(args))}
+        out: set[str] = set()
+        for r in self._all(sql, tuple(args)):
+            if accept(_path_record(r), MediaFacts.of_row(r)):
+                out.add(r["media_id"])
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
 
     def facts_of(self, media_ids: Iterable[str]) -> dict[str, MediaFacts]:
         ids = list(dict.fromkeys(media_ids))
@@ -653,6 +759,9 @@ class Catalog:
             db.execute("DELETE FROM media WHERE id=?", (media_id,))
 
 
+_FACTS = "m.taken_at, m.camera, m.lat, m.lon"
+
+
 def _path_record(row: sqlite3.Row) -> PathRecord:
     return PathRecord(
         path=row["path"],
@@ -663,3 +772,100 @@ def _path_record(row: sqlite3.Row) -> PathRecord:
         error=row["error"],
         seen_at=row["seen_at"],
     )
+
+
+def _statements(script: str) -> Iterator[str]:
+    """A migration's statements, one by one (a trigger's body holds `;` of its own)."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+
+
+_GLOB_LITERAL = {"*": "[*]", "?": "[?]", "[": "[[]"}
+
+
+def glob_sql(pattern: str) -> tuple[str, bool]:
+    """An fnmatch pattern as an SQLite GLOB pattern, and whether it is exact: a `[set]` becomes
+    `?` (any one character), a superset that fnmatch then checks."""
+    out: list[str] = []
+    exact, i = True, 0
+    while i < len(pattern):
+        c = pattern[i]
+        i += 1
+        end = _set_end(pattern, i) if c == "[" else None
+        if end is not None:
+            out.append("?")
+            exact, i = False, end + 1
+        else:
+            out.append(c if c in "*?" else _GLOB_LITERAL.get(c, c))
+    return "".join(out), exact
+
+
+def _set_end(pattern: str, i: int) -> int | None:
+    """Where the `[set]` opened just before `i` closes, as fnmatch reads it; None: a literal."""
+    j = i + 1 if pattern[i : i + 1] == "!" else i
+    j = j + 1 if pattern[j : j + 1] == "]" else j
+    j = pattern.find("]", j)
+    return j if j >= 0 else None
+
+
+def _glob_clause(pattern: str, args: list[Any]) -> str:
+    """The path as given, the absolute path or the name matches (fnmatch.fnmatch's rules). A
+    pattern with a literal "/" cannot match a name: without it, the paths' indexes serve a
+    pattern with a fixed start."""
+    glob, exact = glob_sql(pattern)
+    cols: tuple[str, ...] = ("p.display", "p.path") + (() if "/" in glob else ("p.name",))
+    if os.path.normcase("A") != "A":  # fnmatch ignores case here (Windows): GLOB would not
+        args += [pattern] * len(cols)
+        terms = [f"mmrag_fnmatch({c}, ?)" for c in cols]
+    elif exact:
+        args += [glob] * len(cols)
+        terms = [f"{c} GLOB ?" for c in cols]
+    else:
+        args += [glob, pattern] * len(cols)
+        terms = [f"({c} GLOB ? AND mmrag_fnmatch({c}, ?))" for c in cols]
+    # an absolute path given as such is matched once (a scan costs a match a row)
+    terms[1] = f"(p.path != p.display AND {terms[1]})"
+    return " OR ".join(terms)
+
+
+def _box_clause(box: Box, args: list[Any]) -> str:
+    lat_lo, lat_hi, lons = box
+    args += [lat_lo, lat_hi]
+    clause = "m.lat BETWEEN ? AND ? AND m.lon IS NOT NULL"
+    if lons is None:
+        return clause
+    for lo, hi in lons:
+        args += [lo, hi]
+    return clause + " AND (" + " OR ".join(["m.lon BETWEEN ? AND ?"] * len(lons)) + ")"
+
+
+def _wall_clock(when: datetime | str | None) -> str | None:
+    """A time as the camera's wall clock (UTC offset dropped), as text that sorts as it does;
+    None for no time or one that is not ISO-8601."""
+    if isinstance(when, str):
+        try:
+            when = datetime.fromisoformat(when)
+        except ValueError:
+            return None
+    return None if when is None else when.replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def _ns(seconds: float) -> int:
+    """Seconds as an index bound in nanoseconds, held to SQLite's 64-bit integers."""
+    return max(-(2**63), min(2**63 - 1, int(seconds * 1e9)))
+
+
+def _casefold(text: str | None) -> str | None:
+    return None if text is None else text.casefold()
+
+
+_SQL_FUNCTIONS: tuple[tuple[str, int, Callable[..., Any]], ...] = (
+    ("mmrag_fnmatch", 2, fnmatch.fnmatch),
+    ("mmrag_casefold", 1, _casefold),
+    ("mmrag_wall_clock", 1, _wall_clock),
+)
