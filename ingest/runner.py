@@ -251,9 +251,7 @@ class IngestRunner:
         t0 = time.perf_counter()
         report = IngestReport(scanned=len(files))
         self._process(files, report, progress or (lambda _event, _n: None))
-        for name in self._ready:
-            self.store.flush(name)
-        self._refresh_snapshots()
+        self._settle()
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -311,16 +309,17 @@ class IngestRunner:
             still = {p.path for p in problems}
             report.pruned = self._prune(roots, files, still, bad_roots, report)
         report.removed_media += self._collect(self.catalog.orphan_media())
-        for name in self._ready:
-            self.store.flush(name)
-        self._refresh_snapshots()
+        self._settle()
         report.models = self.model_notes() if self.model_notes else []
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _refresh_snapshots(self) -> None:
-        """Lite: rebuild the search snapshots this run's writes outdated (store/lite_index.py),
-        in the ingest's turn; a failure leaves searches on Milvus, with a warning."""
+    def _settle(self) -> None:
+        """The end of a run's writes, in the ingest's turn: flush what it wrote, and on Lite
+        rebuild the search snapshots its writes outdated (store/lite_index.py); a failure
+        there leaves searches on Milvus, with a warning."""
+        for name in self._ready:
+            self.store.flush(name)
         try:
             self.store.refresh_snapshots()
         except (OSError, sqlite3.Error) as exc:

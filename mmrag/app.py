@@ -457,6 +457,14 @@ class Models:
             return mine, mine.collection(prefix)
         return space, space.collection(prefix)
 
+    def before_ingest(self, catalog: Catalog, store: MilvusStore) -> list[str]:
+        """What `ingest` (CLI or API) and `reindex` do first: drop what an earlier switch cut
+        over from and a kill kept it from dropping, and name the spaces to switch first."""
+        from mmrag.ingest.reindex import drop_retired
+
+        drop_retired(catalog, store)
+        return self.switches_wanted(catalog, store)
+
     def switches_wanted(self, catalog: Catalog, store: MilvusStore) -> list[str]:
         """The configured spaces served from another model than their configured one: an
         ingest switches them first (`switch`), search answering from the old one meanwhile."""

@@ -165,8 +165,7 @@ def ingest(
         strict_models=strict_models or None,
     )
     with _open(settings) as (catalog, store, models):
-        _drop_retired(catalog, store)
-        for space in models.switches_wanted(catalog, store):
+        for space in models.before_ingest(catalog, store):
             _run_switch(models, catalog, store, space, None, False, quiet or as_json)
         report = _run_ingest(models, catalog, store, paths, prune, retry_failed, quiet or as_json)
     if as_json:
@@ -249,8 +248,8 @@ def reindex(
     with _open(settings) as (catalog, store, models):
         if space is not None and space not in models.spaces:
             _fail(f"--space {space}: not a configured space ({', '.join(models.spaces)} are)")
-        _drop_retired(catalog, store)
-        todo = [space] if space else models.switches_wanted(catalog, store)
+        wanted = models.before_ingest(catalog, store)
+        todo = [space] if space else wanted
         if not space:  # switches in progress resume too
             todo += [n for n in catalog.served() if n in models.spaces and n not in todo]
         done = [_run_switch(models, catalog, store, n, model, True, quiet or as_json) for n in todo]
@@ -267,13 +266,6 @@ def reindex(
             )
     if not any(done) and not as_json:
         err.print("nothing to switch: every space serves its model", highlight=False)
-
-
-def _drop_retired(catalog, store) -> None:
-    """What a switch cut over from and a kill kept it from dropping goes now."""
-    from mmrag.ingest.reindex import drop_retired
-
-    drop_retired(catalog, store)
 
 
 def _run_switch(models, catalog, store, space, model, resume, quiet) -> dict | None:

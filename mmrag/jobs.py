@@ -87,15 +87,13 @@ class Jobs:
 
     def _run(self, job: IngestJob) -> None:
         from mmrag.app import open_store
-        from mmrag.ingest.reindex import drop_retired
 
         try:
             catalog, store = open_store(self.settings, warn=lambda _message: None)
             try:
                 # as `mmrag ingest`: a space whose configured model changed switches first,
                 # search answering from the old model meanwhile (ingest/reindex.py)
-                drop_retired(catalog, store)
-                for space in self.models.switches_wanted(catalog, store):
+                for space in self.models.before_ingest(catalog, store):
                     _set(job, state="running", message=f"switching {space} to its new model")
                     self.models.switch(catalog, store, space, resume=False)
                 runner = self.models.runner(catalog, store)

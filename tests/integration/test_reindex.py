@@ -262,3 +262,42 @@ def test_a_running_server_searches_the_new_collection_after_a_cutover(
         assert text.collection == collection_name("mmrag", "text", b)
     finally:
         service.stop()
+
+
+def test_an_ingest_job_of_the_api_switches_a_changed_model_first(
+    tmp_path: Path, two_models: tuple[str, str]
+) -> None:
+    """`mmrag serve`'s ingest jobs do what `mmrag ingest` does: a space whose configured model
+    changed is switched (filled beside the old one, cut over) before the new files go in, so
+    search never answers from a half-filled collection."""
+    from mmrag.jobs import Jobs
+
+    a, b = two_models
+    lib = make_big_library(tmp_path, files=12)
+    old, new = (collection_name("mmrag", "text", m) for m in (a, b))
+    store_dir = tmp_path / "store"
+    catalog = Catalog(store_dir / "catalog.sqlite")
+    store = MilvusStore(str(store_dir / "milvus.db"))
+    try:
+        _ingest(Models.build(_settings(store_dir, a)), catalog, store, lib)
+        rows_before = store.count(old)
+    finally:
+        store.close()
+        catalog.close()
+
+    settings = _settings(store_dir, b)
+    jobs = Jobs(settings, Models.build(settings))
+    job = jobs.start([str(lib)])
+    wait_for(lambda: job.state in ("done", "failed"), timeout=180)
+    assert job.state == "done", job.message
+
+    catalog = Catalog(store_dir / "catalog.sqlite")
+    store = MilvusStore(str(store_dir / "milvus.db"))
+    try:
+        assert catalog.served()["text"].model == b
+        assert old not in store.existing_collections()
+        assert store.count(new) == rows_before
+        assert job.summary is not None and job.summary["unchanged"] == 12  # nothing new to embed
+    finally:
+        store.close()
+        catalog.close()
