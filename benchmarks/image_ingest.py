@@ -20,11 +20,14 @@ unchanged, so on a GPU the ratio shows what moving decoding off the CPU buys.
 
 `--null-model` (issue 17) measures everything but the model: the `image` space's forward pass
 is replaced by a no-op of the same contract (register_null_image), and the same library is
-ingested with 1, 2 and all cores' reader workers alternately, each `--repeat` times, printing
-images/s and CPU ms per image (this process and the Lite server), and the pipeline's steps
+ingested with 1, 2 and all cores' readers, as threads and as processes (`--read-processes
+both|on|off`: ingest/workers.py), alternately, each `--repeat` times, printing images/s and CPU
+ms per image (this process, its reader processes and the Lite server), and the pipeline's steps
 timed alone on the same files (decode, resize, thumbnail, hash, batch), so what lies outside
-decoding and the model shows. OCR is off and JPEGs decode with Pillow there (--workers, --ocr,
---jpeg-decode and --text-model are not used); `--torch-threads` sets torch's intra-op threads.
+decoding and the model shows: decode + resize are timed again on a sample before each round,
+and each run is measured against its own round's. OCR is off and JPEGs decode with Pillow there
+(--workers, --ocr, --jpeg-decode and --text-model are not used); `--torch-threads` sets torch's
+intra-op threads. Without --null-model, `--read-processes on|off` sets the pipeline's readers.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class IngestRun:
     seconds: float
     cpu_s: float
     server_cpu_s: float | None
+    main_cpu_s: float = 0.0  # this process alone (its threads: what one GIL serialises)
 
 
 def ingest_once(
@@ -112,32 +116,40 @@ def ingest_once(
     runner = models.runner(catalog, store, **options)
     server = lite_host.server_info(Path(here.milvus_uri))
     pid = server["pid"] if server else None
-    server0, cpu0, t0 = _tree_cpu_s(pid), _own_cpu_s(), time.perf_counter()
+    main0 = _main_cpu_s()
+    server0, cpu0, t0 = _tree_cpu_s(pid), _own_cpu_s(pid), time.perf_counter()
     report = runner.run([str(root)])
-    seconds, cpu1, server1 = time.perf_counter() - t0, _own_cpu_s(), _tree_cpu_s(pid)
+    seconds, cpu1, server1 = time.perf_counter() - t0, _own_cpu_s(pid), _tree_cpu_s(pid)
+    main1 = _main_cpu_s()
     store.close()
     catalog.close()
     assert not report.failed and report.new == expected, (report.failed, report.new)
     served = server1 - server0 if server0 is not None and server1 is not None else None
-    return IngestRun(seconds, cpu1 - cpu0, served)
+    return IngestRun(seconds, cpu1 - cpu0, served, main1 - main0)
 
 
-def _own_cpu_s() -> float:
-    """User + system seconds of this process and of its waited-for children."""
+def _main_cpu_s() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+def _own_cpu_s(server: int | None = None) -> float:
+    """User + system seconds of this process, of its waited-for children, and of its live
+    descendants and what they waited for (the reader processes fork from a forkserver, which
+    reaps them), less the Lite server's tree (`server`, counted on its own)."""
     own, kids = (
         resource.getrusage(resource.RUSAGE_SELF),
         resource.getrusage(resource.RUSAGE_CHILDREN),
     )
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    total = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    stats = _proc_stats()
+    skip = _tree(stats, server) if server in stats else set()
+    return total + sum(stats[p][2] for p in _tree(stats, os.getpid()) - skip - {os.getpid()})
 
 
-def _tree_cpu_s(pid: int | None) -> float | None:
-    """User + system seconds of a process and its live descendants, from /proc (None where
-    there is no such process or no /proc): the Lite server runs detached, so getrusage of
-    this process never sees it."""
-    if pid is None:
-        return None
-    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+def _proc_stats() -> dict[int, tuple[int, float, float]]:
+    """pid -> (parent, own cpu seconds, own + waited-for children's cpu seconds), from /proc."""
+    stats: dict[int, tuple[int, float, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -146,18 +158,32 @@ def _tree_cpu_s(pid: int | None) -> float | None:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        # after the name: state ppid ... utime(12th) stime(13th)
-        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    if pid not in stats:
-        return None
-    tree, total, grew = {pid}, 0.0, True
+        # after the name: state ppid ... utime(12th) stime(13th) cutime(14th) cstime(15th)
+        own = (int(fields[11]) + int(fields[12])) / tick
+        waited = (int(fields[13]) + int(fields[14])) / tick
+        stats[int(entry.name)] = (int(fields[1]), own, own + waited)
+    return stats
+
+
+def _tree(stats: dict[int, tuple[int, float, float]], pid: int) -> set[int]:
+    tree, grew = {pid}, True
     while grew:
-        more = {p for p, (parent, _) in stats.items() if parent in tree} - tree
+        more = {p for p, row in stats.items() if row[0] in tree} - tree
         tree |= more
         grew = bool(more)
-    for p in tree:
-        total += stats[p][1]
-    return total
+    return tree
+
+
+def _tree_cpu_s(pid: int | None) -> float | None:
+    """User + system seconds of a process and its live descendants, from /proc (None where
+    there is no such process or no /proc): the Lite server runs detached, so getrusage of
+    this process never sees it."""
+    if pid is None:
+        return None
+    stats = _proc_stats()
+    if pid not in stats:
+        return None
+    return sum(stats[p][1] for p in _tree(stats, pid))
 
 
 def register_null_image() -> None:
@@ -223,6 +249,18 @@ def step_costs(photos: Any, image: Any, files: list[Path], batch: int) -> dict[s
     return {k: round(v / len(files), 3) for k, v in ms.items()}
 
 
+def _mode_key(workers: int, processes: bool) -> str:
+    return f"{workers} {'processes' if processes else 'threads'}"
+
+
+def warm_forkserver(photos: Any) -> None:
+    """Start the reader processes' forkserver (it imports torch once per process), as a
+    model is loaded before it is timed."""
+    from mmrag.ingest.workers import ReadProcesses
+
+    ReadProcesses(1, preload=photos.reader_modules).close()
+
+
 def _joined(values: list) -> str:
     return ", ".join(str(v) for v in values)
 
@@ -266,35 +304,60 @@ def null_model_main(args: argparse.Namespace) -> None:
         mpx = sum(_pixels(f) for f in files) / len(files) / 1e6
         image.encode([image.preprocess(decode_image(files[0]).image)] * 2)  # loads the model
         steps = step_costs(photos, image, files, args.batch)
-        runs: dict[int, list[IngestRun]] = {w: [] for w in worker_counts}
+        modes = {"both": [False, True], "on": [True], "off": [False]}[args.read_processes]
+        if True in modes:  # the forkserver's one start (imports torch): once per process
+            t0 = time.perf_counter()
+            warm_forkserver(photos)
+            forkserver_s = round(time.perf_counter() - t0, 2)
+        runs: dict[str, list[IngestRun]] = {
+            _mode_key(w, p): [] for w in worker_counts for p in modes
+        }
+        # decode + resize alone, again before each round (the load of a shared machine drifts),
+        # on a sample of the files: what each round's runs are measured against
+        sample = files[:: max(1, len(files) // 96)]
+        rounds: list[float] = []
         for r in range(args.repeat):  # alternated, so each sees the same share of the noise
+            alone = step_costs(photos, image, sample, args.batch)
+            rounds.append(alone["decode"] + alone["resize"])
             for w in worker_counts:
-                run_dir = work / f"run{r}-w{w}"
-                runs[w].append(
-                    ingest_once(models, work / "lib", run_dir, [image.space], n, read_workers=w)
-                )
-                shutil.rmtree(run_dir, ignore_errors=True)
+                for p in modes:
+                    run_dir = work / f"run{r}-w{w}-p{int(p)}"
+                    runs[_mode_key(w, p)].append(
+                        ingest_once(
+                            models,
+                            work / "lib",
+                            run_dir,
+                            [image.space],
+                            n,
+                            read_workers=w,
+                            read_processes=p,
+                        )
+                    )
+                    shutil.rmtree(run_dir, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     decode_resize = steps["decode"] + steps["resize"]
+    per_round = [round(x, 2) for x in rounds]
     per_workers = {}
-    for w, done in runs.items():
+    for key, done in runs.items():
+        w = int(key.split()[0])
         rates = [n / run.seconds for run in done]
         cpu = [run.cpu_s * 1000 / n for run in done]
         server = [run.server_cpu_s * 1000 / n for run in done if run.server_cpu_s is not None]
         total = [c + s for c, s in zip(cpu, server, strict=False)] if server else cpu
-        per_workers[str(w)] = {
+        outside = [t - d for t, d in zip(total, rounds, strict=True)]
+        per_workers[key] = {
             "wall_s": [round(run.seconds, 2) for run in done],
             "images_per_s": [round(x, 1) for x in rates],
             "images_per_s_best": round(max(rates), 1),
             "images_per_s_per_worker": round(max(rates) / w, 1),
             "cpu_ms_per_image": [round(x, 2) for x in total],
             "process_cpu_ms_per_image": [round(x, 2) for x in cpu],
+            "main_process_cpu_ms_per_image": [round(r.main_cpu_s * 1000 / n, 2) for r in done],
             "lite_server_cpu_ms_per_image": [round(x, 2) for x in server],
-            "outside_decode_resize_ms_per_image": round(
-                statistics.median(total) - decode_resize, 2
-            ),
+            "outside_decode_resize_ms_per_image": round(statistics.median(outside), 2),
+            "outside_decode_resize_ms_per_image_runs": [round(x, 2) for x in outside],
         }
     result = {
         "null_model": True,
@@ -306,7 +369,9 @@ def null_model_main(args: argparse.Namespace) -> None:
         "repeat": args.repeat,
         "steps_alone_cpu_ms_per_image": steps,
         "decode_resize_cpu_ms_per_image": round(decode_resize, 3),
+        "decode_resize_cpu_ms_per_image_rounds": [round(x, 3) for x in rounds],
         "workers": per_workers,
+        "forkserver_start_s": forkserver_s if True in modes else None,
         "load_average_before_after": [
             [round(x, 2) for x in load_before],
             [round(x, 2) for x in os.getloadavg()],
@@ -316,11 +381,12 @@ def null_model_main(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
     print(
         f"\n{n} images ({mpx:.2f} MP), {args.model} replaced by a no-op; decode + resize alone: "
-        f"{decode_resize:.2f} CPU ms/image"
+        f"{decode_resize:.2f} CPU ms/image (before each round: {_joined(per_round)})"
     )
     print(
-        "| workers | images/s, best (runs) | per worker | CPU ms/image (runs) | of it Lite server "
-        "| outside decode+resize, median |\n|---|---|---|---|---|---|"
+        "| readers | images/s, best (runs) | per reader | CPU ms/image (runs) | of it Lite server "
+        "| outside decode+resize, median (runs) | main process alone |\n"
+        "|---|---|---|---|---|---|---|"
     )
     for w, row in per_workers.items():
         cells = [
@@ -329,7 +395,9 @@ def null_model_main(args: argparse.Namespace) -> None:
             row["images_per_s_per_worker"],
             _joined(row["cpu_ms_per_image"]),
             _joined(row["lite_server_cpu_ms_per_image"]) or "n/a",
-            f"{row['outside_decode_resize_ms_per_image']} ms",
+            f"{row['outside_decode_resize_ms_per_image']} ms "
+            f"({_joined(row['outside_decode_resize_ms_per_image_runs'])})",
+            _joined(row["main_process_cpu_ms_per_image"]),
         ]
         print("| " + " | ".join(str(c) for c in cells) + " |")
     if args.json:
@@ -361,6 +429,13 @@ def main() -> None:
         action="store_true",
         help="the image model replaced by a no-op: images/s and CPU ms per image of everything "
         "else, for 1, 2 and all reader workers (issue 17)",
+    )
+    ap.add_argument(
+        "--read-processes",
+        choices=["both", "on", "off"],
+        default="both",
+        help="with --null-model: readers as processes, threads, or both alternately; "
+        "without: on/off (off: threads; both: the settings' default)",
     )
     ap.add_argument(
         "--torch-threads",
@@ -416,9 +491,16 @@ def main() -> None:
         batches = [image.batch(pixels[i : i + args.batch]) for i in range(0, n, args.batch)]
         decode_s = time.perf_counter() - t0
 
+        # both: the settings' default (mmrag.ingest.workers.reads_in_processes)
+        chosen = {"on": {"read_processes": True}, "off": {"read_processes": False}}
+        options = chosen.get(args.read_processes, {})
+        if options.get("read_processes"):
+            warm_forkserver(photos)
+
         def pipeline_run(r: int) -> float:
             spaces = [image.space, text.space]
-            return ingest_once(models, work / "lib", work / f"run{r}", spaces, n).seconds
+            run_dir = work / f"run{r}"
+            return ingest_once(models, work / "lib", run_dir, spaces, n, **options).seconds
 
         def model_run() -> tuple[float, list]:
             labels: list = []
@@ -454,6 +536,7 @@ def main() -> None:
         "device": enc.device,
         "batch": args.batch,
         "workers": args.workers,
+        "read_processes": args.read_processes,
         "ocr": args.ocr,
         "jpeg_decode": f"torchvision on {jpeg_on}" if jpeg_on else "pillow",
         "pipeline_s": [round(t, 2) for t in pipeline_times],

@@ -53,8 +53,10 @@ from mmrag.pipelines.base import (
 )
 from mmrag.pipelines.fallback import Fallback
 from mmrag.pipelines.model_resolver import ModelNotAvailable
+from mmrag.store.bulk import BulkImport
 from mmrag.store.catalog import Catalog, MediaFacts
 from mmrag.store.milvus import MilvusStore
+from mmrag.store.schema import Space
 
 
 @dataclass
@@ -152,6 +154,20 @@ class _Job:
     fill: frozenset[str] | None = None  # a stored file: only these spaces are written anew
 
 
+@dataclass
+class _Plan:
+    """A file that needs its pipeline, as the catalog decided before any decoding: what
+    `prepare_planned` turns into a _Job (or a _Fail, a _Skip), in a reader thread or on a Ray
+    worker (ingest/ray_backend.py), which never see the catalog."""
+
+    file: FoundFile
+    media_id: str
+    kind: MediaKind
+    stored: bool  # the path's record points at this content already
+    changed: bool  # the path pointed at another content before
+    fill: frozenset[str] | None  # a stored content: only these spaces are written anew
+
+
 Progress = Callable[[str, int], None]  # event ("file" | "segments"), amount
 
 # Bounded by what they hold, not by their bytes: photos by max_image_mpx (read from the header),
@@ -182,6 +198,7 @@ class IngestRunner:
         *,
         prefix: str = "mmrag",
         read_workers: int = 2,
+        read_processes: bool = False,
         embed_batch: int = 64,
         write_batch: int = 512,
         retry_failed: bool = False,
@@ -190,6 +207,7 @@ class IngestRunner:
         model_notes: Callable[[], list[str]] | None = None,
         reindex: str | None = None,
         carry: Callable[[str], list[Piece]] | None = None,
+        bulk: BulkImport | None = None,
     ) -> None:
         """`max_file_bytes`: larger documents (and files of no known kind) are refused before
         they are read; None: no limit. `lock_file`: where ingests of this store take turns
@@ -214,7 +232,12 @@ class IngestRunner:
         self.model_notes = model_notes
         self.reindex = reindex
         self.carry = carry
+        # --bulk: rows go to Parquet files the server imports; media are done after the import
+        self.bulk = bulk
+        self._after_import: list[Callable[[], None]] = []
         self.read_workers = read_workers
+        # Decoding in `read_workers` processes (ingest/workers.py) for pipelines that offer it
+        self.read_processes = read_processes
         self.embed_batch = embed_batch
         self.write_batch = write_batch
         self.retry_failed = retry_failed
@@ -224,7 +247,11 @@ class IngestRunner:
         self._ready: set[str] = set()  # collections created/loaded this run
         self._inflight: dict[str, _Job] = {}
         self._inflight_lock = threading.Lock()
+        # The catalog's records of the files being read, fetched in one go; each taken once
+        self._records: dict[str, Any] = {}
+        self._records_lock = threading.Lock()
         self._cpu_model = _Gate()  # closed while a model runs on the CPU
+        self.reader_processes: Any = None  # the ReadProcesses of a run that has them
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -334,17 +361,33 @@ class IngestRunner:
         )
         writer.start()
         try:
+            records = self.catalog.path_records(f.path for f in files)
+            with self._records_lock:
+                self._records = {f.path: records.get(f.path) for f in files}
             self._read_and_encode(files, report, writes, tick, writer_error)
         finally:
             writes.put(None)
             writer.join()
+            with self._records_lock:
+                self._records = {}
         if writer_error:
             raise writer_error[0]
 
     # -- reading (reader threads) ----------------------------------------------------------
 
     def _decide(self, f: FoundFile) -> Any:
-        known = self.catalog.path_record(f.path)
+        plan = self._plan(f)
+        if not isinstance(plan, _Plan):
+            return plan
+        self._cpu_model.wait_open()  # decode between batches of a model on the CPU
+        pipeline = self.pipelines[plan.kind.media]
+        return prepare_planned(pipeline, plan, self._noting(f), self.carry)
+
+    def _plan(self, f: FoundFile) -> Any:
+        """The catalog's part of what a file needs: unchanged, a known failure, a link, a skip
+        or a failure found before decoding, else the _Plan of its pipeline work (which both
+        backends share: `prepare_planned`)."""
+        known = self._path_record(f.path)
         same_stat = known is not None and (known.size, known.mtime_ns) == (f.size, f.mtime_ns)
         stored = known.media_id if same_stat and known and known.media_id else None
         fill = self._to_fill(stored) if stored else None
@@ -358,7 +401,8 @@ class IngestRunner:
                 head = fh.read(HEAD_BYTES)
             if too_large := self._too_large(f, head):
                 return _Fail(f, too_large)
-            media_id = stored or content_hash(f.path)
+            whole = head if len(head) < HEAD_BYTES else None  # the read met the end
+            media_id = stored or content_hash(f.path, whole)
         except OSError as exc:
             return _Fail(f, f"cannot read: {exc.strerror or exc}")
         if not stored:
@@ -372,27 +416,15 @@ class IngestRunner:
         pipeline = self.pipelines.get(kind.media)
         if pipeline is None:
             return _Skip(f, kind.media, f"no {kind.media} pipeline yet")
-        self._cpu_model.wait_open()  # decode between batches of a model on the CPU
-        more = {} if fill is None else {"only": fill}
-        try:
-            with collecting_warnings() as warnings, reporting_progress(self._noting(f)):
-                pieces = pipeline.prepare(f.path, kind.format, media_id, **more)
-        except MediaError as exc:
-            return _Fail(f, str(exc))
-        except ModelNotAvailable as exc:
-            return _Skip(f, kind.media, f"its model is not available: {exc}")
-        except Exception as exc:  # a decoder bug must not stop the run; say what it was
-            return _Fail(f, f"{kind.format} could not be processed: {type(exc).__name__}: {exc}")
-        if fill is not None:  # what the filled spaces make, and what their models give rise to
-            pieces = [p for p in pieces if p.space in fill or p.origin in fill]
-            if fill and self.carry:  # a switch: what other models gave rise to, re-embedded
-                pieces += self.carry(media_id)
-            if not pieces:
-                return _Unchanged(f) if stored else _Link(f, media_id)
-        elif not pieces:
-            return _Fail(f, "no content to index")
-        warning = "; ".join(warnings) or None
-        return _Job(f, media_id, kind, pieces, changed and fill is None, warning=warning, fill=fill)
+        return _Plan(f, media_id, kind, bool(stored), changed, fill)
+
+    def _path_record(self, path: str) -> Any:
+        """The path's catalog record as fetched before reading began (a path is decided once
+        per run, and only after its decision is its record written), else from the catalog."""
+        with self._records_lock:
+            if path in self._records:
+                return self._records.pop(path)
+        return self.catalog.path_record(path)
 
     def _noting(self, f: FoundFile) -> Callable[[str], None]:
         note = self._on_note or (lambda message: None)
@@ -481,7 +513,51 @@ class IngestRunner:
         self._batches: dict[str, list[tuple[_Job, int]]] = {}
         # Files read ahead of the model: a whole batch, so it never waits for readers to fill one
         window = self.embed_batch + 4 * self.read_workers + 4
-        with ThreadPoolExecutor(self.read_workers, thread_name_prefix="mmrag-read") as pool:
+        with self._reader_processes() as procs:
+            # with processes, a thread per process waits on it, another hashes the next file
+            threads = self.read_workers * (2 if procs else 1)
+            self._read_in(files, window, threads, report, writes, tick, writer_error)
+
+    @contextmanager
+    def _reader_processes(self) -> Iterator[Any]:
+        """While files are read: with read_processes, the pipelines that can decode in another
+        process (an `offload` attribute: photos) decode in `read_workers` of them; if they
+        cannot start, reader threads decode, with one line saying why."""
+        offloading = [p for p in self.pipelines.values() if hasattr(p, "offload")]
+        if not (self.read_processes and offloading):
+            yield None
+            return
+        from mmrag.ingest.workers import ReadProcesses
+
+        try:
+            preload = tuple(m for p in offloading for m in getattr(p, "reader_modules", ()))
+            procs = ReadProcesses(self.read_workers, preload=preload)
+        except Exception as exc:  # no /dev/shm, no forkserver here: threads read instead
+            say_on_stderr(f"reader processes could not start, reading in threads: {exc}")
+            yield None
+            return
+        self.reader_processes = procs
+        try:
+            for p in offloading:
+                p.offload = procs.call
+            yield procs
+        finally:
+            for p in offloading:
+                p.offload = None
+            self.reader_processes = None
+            procs.close()
+
+    def _read_in(
+        self,
+        files: list[FoundFile],
+        window: int,
+        threads: int,
+        report: IngestReport,
+        writes: queue.Queue,
+        tick: Progress,
+        writer_error: list[BaseException],
+    ) -> None:
+        with ThreadPoolExecutor(threads, thread_name_prefix="mmrag-read") as pool:
             pending: deque[Future] = deque()
             todo = iter(files)
             for f in _take(todo, window):
@@ -601,12 +677,37 @@ class IngestRunner:
                 jobs = [op for op in ops if isinstance(op, _Job)]
                 if jobs:
                     self._store_jobs(jobs, report, tick)
+                seen = [op.file for op in ops if isinstance(op, _Unchanged)]
+                if seen:  # unchanged files, the most common op of a re-run: one transaction
+                    self.catalog.touch_paths([(f.path, f.display, f.root) for f in seen])
+                    tick("file", len(seen))
                 for op in ops:
-                    if not isinstance(op, _Job):
+                    if not isinstance(op, _Job | _Unchanged):
                         self._write(op)
                         tick("file", 1)
             except BaseException as exc:
                 errors.append(exc)
+        if self.bulk and errors:  # a failed run's gathered rows: never imported, media pending
+            self._after_import = []
+            self.bulk.discard()
+        elif self.bulk:  # the rest of the run's rows, before the run ends
+            try:
+                self._import_bulk()
+            except BaseException as exc:
+                errors.append(exc)
+
+    def _import_bulk(self) -> None:
+        """Import the gathered rows and wait for them; only then are their media done. A
+        failure leaves them pending (the next run rewrites them) and ends the run."""
+        assert self.bulk is not None
+        done, self._after_import = self._after_import, []
+        try:
+            self.bulk.commit()
+        except BaseException:
+            self.bulk.discard()
+            raise
+        for finish in done:
+            finish()
 
     def _write(self, op: _Unchanged | _Fail | _Link) -> None:
         f = op.file
@@ -634,29 +735,54 @@ class IngestRunner:
         report.warnings += [(j.file.display, j.warning) for j in jobs if j.warning]
         written: dict[str, dict[str, list[str]]] = {}
         for space, per_media in _segments(jobs).items():
-            name = self.encoders[space].collection(self.prefix)  # its model is loaded by now
+            target = self._space(space)
+            name = target.collection(self.prefix)
             if name not in self._ready:
-                self.store.ensure_space(self.encoders[space].space)
+                self.store.ensure_space(target)
+                if self.bulk:  # a killed run's import may still be running there
+                    self.bulk.prepare(name)
                 self._ready.add(name)
             if stale := sorted(redo & per_media.keys()):
                 self.store.delete_media(name, stale)
             kept = self._make_room(name, space, per_media, fills)
             segments = [s for segs in per_media.values() for s in segs]
             self._cpu_model.wait_open()  # Milvus's work too waits for a model on the CPU
-            self.store.upsert(name, segments, batch=self.write_batch)
+            if self.bulk:
+                self.bulk.add(name, segments)
+            else:
+                self.store.upsert(name, segments, batch=self.write_batch)
             written[name] = {
                 m: kept.get(m, []) + [s.id for s in segs] for m, segs in per_media.items()
             }
             report.segments += len(segments)
             tick("segments", len(segments))
+        if self.bulk:  # done once the import that holds their rows has completed
+            self._after_import.append(lambda: self._finish_jobs(jobs, written, tick))
+            if self.bulk.full:
+                self._import_bulk()
+        else:
+            self._finish_jobs(jobs, written, tick)
+
+    def _finish_jobs(
+        self, jobs: list[_Job], written: dict[str, dict[str, list[str]]], tick: Progress
+    ) -> None:
+        """The jobs' rows are in Milvus: record them, mark the media done, link the paths."""
         self.catalog.finish_media_many(written)
+        links: list[tuple[str, str, str, str, int, int]] = []
         for job in jobs:
             with self._inflight_lock:
                 self._inflight.pop(job.media_id, None)
                 followers = list(job.followers)
             for f in [job.file, *followers]:
-                self._release(self._link(f, job.media_id))
-                tick("file", 1)
+                links.append((f.path, f.display, f.root, job.media_id, f.size, f.mtime_ns))
+        for old in self.catalog.link_paths(links):  # one transaction for the batch's paths
+            self._release(old)
+        tick("file", len(links))
+
+    def _space(self, space: str) -> Space:
+        """Where a space's rows go (its model is loaded by now: it embedded them). The Ray
+        backend answers from what its workers' models said, so the driver loads none."""
+        return self.encoders[space].space
 
     def _make_room(
         self, name: str, space: str, per_media: dict[str, list], fills: dict[str, frozenset[str]]
@@ -779,6 +905,39 @@ class _Gate:
     def wait_open(self) -> None:
         with self._cond:
             self._cond.wait_for(lambda: not self._closed)
+
+
+def prepare_planned(
+    pipeline: Pipeline,
+    plan: _Plan,
+    note: Callable[[str], None],
+    carry: Callable[[str], list[Piece]] | None = None,
+) -> Any:
+    """The pipeline's part of a file's decision: its pieces (a _Job whose vectors are still to
+    be made), or why not (_Fail, _Skip). Touches neither the catalog nor Milvus, so it runs in a
+    reader thread or on a Ray worker alike. `note` hears how far a long file has got."""
+    f, fill, media_id, kind = plan.file, plan.fill, plan.media_id, plan.kind
+    more = {} if fill is None else {"only": fill}
+    try:
+        with collecting_warnings() as warnings, reporting_progress(note):
+            pieces = pipeline.prepare(f.path, kind.format, media_id, **more)
+    except MediaError as exc:
+        return _Fail(f, str(exc))
+    except ModelNotAvailable as exc:
+        return _Skip(f, kind.media, f"its model is not available: {exc}")
+    except Exception as exc:  # a decoder bug must not stop the run; say what it was
+        return _Fail(f, f"{kind.format} could not be processed: {type(exc).__name__}: {exc}")
+    if fill is not None:  # what the filled spaces make, and what their models give rise to
+        pieces = [p for p in pieces if p.space in fill or p.origin in fill]
+        if fill and carry:  # a switch: what other models gave rise to, re-embedded
+            pieces += carry(media_id)
+        if not pieces:
+            return _Unchanged(f) if plan.stored else _Link(f, media_id)
+    elif not pieces:
+        return _Fail(f, "no content to index")
+    warning = "; ".join(warnings) or None
+    changed = plan.changed and fill is None
+    return _Job(f, media_id, kind, pieces, changed, warning=warning, fill=fill)
 
 
 def _live_pid(pid_file: Path) -> int | None:

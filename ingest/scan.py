@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -117,7 +118,7 @@ def _stat(full: str, display: str, root: str) -> FoundFile | ScanProblem | None:
         st = os.stat(full)
     except OSError as exc:
         return ScanProblem(display, _unreadable(full, exc), full, root)
-    if not os.path.isfile(full):
+    if not stat.S_ISREG(st.st_mode):  # what os.path.isfile asks, without a second stat
         return None  # sockets, fifos, devices
     return FoundFile(full, display, root, st.st_size, st.st_mtime_ns)
 
@@ -133,8 +134,12 @@ def _unreadable(full: str, exc: OSError) -> str:
     return f"cannot stat: {exc.strerror}"
 
 
-def content_hash(path: str, block: int = 1 << 20) -> str:
-    """xxh3-128 of the bytes: fast (GB/s), and collisions are not a practical concern here."""
+def content_hash(path: str, whole: bytes | None = None, block: int = 1 << 20) -> str:
+    """xxh3-128 of the bytes: fast (GB/s), and collisions are not a practical concern here.
+    `whole`: the file's entire content where the caller read it already (a small file's head
+    that met the end of the file), so the file is not opened again."""
+    if whole is not None:
+        return xxhash.xxh3_128_hexdigest(whole)
     h = xxhash.xxh3_128()
     with open(path, "rb") as f:
         while data := f.read(block):

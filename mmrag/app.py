@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mmrag.pipelines.text.space import TextSpace
     from mmrag.search.answer import Endpoint, LLMUnavailable
     from mmrag.search.query import Searcher
+    from mmrag.store.bulk import BulkImport
     from mmrag.store.catalog import Catalog
     from mmrag.store.milvus import MilvusStore
 
@@ -382,21 +383,58 @@ class Models:
                 )
         return notes
 
-    def runner(self, catalog: Catalog, store: MilvusStore, **options: Any) -> IngestRunner:
-        """An ingest runner over every pipeline; options override the settings' sizes."""
+    def runner(
+        self,
+        catalog: Catalog,
+        store: MilvusStore,
+        backend: str = "local",
+        address: str | None = None,
+        bulk: bool = False,
+        **options: Any,
+    ) -> IngestRunner:
+        """An ingest runner over every pipeline; options override the settings' sizes.
+        `backend` "ray": decoding and models on a Ray cluster (`address`, else a local one for
+        the run; ingest/ray_backend.py), the catalog and the writes here. `bulk`: rows go to
+        Parquet files a Milvus server imports (store/bulk.py; StoreError on Milvus Lite)."""
         from mmrag.ingest.runner import IngestRunner, ingest_lock_path
+        from mmrag.ingest.workers import reads_in_processes
 
         s = self.settings
         sizes: dict[str, Any] = {
             "prefix": s.collection_prefix,
             "read_workers": s.read_workers,
+            "read_processes": reads_in_processes(s.read_processes, s.read_workers),
             "embed_batch": s.embed_batch_size,
             "write_batch": s.write_batch_size,
             "max_file_bytes": s.max_file_mb * 1_000_000,
             "lock_file": ingest_lock_path(s.milvus_uri, catalog.file),
             "model_notes": self.model_notes,
         }
+        if bulk:  # rows imported from Parquet files by the server (store/bulk.py)
+            sizes["bulk"] = self.bulk_import(catalog, store)
+        if backend == "ray":
+            from mmrag.ingest.ray_backend import RayIngestRunner
+
+            return RayIngestRunner(
+                catalog, store, self.pipelines, settings=s, address=address, **(sizes | options)
+            )
+        if backend != "local" or address:
+            raise ValueError(f"backend {backend!r}: local or ray (an address is for ray)")
         return IngestRunner(catalog, store, self.pipelines, **(sizes | options))
+
+    def bulk_import(self, catalog: Catalog, store: MilvusStore) -> BulkImport:
+        """`ingest --bulk`'s importer; StoreError on Milvus Lite (it has no import)."""
+        from mmrag.store.bulk import BulkImport
+
+        s = self.settings
+        return BulkImport.for_server(
+            store,
+            s.bulk_folder or catalog.file.parent / "bulk",
+            s.milvus_uri,
+            s.milvus_token,
+            rows=s.bulk_rows,
+            timeout_s=s.bulk_timeout_s,
+        )
 
     def searcher(self, catalog: Catalog, store: MilvusStore) -> Searcher:
         from mmrag.search.query import Searcher, SearchSpace
@@ -464,6 +502,13 @@ class Models:
 
         drop_retired(catalog, store)
         return self.switches_wanted(catalog, store)
+
+    def after_ingest(self, catalog: Catalog, store: MilvusStore) -> None:
+        """What `ingest` (CLI or API) and `reindex` do last: export the light query encoder of
+        the text model search now answers from, once per model, so that later searches start
+        without torch (pipelines/text/onnx_query.py). Not while a switch has yet to cut over."""
+        if served_by(self.settings, catalog, store, "text")[0] == self.settings.text_model:
+            self.text.export_query_encoder()
 
     def switches_wanted(self, catalog: Catalog, store: MilvusStore) -> list[str]:
         """The configured spaces served from another model than their configured one: an

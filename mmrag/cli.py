@@ -152,6 +152,25 @@ def ingest(
             "not run on the offline model for it (strict_models)",
         ),
     ] = False,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="local: reader threads and the models here; ray: decoding and the models on a "
+            'Ray cluster, the catalog and writes here (pip install "mmrag\\[ray]")'
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="The Ray cluster to use (ray.init address; default: a local one)"),
+    ] = None,
+    bulk: Annotated[
+        bool,
+        typer.Option(
+            "--bulk",
+            help="A Milvus server imports the rows from Parquet files (bulk_folder, bulk_rows) "
+            "instead of taking them a batch at a time; files are done once imported",
+        ),
+    ] = False,
 ) -> None:
     """Scan folders, embed what is new or changed, and write it to Milvus.
 
@@ -164,19 +183,71 @@ def ingest(
         embed_batch_size=batch_size,
         strict_models=strict_models or None,
     )
+    _check_backend(backend, address)
+    if bulk:
+        _check_bulk(settings)
     with _open(settings) as (catalog, store, models):
         for space in models.before_ingest(catalog, store):
             _run_switch(models, catalog, store, space, None, False, quiet or as_json)
-        report = _run_ingest(models, catalog, store, paths, prune, retry_failed, quiet or as_json)
+        report = _run_ingest(
+            models,
+            catalog,
+            store,
+            paths,
+            prune,
+            retry_failed,
+            quiet or as_json,
+            backend,
+            address,
+            bulk,
+        )
     if as_json:
         print(json.dumps(report.to_json(), ensure_ascii=False))
     else:
         _print_report(report)
 
 
-def _run_ingest(models: Models, catalog, store, paths, prune, retry_failed, quiet):
+def _check_backend(backend: str, address: str | None) -> None:
+    """Refuse a backend that cannot run, before the store opens: one line saying why."""
+    if backend not in ("local", "ray"):
+        _fail(f"--backend {backend}: local or ray")
+    if address and backend != "ray":
+        _fail("--address is a Ray cluster's: use it with --backend ray")
+    if backend == "ray":
+        from mmrag.ingest.ray_backend import RayUnavailable, require_ray
+
+        try:
+            require_ray()
+        except RayUnavailable as exc:
+            _fail(escape(str(exc)))  # [ray] is not markup
+
+
+def _check_bulk(settings: Settings) -> None:
+    """Refuse --bulk where it cannot run, before the store opens: one line saying why."""
+    from mmrag.store.bulk import LITE_REFUSAL, bulk_writer_missing
+
+    if settings.is_lite:
+        _fail(LITE_REFUSAL)
+    if missing := bulk_writer_missing():
+        _fail(escape(missing))  # [bulk-writer] is not markup
+
+
+def _run_ingest(
+    models: Models,
+    catalog,
+    store,
+    paths,
+    prune,
+    retry_failed,
+    quiet,
+    backend: str = "local",
+    address: str | None = None,
+    bulk: bool = False,
+):
     """One ingest run with a progress bar, on an open catalog and store."""
-    runner = models.runner(catalog, store, retry_failed=retry_failed)
+    runner = models.runner(
+        catalog, store, backend=backend, address=address, bulk=bulk, retry_failed=retry_failed
+    )
     progress = Progress(
         TextColumn("ingest"),
         BarColumn(),
@@ -210,7 +281,7 @@ def _run_ingest(models: Models, catalog, store, paths, prune, retry_failed, quie
             on_wait=lambda message: err.print(f"[yellow]{message}[/yellow]", highlight=False),
             on_note=lambda message: progress.update(task, note=escape(message[-60:])),
         )
-    models.text.export_query_encoder()  # once per model: later searches start without torch
+    models.after_ingest(catalog, store)
     return report
 
 
@@ -299,8 +370,7 @@ def _run_switch(models, catalog, store, space, model, resume, quiet) -> dict | N
         _fail(str(exc))
     if report is None:
         return None
-    if space == "text" and report.target_model == models.settings.text_model:
-        models.text.export_query_encoder()  # once per model: later searches start without torch
+    models.after_ingest(catalog, store)
     if not quiet:
         err.print(
             f"{space}: {escape(report.source_model)} -> {escape(report.target_model)}: "
@@ -429,7 +499,9 @@ def search(
     mode: Annotated[
         str, typer.Option(help="hybrid (BM25 + dense fused), dense or bm25")
     ] = "hybrid",
-    fusion: Annotated[str | None, typer.Option(help="hybrid fusion: weighted or rrf")] = None,
+    fusion: Annotated[
+        str | None, typer.Option(help="hybrid fusion: weighted, minmax or rrf")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-k", help="Hits, 1 to 1000")] = 10,
     modality: Annotated[str | None, typer.Option(help="Only this modality, e.g. document")] = None,
     path: Annotated[
@@ -590,6 +662,8 @@ def search(
                 print(dumps(hits_json(hits)))
             else:
                 print_hits(out, label, hits, mode if kind == "text" else kind)
+        for note in searcher.notes:  # e.g. a server without BM25: searched densely
+            err.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def _search_through(server: Server, item: dict, options: dict, as_json: bool) -> None:
@@ -724,6 +798,92 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
 
 
 @app.command()
+def migrate(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="Milvus server URI, e.g. http://host:19530")],
+    token: Annotated[
+        str | None, typer.Option("--token", help="The server's token (user:password)")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Rows per read and upsert, 1 to 16384")] = 1000,
+) -> None:
+    """Copy this store to a Milvus server: every collection with its vectors (nothing is
+    embedded again), the catalog and thumbnails. Re-run to finish an interrupted one."""
+    from filelock import FileLock, Timeout
+
+    from mmrag.ingest.runner import ingest_lock_path
+    from mmrag.settings import is_server_uri
+    from mmrag.store.migrate import copy_catalog, copy_collections, copy_thumbnails
+    from mmrag.store.milvus import MilvusStore
+    from mmrag.store.schema import StoreError
+
+    if not is_server_uri(to):
+        _fail(f"--to must be a Milvus server URI such as http://host:19530, got {to!r}")
+    if not 1 <= batch <= 16384:
+        _fail(f"--batch must be from 1 to 16384, got {batch}")
+    settings = _settings(ctx)
+    there = _settings(ctx, milvus_uri=to, milvus_token=token)
+    if there.milvus_uri.rstrip("/") == settings.milvus_uri.rstrip("/"):
+        _fail(f"--to {to} is the store in use already; nothing to migrate")
+    lock = FileLock(str(ingest_lock_path(settings.milvus_uri, settings.catalog)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        _fail("an ingest of this store is running: migrate when it has finished")
+
+    def progress(name: str, copied: int, total: int) -> None:
+        if copied == 0 or copied == total or copied % (20 * batch) == 0:
+            err.print(f"{escape(name)}: {copied}/{total} rows", highlight=False)
+
+    try:
+        with _open(settings) as (catalog, source, _):
+            try:
+                target = MilvusStore(
+                    there.milvus_uri, there.milvus_token, there.collection_prefix, there.index_type
+                )
+            except StoreError as exc:
+                _fail(str(exc))
+            try:
+                copied = copy_collections(source, target, catalog.store_id, batch, progress)
+                notes = target.notes()
+            except StoreError as exc:
+                _fail(str(exc))
+            finally:
+                target.close()
+            # after the rows: a catalog never names rows its store lacks
+            try:
+                moved_catalog = copy_catalog(catalog, there.catalog)
+            except StoreError as exc:
+                _fail(str(exc))
+            thumbs = copy_thumbnails(settings.thumbnails, there.thumbnails)
+    finally:
+        lock.release()
+    t = Table("collection", "source rows", "copied", "server rows", "BM25", "seconds")
+    for c in copied:
+        rows = str(c.target_rows) if c.ok else f"[red]{c.target_rows}[/red]"
+        bm25 = "yes" if c.full_text else "no (dense)"
+        t.add_row(c.name, str(c.source_rows), str(c.copied), rows, bm25, f"{c.seconds:.1f}")
+    out.print(t)
+    for note in notes:
+        out.print(f"[yellow]search:[/yellow] {escape(note)}", highlight=False)
+    if bad := [c.name for c in copied if not c.ok]:
+        _fail(f"row counts differ for {', '.join(bad)}: run `mmrag migrate` again", code=1)
+    where = "copied to" if moved_catalog else "kept at"
+    out.print(
+        f"migrated {len(copied)} collections ({sum(c.copied for c in copied)} rows) to {to}; "
+        f"catalog {where} {there.catalog}, {thumbs} thumbnails in {there.thumbnails}",
+        highlight=False,
+    )
+    out.print(
+        f"to use it: set MMRAG_MILVUS_URI={to}"
+        + (" and MMRAG_MILVUS_TOKEN" if there.milvus_token else "")
+        + f' (or milvus_uri = "{to}" in mmrag.toml); the catalog and thumbnails above go with '
+        "it, so nothing is embedded again. The old store is left as it was.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
 def models(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -792,13 +952,14 @@ def _print_candidates(settings: Settings, as_json: bool) -> None:
     """`models --candidates`: the table in pipelines/candidates.py, per space, each row
     looked up here (downloads off) and marked when it is the configured model."""
     from mmrag.pipelines.candidates import candidates, locate
-    from mmrag.registry import SPACES
+    from mmrag.registry import SPACES, locate_speech
 
     rows = []
     for space in [*SPACES, "speech"]:
         configured = settings.model_for(space)
+        find = SPACES[space].locate if space in SPACES else locate_speech
         for c in candidates(space):
-            here, where = locate(space, c.model)
+            here, where = locate(find, c.model)
             rows.append(
                 {
                     "space": space,

@@ -53,25 +53,49 @@ def kind_table(report: EvalReport) -> Table:
 
 
 def fusion_table(report: EvalReport) -> Table:
-    """Hybrid nDCG@10 per model under each fusion setting (a weighted sum's dense_weight, or
-    rrf): the best marked `*`, the configured setting's column marked `(now)`."""
+    """Hybrid nDCG@10 per model under each fusion setting: a row per model and method
+    (`weighted`, `minmax`) with a column per dense_weight, and RRF (which has no weight) in its
+    own column of the model's first row. The best cell marked `*`, the configured setting's
+    method and weight marked `(now)`."""
     grid: list[Fusion] = list(dict.fromkeys(f for run in report.runs for f, _ in run.fusion))
     configured = {run.configured for run in report.runs if run.configured}
-    names = ["rrf" if f.method == "rrf" else f"{f.dense_weight:g}" for f in grid]
-    heads = [f"{n} (now)" if f in configured else n for f, n in zip(grid, names, strict=True)]
+    now = {(f.method, f.dense_weight) for f in configured}
+    weights = sorted({f.dense_weight for f in grid if f.method != "rrf"})
+    methods = list(dict.fromkeys(f.method for f in grid if f.method != "rrf"))
+    rrf = any(f.method == "rrf" for f in grid)
+    heads = [
+        f"{w:g} (now)" if any(m != "rrf" and cw == w for m, cw in now) else f"{w:g}"
+        for w in weights
+    ]
+    rrf_head = "rrf (now)" if any(m == "rrf" for m, _ in now) else "rrf"
     t = Table(
         "model",
+        "fusion",
         *heads,
-        title="hybrid nDCG@10 per fusion setting: weighted with dense_weight, or rrf (* best)",
+        *([rrf_head] if rrf else []),
+        title="hybrid nDCG@10 per fusion setting: weighted or minmax with dense_weight, or rrf "
+        "(* best)",
         title_justify="left",
     )
     for run in report.runs:
         scores = {f: s.ndcg for f, s in run.fusion}
-        cells = [
-            "" if f not in scores else f"{scores[f]:.3f}{'*' if f == run.best else ''}"
-            for f in grid
-        ]
-        t.add_row(escape(run.label), *cells)
+
+        def cell(f: Fusion, run: ModelRun = run, scores: dict = scores) -> str:
+            return "" if f not in scores else f"{scores[f]:.3f}{'*' if f == run.best else ''}"
+
+        rrf_cell = next((cell(f) for f in grid if f.method == "rrf"), "")
+        for n, method in enumerate(methods):
+            by_weight = {f.dense_weight: f for f in grid if f.method == method}
+            shown = f"{method} (now)" if any(m == method for m, _ in now) else method
+            cells = [cell(by_weight[w]) if w in by_weight else "" for w in weights]
+            more = [rrf_cell if n == 0 else ""] if rrf else []
+            t.add_row(
+                escape(run.label) if n == 0 else "",
+                shown,
+                *cells,
+                *more,
+                end_section=n == len(methods) - 1,
+            )
     return t
 
 

@@ -106,6 +106,7 @@ class Jobs:
                     on_wait=lambda message: _set(job, state="waiting", message=message),
                     on_note=lambda message: _set(job, message=message),  # a long file's pages
                 )
+                self.models.after_ingest(catalog, store)  # as `mmrag ingest`
             finally:
                 store.close()
                 catalog.close()

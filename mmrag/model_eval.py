@@ -55,10 +55,11 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Fusion:
-    """A hybrid fusion setting: a weighted sum of normalised scores with the dense share, or
-    reciprocal rank fusion (which keeps the dense_weight setting but does not use it)."""
+    """A hybrid fusion setting: a weighted sum of normalised scores with the dense share
+    (Milvus's normalisation, or each leg min-max scaled), or reciprocal rank fusion (which
+    keeps the dense_weight setting but does not use it)."""
 
-    method: str  # "weighted" | "rrf"
+    method: str  # "weighted" | "minmax" | "rrf"
     dense_weight: float = 0.5
 
     @classmethod
@@ -67,7 +68,7 @@ class Fusion:
 
     @property
     def label(self) -> str:
-        return "rrf" if self.method == "rrf" else f"weighted {self.dense_weight:g}"
+        return "rrf" if self.method == "rrf" else f"{self.method} {self.dense_weight:g}"
 
     def to_json(self) -> dict[str, Any]:
         weight = None if self.method == "rrf" else self.dense_weight
@@ -78,7 +79,7 @@ class Fusion:
         out = []
         if self.method != configured.method:
             out.append(("hybrid_fusion", self.method))
-        if self.method == "weighted" and self.dense_weight != configured.dense_weight:
+        if self.method != "rrf" and self.dense_weight != configured.dense_weight:
             out.append(("dense_weight", f"{self.dense_weight:g}"))
         return out
 
@@ -95,9 +96,11 @@ class Fusion:
 
 
 def fusion_grid(configured: Fusion) -> list[Fusion]:
-    """Weighted fusion at each of FUSION_WEIGHTS (and the configured weight), then RRF."""
+    """Weighted and min-max fusion at each of FUSION_WEIGHTS (and the configured weight),
+    then RRF."""
     weights = sorted({*FUSION_WEIGHTS, configured.dense_weight})
-    return [Fusion("weighted", w) for w in weights] + [Fusion("rrf", configured.dense_weight)]
+    scaled = [Fusion(method, w) for method in ("weighted", "minmax") for w in weights]
+    return [*scaled, Fusion("rrf", configured.dense_weight)]
 
 
 def best_fusion(points: list[tuple[Fusion, float]], configured: Fusion) -> Fusion:
@@ -501,8 +504,14 @@ def run_eval(
         if len(set(short)) == len(short)
         else [c.label(with_chunks, short=False) for c in candidates]
     )
+    unscored = photos_unscored(base, labels)
+    if unscored:  # the image model is the user's, the same for every candidate: said once
+        labels = text_only(labels)
     judged = [q for q in text_only(labels).queries if q["id"] in labels.qrels]
     report = EvalReport(library, len(files), library_count, len(judged), labels.self_built)
+    if unscored:
+        report.notes.append(unscored)
+        say(f"note: {unscored}")
     for candidate, label in zip(candidates, labels_shown, strict=True):
         try:
             whole = len(files) == library_count
@@ -520,6 +529,24 @@ def run_eval(
             say(f"note: {report.notes[-1]}")
         gc.collect()  # the model goes before the next loads
     return report
+
+
+def photos_unscored(base: Settings, labels: Labels) -> str | None:
+    """Why the photo queries --self built cannot be scored here (their image model cannot be
+    had: not installed, or strict_models and only its fallback here), or None. Without this
+    every candidate failed on the photos alone."""
+    if not any(q.get("kind") == "photo" for q in labels.queries):
+        return None
+    from mmrag.app import Models
+
+    try:
+        space = Models.build(base).spaces.get("image")
+        if space is None:
+            return "photos not scored: no image model is configured (image_model)"
+        space.space  # noqa: B018 - loads the model, or says why it cannot
+    except Exception as exc:
+        return f"photos not scored: the image model {base.image_model}: {_one_line(exc)}"
+    return None
 
 
 class CandidateError(RuntimeError):

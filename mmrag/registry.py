@@ -26,6 +26,9 @@ class SpaceSpec:
     queries: frozenset[QueryKind]  # the query kinds that search it
     extra: str = ""  # the pip extra its libraries come with
     full_text: bool = False  # BM25 beside the dense vectors (hybrid search)
+    # (model name) -> where it would load from, without loading it (`mmrag models
+    # --candidates`); raises ModelNotAvailable saying how to get it. None: not known.
+    locate: Callable[[str], str] | None = None
 
     @property
     def setting(self) -> str:
@@ -85,6 +88,37 @@ def _audio(settings: Settings, model: str) -> SpaceEncoder:
     return AudioSpace(model, settings.device)
 
 
+def _locate_text(model: str) -> str:
+    from mmrag.pipelines.text.encoder import locate_text_model
+
+    return locate_text_model(model)
+
+
+def _locate_image(model: str) -> str:
+    from mmrag.pipelines.image.encoders import locate_image_model
+
+    return locate_image_model(model)
+
+
+def _locate_clip(model: str) -> str:
+    from mmrag.pipelines.model_resolver import resolve_model
+
+    return resolve_model(model).source
+
+
+def _locate_audio(model: str) -> str:
+    from mmrag.pipelines.audio.encoders import locate_audio_model
+
+    return locate_audio_model(model)
+
+
+def locate_speech(model: str) -> str:
+    """The transcriber is no space, but its model is located the same way."""
+    from mmrag.pipelines.audio.speech import resolve_whisper
+
+    return resolve_whisper(model).source
+
+
 TEXTS = frozenset(
     {
         Modality.DOCUMENT,
@@ -98,9 +132,20 @@ TEXTS = frozenset(
 PICTURES = frozenset({Modality.IMAGE, Modality.SHOT})
 SOUNDS = frozenset({Modality.AUDIO, Modality.RECORDING})
 
-register(SpaceSpec("text", _text, TEXTS, frozenset({QueryKind.TEXT}), full_text=True))
 register(
-    SpaceSpec("image", _image, PICTURES, frozenset({QueryKind.IMAGE, QueryKind.VIDEO}), "image")
+    SpaceSpec(
+        "text", _text, TEXTS, frozenset({QueryKind.TEXT}), full_text=True, locate=_locate_text
+    )
+)
+register(
+    SpaceSpec(
+        "image",
+        _image,
+        PICTURES,
+        frozenset({QueryKind.IMAGE, QueryKind.VIDEO}),
+        "image",
+        locate=_locate_image,
+    )
 )
 register(
     SpaceSpec(
@@ -109,9 +154,12 @@ register(
         PICTURES,
         frozenset({QueryKind.TEXT, QueryKind.IMAGE, QueryKind.VIDEO}),
         "image",
+        locate=_locate_clip,
     )
 )
-register(SpaceSpec("audio", _audio, SOUNDS, frozenset({QueryKind.AUDIO}), "audio"))
+register(
+    SpaceSpec("audio", _audio, SOUNDS, frozenset({QueryKind.AUDIO}), "audio", locate=_locate_audio)
+)
 
 
 # -- query-side decoding, per query kind ---------------------------------------------------------

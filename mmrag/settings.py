@@ -212,10 +212,17 @@ class Settings(BaseSettings):
         12.0, gt=0, description="Longer recordings and videos are reported, not read"
     )
 
-    hybrid_fusion: Literal["weighted", "rrf"] = Field(
-        "weighted", description="How hybrid search merges dense and BM25 results"
+    # Measured on data/eval in English and Spanish (benchmarks/fusion_study.py, README): minmax
+    # 0.7 is the best or tied best for MiniLM and multilingual E5 in both languages.
+    hybrid_fusion: Literal["weighted", "minmax", "rrf"] = Field(
+        "minmax",
+        description="How hybrid search merges dense and BM25 results: minmax (each leg scaled "
+        "over its own results, then weighted; search/fusion.py), weighted (Milvus's "
+        "WeightedRanker) or rrf",
     )
-    dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Dense share in weighted fusion")
+    dense_weight: float = Field(
+        0.7, ge=0.0, le=1.0, description="Dense share in minmax and weighted fusion"
+    )
     fusion_weights: dict[str, float] = Field(
         default_factory=dict,
         description="A space's weight when the spaces' ranked lists are fused (reciprocal rank "
@@ -272,9 +279,29 @@ class Settings(BaseSettings):
         description="Models of spaces registered without a field of their own: {space: model}",
     )
 
+    # `mmrag ingest --bulk` (a Milvus server): rows go to Parquet files the server imports
+    bulk_folder: Path | None = Field(
+        None,
+        description="Where `ingest --bulk` writes its Parquet files; the server opens them by "
+        "this same path (Milvus with local storage: on the server's machine, or a shared "
+        "mount); default: a `bulk` folder beside the catalog",
+    )
+    bulk_rows: int = Field(
+        50_000, ge=1, description="Rows `ingest --bulk` gathers before it imports them"
+    )
+    bulk_timeout_s: float = Field(
+        900.0, gt=0, description="Longest wait for one `ingest --bulk` import to complete"
+    )
+
     embed_batch_size: int = Field(64, ge=1)
     write_batch_size: int = Field(512, ge=1)
     read_workers: int = Field(2, ge=1, description="Threads that read, extract and chunk files")
+    read_processes: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Photos decode in read_workers processes (pixels back through shared "
+        "memory) instead of reader threads; auto: with 2 or more read_workers on 4 or more "
+        "cores (on 2 cores they measured no faster than threads)",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_file_mb: int = Field(
         200,
@@ -300,7 +327,7 @@ class Settings(BaseSettings):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        for key in ("home", "catalog", "thumbnails"):
+        for key in ("home", "catalog", "thumbnails", "bulk_folder"):
             if data.get(key) in (None, ""):
                 data.pop(key, None)
             elif isinstance(data[key], str | os.PathLike):

@@ -247,6 +247,16 @@ class SpaceEncoder(Protocol):
     def info(self) -> dict[str, Any]: ...  # name, source, dim, ... for `mmrag models` (loads)
 
 
+@dataclass
+class ReadResult:
+    """What a pipeline's reading step returns when the runner may run it in a reader process
+    (ingest/workers.py): `arrays` (numpy arrays or CPU tensors: pixels) travel back through
+    shared memory, `value` is pickled (small: metadata, flags, words)."""
+
+    value: Any
+    arrays: dict[str, Any] = field(default_factory=dict)
+
+
 class Pipeline(Protocol):
     media: MediaType  # the kind of file it takes
     primary: tuple[str, ...]  # spaces every file it takes is written to (done = in all of them)

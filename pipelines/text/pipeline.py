@@ -68,6 +68,8 @@ class TextPipeline:
         self.config = config or TextConfig()
         self.pages = pages or PageReading()
         self._local = threading.local()
+        self._shared_tokenizer: Offsets | bool | None = None  # made on first use
+        self._tokenizer_lock = threading.Lock()
 
     def encoders(self) -> dict[str, SpaceEncoder]:
         found: dict[str, SpaceEncoder] = {self.space.name: self.space}
@@ -205,12 +207,49 @@ class TextPipeline:
         ]
 
     def _tokenizer(self) -> Any:
-        """A private copy per reader thread: a fast tokenizer's padding state is not thread-safe,
-        and the encoder pads its own batches on the main thread at the same time."""
+        """The chunker's tokenizer, never the encoder's own: a fast tokenizer's padding state
+        is not thread-safe, and the encoder pads its own batches on the main thread at the same
+        time. A fast tokenizer's Rust core is copied once for every reader (`Offsets`: a
+        deepcopy per reader thread cost a second per run, and each call through transformers
+        more than the tokenizing); any other is deep-copied per reader thread."""
+        if self._shared_tokenizer is None:
+            with self._tokenizer_lock:
+                if self._shared_tokenizer is None:
+                    self._shared_tokenizer = Offsets.of(self.space.encoder.tokenizer) or False
+        if self._shared_tokenizer:
+            return self._shared_tokenizer
         tok = getattr(self._local, "tokenizer", None)
         if tok is None:
             tok = self._local.tokenizer = copy.deepcopy(self.space.encoder.tokenizer)
         return tok
+
+
+class Offsets:
+    """Token offsets from a private copy of a fast tokenizer's Rust core, with no padding and
+    no truncation: what `tokenizer(text, add_special_tokens=False,
+    return_offsets_mapping=True)` gives, without transformers' per-call work. Its state is
+    never changed after it is made, so reader threads share it."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> Offsets | None:
+        """The copy, for a transformers fast tokenizer; None for any other kind."""
+        from transformers import PreTrainedTokenizerFast
+
+        if not isinstance(tokenizer, PreTrainedTokenizerFast):
+            return None
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+        return cls(backend)
+
+    def __call__(self, text: str, **_: object) -> dict[str, list]:
+        enc = self.backend.encode(text, add_special_tokens=False)
+        return {"input_ids": enc.ids, "offset_mapping": enc.offsets}
 
 
 def _no_words(doc: PdfText, scanned: int) -> Exception:

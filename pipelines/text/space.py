@@ -68,18 +68,23 @@ class TextSpace(LazySpace):
         return self._light
 
     def export_query_encoder(self) -> None:
-        """Export the light query encoder once, if the model is loaded here and the cache has
-        no current export of it (so the next new process searches without torch)."""
-        encoder = self._encoder
-        if not isinstance(encoder, TextEncoder) or self.query_cache is None or self._export_tried:
+        """Export the light query encoder once per model, where the cache has no current export
+        of it (loading the model for that where this process has not: after a model switch,
+        or an ingest that found nothing new), so the next new process searches without torch.
+        An engine pack needs none."""
+        if self.query_cache is None or self._export_tried or is_pack_model(self.model_name):
             return
         self._export_tried = True
-        folder = onnx_query.export_folder(self.query_cache, self.model_name)
-        meta = onnx_query.read_meta(folder)
-        source = str(encoder.resolved.path)
-        if meta and meta.source_path == source and meta.current(self.model_name):
+        meta = onnx_query.read_meta(onnx_query.export_folder(self.query_cache, self.model_name))
+        loaded = self._encoder
+        same = loaded is None or (meta and meta.source_path == str(loaded.resolved.path))
+        if meta and meta.current(self.model_name) and same:
             return
-        onnx_query.export(encoder.model, self.model_name, encoder.resolved.path, self.query_cache)
+        encoder = self.encoder  # loads it where this process has not
+        if isinstance(encoder, TextEncoder):
+            onnx_query.export(
+                encoder.model, self.model_name, encoder.resolved.path, self.query_cache
+            )
 
     def encode(self, payloads: list[str | LabelSet]) -> Encoded:
         """Unit vectors for texts and label sets alike (both are searched as text)."""

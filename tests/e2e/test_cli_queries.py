@@ -48,7 +48,7 @@ def queries_file(env: Env, *lines: str, prefix: bytes = b"") -> Path:
             f"--modality must be one of {MODALITIES} (got 'spaceship')",
         ),
         (["--mode", "nonsense"], "--mode must be one of hybrid, dense, bm25 (got 'nonsense')"),
-        (["--fusion", "magic"], "--fusion must be one of weighted, rrf (got 'magic')"),
+        (["--fusion", "magic"], "--fusion must be one of weighted, minmax, rrf (got 'magic')"),
         (["--limit", "0"], "--limit must be from 1 to 1000, got 0"),
         (["--limit", "5000"], "--limit must be from 1 to 1000, got 5000"),
         (["--near", "0,0,inf"], "--near takes finite numbers, got '0,0,inf'"),

@@ -150,7 +150,9 @@ def test_the_table_names_models_and_modes(
     for mode in ("bm25", "dense", "hybrid"):
         assert len(re.findall(rf"│ {mode} +│", table)) == 2  # a row per chunk size
     # hybrid per fusion setting, the configured one marked, and a verdict per row
-    assert "hybrid nDCG@10 per fusion setting" in table and "┃ 0.5 (now) ┃" in table
+    assert "hybrid nDCG@10 per fusion setting" in table
+    assert re.search(r"┃ 0\.7 \(now\) +┃", table) and re.search(r"│ minmax \(now\) +│", table)
+    assert len(re.findall(r"│ weighted +│", table)) == 2  # each chunk size: both methods
     assert len(re.findall(r"\d\.\d{3}\*", table)) == 2  # one best per row
     assert len(re.findall(r"^st \(chunks (max|48)\): .*nDCG@10", table, re.M)) == 2
 
@@ -167,13 +169,15 @@ def test_the_fusion_grid_is_scored_on_the_same_store_and_the_best_named(
         *("--queries", str(queries), "--qrels", str(qrels), "--library", str(library)),
         *("--models", str(tiny), "--json"),
         MMRAG_HYBRID_FUSION="rrf",
+        MMRAG_DENSE_WEIGHT="0.5",
     )
     assert result.exit_code == 0, result.output
     (model,) = json.loads(result.stdout)["models"]
     fusion = model["fusion"]
     grid = {(p["fusion"], p["dense_weight"]): p for p in fusion["grid"]}
     weights = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-    assert list(grid) == [("weighted", w) for w in weights] + [("rrf", None)]
+    methods = ("weighted", "minmax")
+    assert list(grid) == [(m, w) for m in methods for w in weights] + [("rrf", None)]
     for point in grid.values():
         assert set(point) >= {"ndcg@10", "recall@10", "mrr@10", "map", "best", "configured"}
         assert 0 <= point["ndcg@10"] <= 1

@@ -88,3 +88,34 @@ def test_self_builds_photo_and_recording_queries_and_scores_each_kind(
     assert len(copies) == 1 and not copies[0].is_relative_to(library)
     assert made and not any(f.exists() for f in made if f.name.startswith("mmrag-eval-"))
     assert sorted(library.rglob("*")) == before
+
+
+def test_photos_whose_image_model_cannot_be_had_are_left_out_not_every_candidate(
+    tmp_path: Path,
+) -> None:
+    """strict_models and an image model that is not here (ResNet50's weights, offline): the
+    photo queries are said to be unscored, once, and the documents are still scored (this
+    failed every candidate)."""
+    lib = tmp_path / "lib"
+    for rel, text in DOCS.items():
+        write(lib / rel, text)
+    (lib / "photos").mkdir()
+    for name in PHOTOS[:2]:
+        photo(name).save(lib / "photos" / f"{name}.jpg")
+    env = {
+        "MMRAG_DEVICE": "cpu",
+        "MMRAG_PROFILE": "offline",
+        "MMRAG_IMAGE_MODEL": "resnet50",
+        "MMRAG_STRICT_MODELS": "1",
+    }
+    args = ["eval", "--library", str(lib), "--self", "--json", "--no-tune-fusion"]
+    result = CliRunner().invoke(app, args, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert said.count("photos not scored: the image model resnet50") == 1, said
+    data = json.loads(result.stdout)
+    assert data["errors"] == []
+    (model,) = data["models"]
+    assert set(model["kinds"]) == {"document"}
+    assert model["kinds"]["document"]["hybrid"]["mrr@10"] == 1.0
+    assert any("photos not scored" in note for note in data["notes"])

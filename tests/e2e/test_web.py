@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -178,7 +179,8 @@ def test_typing_a_query_shows_thumbnails_and_saves_the_screenshot(page: Page, li
     assert names(page)[0] == "chelsea the cat.jpg"
     first = page.locator(".hit").first
     assert first.locator(".modality").text_content() == "photo (labels)"
-    assert first.locator(".score").text_content().startswith("score 0.")
+    # minmax fusion: a hit first in both legs scores 1.000
+    assert re.fullmatch(r"score (0\.\d{3}|1\.000)", first.locator(".score").text_content())
     assert first.locator(".sources").text_content().startswith("found by ")
     # every thumbnail shown has loaded from /thumbs/ (an <img> sends no key header: none set)
     until(page, THUMBS_LOADED)
@@ -283,7 +285,9 @@ def test_a_dropped_photo_finds_its_original_first(page: Page, lib: Lib) -> None:
         "page": 1,
     }
     until(page, "document.getElementById('message').textContent.includes('coins')")
-    assert "coins.jpg" in names(page)[:2]
+    # the example's own file among the first: it is first in the photo space, and the words'
+    # list (RRF across spaces) can put two photos that rank second in both just above it
+    assert "coins.jpg" in names(page)[:3]
     assert "with “a cup of coffee”" in page.text_content("#message")
 
 

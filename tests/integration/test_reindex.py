@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mmrag.app import Models
+from mmrag.pipelines.text.onnx_query import export_folder
 from mmrag.settings import Settings
 from mmrag.store.catalog import Catalog
 from mmrag.store.milvus import MilvusStore
@@ -298,6 +299,9 @@ def test_an_ingest_job_of_the_api_switches_a_changed_model_first(
         assert old not in store.existing_collections()
         assert store.count(new) == rows_before
         assert job.summary is not None and job.summary["unchanged"] == 12  # nothing new to embed
+        # and, as `mmrag ingest` does, it exported the new model's light query encoder, so a
+        # new search process starts without torch
+        assert (export_folder(settings.cache_dir, b) / "meta.json").is_file()
     finally:
         store.close()
         catalog.close()

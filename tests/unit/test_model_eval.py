@@ -64,7 +64,12 @@ def scored(**ndcg: float) -> list[tuple[Fusion, float]]:
 
 def test_the_grid_holds_the_weights_the_configured_one_and_rrf() -> None:
     grid = fusion_grid(NOW)
-    assert [f.label for f in grid] == [f"weighted {w / 10:g}" for w in range(3, 10)] + ["rrf"]
+    weights = [w / 10 for w in range(3, 10)]
+    assert [f.label for f in grid] == [
+        *(f"weighted {w:g}" for w in weights),
+        *(f"minmax {w:g}" for w in weights),
+        "rrf",
+    ]
     assert Fusion("weighted", 0.75) in fusion_grid(Fusion("weighted", 0.75))  # not left out
     assert fusion_grid(Fusion("rrf", 0.7))[-1] == Fusion("rrf", 0.7)  # the configured one
     assert (
@@ -87,6 +92,12 @@ def test_the_highest_ndcg_is_chosen_and_its_settings_lines_named() -> None:
         "MMRAG_DENSE_WEIGHT=0.7",
     ]
     assert NOW.env_lines(NOW) == [] and NOW.toml_lines(NOW) == []
+    scaled = Fusion("minmax", 0.7)  # min-max scaled legs: the method and the weight change
+    assert scaled.label == "minmax 0.7" and scaled.to_json() == {
+        "fusion": "minmax",
+        "dense_weight": 0.7,
+    }
+    assert scaled.env_lines(NOW) == ["MMRAG_HYBRID_FUSION=minmax", "MMRAG_DENSE_WEIGHT=0.7"]
 
 
 def test_ties_go_to_the_configured_setting_then_the_nearest_weight_then_rrf() -> None:

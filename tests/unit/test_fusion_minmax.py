@@ -1,0 +1,50 @@
+"""`minmax` hybrid fusion (search/fusion.py): each leg scaled over its own list, then a convex
+combination; checked against values computed by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmrag.search.fusion import MINMAX_DEPTH, fuse_minmax
+
+
+def _rows(scores: dict[str, float]) -> list[dict]:
+    return [{"id": i, "media_id": i, "score": s} for i, s in scores.items()]
+
+
+def test_each_leg_is_scaled_over_its_own_list_then_weighted() -> None:
+    # dense cosines crowd together (E5-like); BM25 spans a wide range
+    dense = _rows({"a": 0.86, "b": 0.84, "c": 0.80})
+    bm25 = _rows({"c": 9.0, "b": 3.0, "d": 1.0})
+    fused = fuse_minmax(dense, bm25, 0.7, 10)
+    # a: 0.7 * 1 + 0 = 0.7; b: 0.7 * (0.04 / 0.06) + 0.3 * (2 / 8) = 0.5417;
+    # c: 0.7 * 0 + 0.3 * 1 = 0.3; d: 0.3 * 0 = 0
+    assert [r["id"] for r in fused] == ["a", "b", "c", "d"]
+    assert [r["score"] for r in fused] == pytest.approx([0.7, 0.7 * 2 / 3 + 0.3 / 4, 0.3, 0.0])
+
+
+def test_a_weak_lexical_match_no_longer_outweighs_the_meaning() -> None:
+    """A question in another language matches a stop word ("a") in the wrong passage: under
+    Milvus's weighted normalisation that match wins, scaled it does not."""
+    dense = _rows({"right": 0.88, "wrong": 0.84, "other": 0.80})
+    bm25 = _rows({"wrong": 0.9, "other": 0.8})
+    assert fuse_minmax(dense, bm25, 0.7, 3)[0]["id"] == "right"
+
+
+def test_one_row_or_an_empty_leg_and_the_limit() -> None:
+    assert fuse_minmax(_rows({"a": 0.5}), [], 0.6, 5) == [
+        {"id": "a", "media_id": "a", "score": pytest.approx(0.6)}
+    ]
+    assert fuse_minmax([], [], 0.5, 5) == []
+    assert len(fuse_minmax(_rows({"a": 1.0, "b": 0.5, "c": 0.1}), [], 0.5, 2)) == 2
+
+
+def test_the_scaling_is_set_by_the_first_minmax_depth_rows_so_k_changes_no_score() -> None:
+    """A search asked for more rows (a later page, candidates for a reranker) fetches deeper:
+    the rows it shares with a shallower search keep their scores and order."""
+    deep = _rows({f"r{i}": 1.0 - i / 1000 for i in range(MINMAX_DEPTH + 50)})
+    shallow = fuse_minmax(deep[:MINMAX_DEPTH], [], 1.0, 10)
+    deeper = fuse_minmax(deep, [], 1.0, 10)
+    assert deeper == shallow
+    last = fuse_minmax(deep, [], 1.0, MINMAX_DEPTH + 50)[-1]
+    assert last["id"] == f"r{MINMAX_DEPTH + 49}" and last["score"] < 0  # below the scaled range
