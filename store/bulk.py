@@ -182,12 +182,16 @@ class BulkImport:
     def prepare(self, collection: str) -> None:
         """Before a run writes to a collection: wait for imports into it that are still
         running on the server. A killed run's import outlives its process; rows it brings in
-        after this run deleted that run's pending media would stand beside their rewrite."""
+        after this run deleted that run's pending media would stand beside their rewrite. And
+        a completed import's rows reach a loaded collection only some seconds later (or on a
+        refresh), so the collection is refreshed first: a delete finds its rows by a query."""
         with self._connection() as (alias, utility, states):
             deadline = time.monotonic() + self.timeout_s
             while True:
                 tasks = utility.list_bulk_insert_tasks(collection_name=collection, using=alias)
                 if not any(t.state in states.running for t in tasks):
+                    if tasks:
+                        self.store.client.refresh_load(collection)
                     return
                 if time.monotonic() > deadline:
                     raise StoreError(
