@@ -46,6 +46,25 @@ from pathlib import Path
 from typing import Any
 
 
+def photo_settings(work: Path, args: argparse.Namespace, **more: Any) -> Any:
+    """A store in `work` with the image space alone on (no CLIP weights offline, the sound
+    and speech models off), as both measurements run it."""
+    from mmrag.settings import Settings
+
+    return Settings(
+        milvus_uri=str(work / "milvus.db"),
+        catalog=work / "catalog.sqlite",
+        thumbnails=work / "thumbs",
+        image_model=args.model,
+        clip_model="",
+        audio_model="",
+        speech_model="",
+        device=args.device,
+        embed_batch_size=args.batch,
+        **more,
+    )
+
+
 def build_library(dest: Path, count: int, megapixels: float = 0.0) -> int:
     import numpy as np
     from PIL import Image, ImageEnhance
@@ -271,7 +290,6 @@ def null_model_main(args: argparse.Namespace) -> None:
 
     from mmrag.app import Models
     from mmrag.pipelines.image.decode import decode_image
-    from mmrag.settings import Settings
 
     register_null_image()
     if args.torch_threads:
@@ -284,16 +302,9 @@ def null_model_main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="mmrag-imgbench-null-"))
     try:
         n = build_library(work / "lib", args.images, args.megapixels)
-        settings = Settings(
-            milvus_uri=str(work / "milvus.db"),
-            catalog=work / "catalog.sqlite",
-            thumbnails=work / "thumbs",
-            image_model=args.model,
-            clip_model="",
-            audio_model="",
-            speech_model="",
-            device=args.device,
-            embed_batch_size=args.batch,
+        settings = photo_settings(
+            work,
+            args,
             ocr=False,  # Tesseract is a cost of its own (--ocr without --null-model)
             jpeg_decode="pillow",  # decoding on the CPU, where this measures it
         )
@@ -453,21 +464,13 @@ def main() -> None:
     from mmrag.ingest.detect import detect_kind
     from mmrag.pipelines.base import LabelSet
     from mmrag.pipelines.image.decode import decode_image
-    from mmrag.settings import Settings
 
     work = Path(tempfile.mkdtemp(prefix="mmrag-imgbench-"))
     try:
         n = build_library(work / "lib", args.images, args.megapixels)
-        settings = Settings(
-            milvus_uri=str(work / "milvus.db"),
-            catalog=work / "catalog.sqlite",
-            thumbnails=work / "thumbs",
-            image_model=args.model,
-            clip_model="",  # no CLIP weights offline; see docs/benchmarks.md
-            audio_model="",  # photos only: the sound and speech models are off
-            speech_model="",
-            device=args.device,
-            embed_batch_size=args.batch,
+        settings = photo_settings(
+            work,
+            args,
             read_workers=args.workers,
             ocr=args.ocr,
             jpeg_decode=args.jpeg_decode,
