@@ -172,6 +172,17 @@ class Service:
             },
         }
 
+    def search_notes(self) -> list[str]:
+        """What a search could not do as asked (a server without BM25: searched densely) and
+        what `status` says of the collections searched (a snapshot lacking the latest writes:
+        searched slower until the next ingest), so a client sees why, as the CLI does."""
+        store, searcher = self.store, self.searcher
+        searched = {s.collection for s in searcher.spaces}
+        existing = [name for name in store.existing_collections() if name in searched]
+        stale = store.snapshots.stale(existing) if store.snapshots else []
+        told = store.search_notes({name: store.count(name) for name in stale}) if stale else []
+        return list(dict.fromkeys([*searcher.notes, *told]))
+
     def find(
         self,
         kind: QueryKind,
@@ -449,7 +460,7 @@ def create_app(
         service.count("search")
         t0 = time.perf_counter()
         hits = service.find(QueryKind.TEXT, q, options)
-        return _found({"kind": "text", "q": q}, options, hits, t0)
+        return _found({"kind": "text", "q": q}, options, hits, t0, service.search_notes())
 
     @app.post("/api/search", summary="Search by an example photo, sound or clip (and words)")
     async def search_file(
@@ -478,7 +489,8 @@ def create_app(
                 service.find, found, upload.path, options, words, "file", upload.name
             )
             echo = {"kind": str(found), "file": upload.name} | ({"q": words} if words else {})
-            return _found(echo, options, hits, t0)
+            notes = await run_in_threadpool(service.search_notes)
+            return _found(echo, options, hits, t0, notes)
         finally:
             await run_in_threadpool(upload.close)
 
@@ -563,10 +575,13 @@ def _a(kind: str) -> str:
     return {"image": "an image", "audio": "a sound clip", "video": "a video"}.get(kind, kind)
 
 
-def _found(echo: dict, options: Options, hits: list[Hit], t0: float) -> dict[str, Any]:
+def _found(
+    echo: dict, options: Options, hits: list[Hit], t0: float, notes: list[str]
+) -> dict[str, Any]:
     return {
         "query": echo | {"mode": options.mode, "limit": options.limit, "page": options.shape.page},
         "hits": [hit_json(h) for h in hits],
+        "notes": notes,
         "took_ms": round(1000 * (time.perf_counter() - t0), 1),
     }
 

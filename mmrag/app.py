@@ -506,8 +506,16 @@ class Models:
     def after_ingest(self, catalog: Catalog, store: MilvusStore) -> None:
         """What `ingest` (CLI or API) and `reindex` do last: export the light query encoder of
         the text model search now answers from, once per model, so that later searches start
-        without torch (pipelines/text/onnx_query.py). Not while a switch has yet to cut over."""
-        if served_by(self.settings, catalog, store, "text")[0] == self.settings.text_model:
+        without torch (pipelines/text/onnx_query.py). Not while a switch has yet to cut over,
+        nor where it failed before for this model (not worth loading the model to fail again)."""
+        from mmrag.pipelines.text.onnx_query import export_failure
+
+        if served_by(self.settings, catalog, store, "text")[0] != self.settings.text_model:
+            return
+        # Read without choosing a model (pipelines/fallback.py loads one to choose).
+        space = getattr(self.text, "configured", self.text)
+        cache = space.query_cache
+        if cache is None or export_failure(cache, space.model_name) is None:
             self.text.export_query_encoder()
 
     def switches_wanted(self, catalog: Catalog, store: MilvusStore) -> list[str]:

@@ -689,6 +689,8 @@ def _search_through(server: Server, item: dict, options: dict, as_json: bool) ->
         if kind != QueryKind.TEXT and words:
             label += f" + {words!r}"
         print_hits(out, label, hits, options["mode"] if kind == "text" else kind)
+    for note in data.get("notes", []):  # as a local search says them (a stale snapshot...)
+        err.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def _query_kind(item: dict) -> QueryKind:

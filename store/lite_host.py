@@ -18,6 +18,11 @@ never touched.
 The server runs with SIGINT and SIGTERM both meaning "shut down cleanly" (`_SERVE`), whatever
 the starter inherited: a background job of a non-interactive shell starts with SIGINT ignored,
 and a server inheriting that would only stop on SIGKILL after STOP_TIMEOUT_S.
+
+The server also watches over itself (`supervise`, a thread in the server process), because a
+holder that dies without letting go never stops it, and a script that removes a temporary store
+without closing it leaves it running for good (about 150 MB each): it stops itself once its data
+folder is gone (or replaced), and once no live process has held a lease for GRACE_S seconds.
 """
 
 from __future__ import annotations
@@ -30,20 +35,30 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0  # closing flushes and may wait for a background index build
+# How long a server runs on with no live lease holder (one that died without letting go), and how
+# often it looks; the server reads these variables from the environment it is started with.
+GRACE_S = 30.0
+POLL_S = 2.0
+GRACE_ENV = "MMRAG_LITE_HOST_GRACE_S"
+POLL_ENV = "MMRAG_LITE_HOST_POLL_S"
+# This file's path, for the server to load `supervise` from whatever way mmrag was imported
+# (named again in `_SERVE`).
+_MODULE_ENV = "MMRAG_LITE_HOST_MODULE"
 
 # `milvus-lite server`, with SIGINT and SIGTERM set to raise KeyboardInterrupt once (the server's
 # clean shutdown: drain requests, close the store) and ignored after that, so a second signal
 # cannot cut the close short. Explicit handlers, because an ignored SIGINT is inherited through
-# exec and Python then leaves it ignored.
+# exec and Python then leaves it ignored. `supervise` comes from this file, loaded by its path.
 _SERVE = """import signal, sys
 def _stop(*_):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -51,9 +66,19 @@ def _stop(*_):
     raise KeyboardInterrupt
 signal.signal(signal.SIGINT, _stop)
 signal.signal(signal.SIGTERM, _stop)
+import importlib.util, os
+path = os.environ["MMRAG_LITE_HOST_MODULE"]
+spec = importlib.util.spec_from_file_location("_mmrag_lite_host", path)
+host = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = host
+spec.loader.exec_module(host)
+host.supervise(sys.argv[sys.argv.index("--data-dir") + 1])
 from milvus_lite.cmdline import main
 sys.exit(main(sys.argv[1:]))
 """
+# What every `_SERVE`, this one and earlier versions', runs: a server left by an earlier mmrag is
+# still found, reused and stopped.
+_SERVE_MARK = "from milvus_lite.cmdline import main"
 
 # Test hook (tests/integration/test_lite_host.py): with this variable set to "spawned" (after the
 # launch, before the record) or "recorded" (after the record, before the server answers), the
@@ -116,11 +141,23 @@ def _live_leases(leases: Path) -> list[int]:
             pid = int(f.name)
         except ValueError:
             continue
-        if _alive(pid):
+        if _holds(pid, f):
             alive.append(pid)
         else:
             f.unlink(missing_ok=True)
     return alive
+
+
+def _holds(pid: int, lease: Path) -> bool:
+    """Whether the process that took the lease still runs: alive, and (where the lease records
+    its start time) not a later process given the same pid, which would keep a server forever."""
+    if not _alive(pid):
+        return False
+    try:
+        started = int(lease.read_text())
+    except (OSError, ValueError):  # an earlier version's empty lease, or one being written
+        return True
+    return _start_time(pid) in (None, started)
 
 
 def acquire(store: Path) -> LiteHost:
@@ -135,7 +172,8 @@ def acquire(store: Path) -> LiteHost:
         if state is None:
             state = _start(store, host)
         _write_state(state_file, state)
-        (host / "leases" / str(os.getpid())).touch()
+        started = _start_time(os.getpid())
+        (host / "leases" / str(os.getpid())).write_text("" if started is None else str(started))
         _held[store] = _held.get(store, 0) + 1
     if store not in _exit_hooks:
         _exit_hooks.add(store)
@@ -148,8 +186,6 @@ def head_start(store: Path) -> Callable[[], None]:
     imports pymilvus (each takes about half a second on a cold start). Call the returned
     function once the store is open (or failed to): it waits for the thread and drops the
     thread's handle, the caller's own `acquire` holding the server from then on."""
-    import threading
-
     got: list[LiteHost] = []
 
     def run() -> None:
@@ -239,13 +275,14 @@ def _start_time(pid: int) -> int | None:
 
 
 def _serves(args: list[str], store: Path) -> bool:
-    """Whether a command line is a Lite server on this store as mmrag starts one (`_SERVE`, or
-    `-m milvus_lite server` as earlier versions did). A `milvus-lite server` someone runs by hand
-    is not ours to reuse or stop."""
+    """Whether a command line is a Lite server on this store as mmrag starts one (a `_SERVE` of
+    this version or an earlier one, or `-m milvus_lite server` as earlier versions did). A
+    `milvus-lite server` someone runs by hand is not ours to reuse or stop."""
     if "--data-dir" not in args[:-1] or args[args.index("--data-dir") + 1] != str(store):
         return False
-    ours = ["-c", _SERVE], ["-m", "milvus_lite"]
-    return len(args) > 3 and args[1:3] in ours and args[3] == "server"
+    if len(args) <= 3 or args[3] != "server":
+        return False
+    return (args[1] == "-c" and _SERVE_MARK in args[2]) or args[1:3] == ["-m", "milvus_lite"]
 
 
 def _is_server(pid: int, store: Path, started: int | None = None) -> bool:
@@ -343,6 +380,7 @@ def _start(store: Path, host: Path) -> dict:
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 cmd,
+                env={**os.environ, _MODULE_ENV: str(Path(__file__).resolve())},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -393,3 +431,85 @@ def _stop(pid: int) -> None:
                 return
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)  # a hung server; Lite's files survive SIGKILL between writes
+
+
+def supervise(data_dir: str) -> None:
+    """Run in the server process before it serves: watch over it in a daemon thread, so a store
+    removed without being closed, or left by holders that all died, does not keep its server."""
+    store = Path(data_dir).resolve()
+    # Made here (the server would make it a moment later), so the folder watched is known from
+    # the start even where it is removed at once.
+    with contextlib.suppress(OSError):
+        store.mkdir(exist_ok=True)
+    grace, poll = _seconds(GRACE_ENV, GRACE_S), _seconds(POLL_ENV, POLL_S)
+    watch = threading.Thread(
+        target=_watch,
+        args=(store, _folder_id(store), grace, poll),
+        name="lite-host-watch",
+        daemon=True,
+    )
+    watch.start()
+
+
+def _seconds(env: str, default: float) -> float:
+    try:
+        return max(0.05, float(os.environ[env]))
+    except (KeyError, ValueError):
+        return default
+
+
+def _folder_id(path: Path) -> tuple[int, int] | None:
+    """Names the folder itself: a folder removed and made again under the same name differs."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _watch(store: Path, seen: tuple[int, int] | None, grace: float, poll: float) -> None:
+    """Stop this server once its data folder (`seen` when it started) is gone or replaced, or
+    once no live process has held a lease for `grace` seconds."""
+    idle_since: float | None = None
+    while seen is not None and _folder_id(store) == seen:
+        if _live_leases(_host_dir(store) / "leases"):
+            idle_since = None
+        else:
+            now = time.monotonic()
+            idle_since = now if idle_since is None else idle_since
+            if now - idle_since >= grace and _retire(store):
+                return
+        time.sleep(poll)
+    _shut_down(f"its data folder {store} is gone")
+
+
+_retiring: list[FileLock] = []  # the host lock, held by a retiring server until it exits
+
+
+def _retire(store: Path) -> bool:
+    """Stop this server if, under the host lock, still no live process holds a lease. The lock
+    stays held until the process exits, so no one connects to a server that is closing; a busy
+    lock (someone taking or dropping a lease right now) means: look again later."""
+    host = _host_dir(store)
+    lock = FileLock(host / "lock", timeout=0)
+    try:
+        lock.acquire()
+    except (Timeout, OSError):
+        return False
+    if _live_leases(host / "leases"):
+        lock.release()
+        return False
+    state = _read_state(host / "server.json")
+    if state and state["pid"] == os.getpid():
+        (host / "server.json").unlink(missing_ok=True)
+    _retiring.append(lock)
+    _shut_down(f"no live process has held a lease on {store} for a while")
+    return True
+
+
+def _shut_down(why: str) -> None:
+    """The server's clean shutdown (`_SERVE` turns SIGINT into it), and SIGKILL if that hangs."""
+    print(f"mmrag lite host: stopping, {why}", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(STOP_TIMEOUT_S)
+    os.kill(os.getpid(), signal.SIGKILL)

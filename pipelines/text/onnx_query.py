@@ -6,10 +6,15 @@ exports it (transformer, pooling and any dense layers: the whole sentence-embedd
 its tokenizer into the cache, and keeps the export only if its vectors match the model's
 (cosine > MIN_COSINE on probe sentences, long ones truncated included). Later processes encode
 queries with `onnxruntime` and `tokenizers` alone. Nothing here imports torch unless exporting.
+
+An export that fails is remembered (`ExportFailure`, a small JSON file per model beside the
+exports, naming the model and the error), so every later ingest does not load the model and try
+again; it is tried again once the model's weights, mmrag or the exporting packages change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -50,6 +55,33 @@ def export_folder(cache: Path, model_name: str) -> Path:
     return cache / "query-encoders" / f"{slug}-{digest}"
 
 
+def failure_file(cache: Path, model_name: str) -> Path:
+    """Where a failed export of `model_name` is remembered: beside the exports' folder, so the
+    folder holds nothing but exports (and their work folders while they are made)."""
+    folder = export_folder(cache, model_name)
+    return folder.parent.with_name(f"{folder.parent.name}.failed") / f"{folder.name}.json"
+
+
+def _toolchain() -> dict[str, str]:
+    """The versions an export depends on besides the model: a new one may export it."""
+    from importlib import metadata
+
+    found = {}
+    for name in ("mmrag", "torch", "onnx", "onnxruntime", "sentence-transformers"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = ""
+    return found
+
+
+def _same_model(model: str, source_path: str, weights: dict, model_name: str) -> bool:
+    """Whether a record made for (`model`, its weights at `source_path`) still holds for the
+    configured `model_name` (checked without loading the model)."""
+    path = Path(source_path)
+    return model == model_name and path.is_dir() and _weights_stamp(path) == weights
+
+
 def _weights_stamp(model_path: Path) -> dict[str, list[int]]:
     """Size and mtime of the model's weight files: an export is stale once they change."""
     found: dict[str, list[int]] = {}
@@ -73,10 +105,9 @@ class ExportMeta:
 
     def current(self, model_name: str) -> bool:
         """Made by this format from the model's present weights (checked without loading)."""
-        if self.format != FORMAT or self.model != model_name:
+        if self.format != FORMAT:
             return False
-        path = Path(self.source_path)
-        return path.is_dir() and _weights_stamp(path) == self.weights
+        return _same_model(self.model, self.source_path, self.weights, model_name)
 
 
 def read_meta(folder: Path) -> ExportMeta | None:
@@ -84,6 +115,51 @@ def read_meta(folder: Path) -> ExportMeta | None:
         return ExportMeta(**json.loads((folder / "meta.json").read_text()))
     except (OSError, ValueError, TypeError):
         return None
+
+
+class ExportFailed(Exception):
+    """The model cannot be exported for queries here (the reason is remembered)."""
+
+
+@dataclass(frozen=True)
+class ExportFailure:
+    """A failed export of a model, remembered so it is not tried on every ingest."""
+
+    model: str  # the configured name
+    source_path: str
+    weights: dict[str, list[int]]
+    toolchain: dict[str, str]
+    error: str
+    format: int = FORMAT
+
+    def current(self, model_name: str) -> bool:
+        """Made for this model's present weights by this mmrag and these exporting packages:
+        trying again would fail the same way."""
+        if self.format != FORMAT or self.toolchain != _toolchain():
+            return False
+        return _same_model(self.model, self.source_path, self.weights, model_name)
+
+
+def export_failure(cache: Path, model_name: str) -> ExportFailure | None:
+    """The remembered failure to export `model_name`, while it still holds; else None."""
+    try:
+        failure = ExportFailure(**json.loads(failure_file(cache, model_name).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return failure if failure.current(model_name) else None
+
+
+def _remember_failure(cache: Path, model_name: str, source_path: Path, error: str) -> None:
+    """Write the failure in one step (a concurrent reader never sees half a file)."""
+    path = failure_file(cache, model_name)
+    failure = ExportFailure(
+        model_name, str(source_path), _weights_stamp(source_path), _toolchain(), error[:1000]
+    )
+    with contextlib.suppress(OSError):  # only an optimisation: the next ingest tries again
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(failure.__dict__, indent=1))
+        os.replace(tmp, path)
 
 
 class OnnxTextEncoder:
@@ -143,30 +219,29 @@ class OnnxTextEncoder:
 
 def export(model: Any, model_name: str, source_path: Path, cache: Path) -> ExportMeta | None:
     """Export a loaded SentenceTransformer for queries; None (and nothing kept) when it cannot
-    be exported here or its vectors differ from the model's. Safe against a concurrent export:
-    each writes a folder of its own and renames it into place."""
+    be exported here or its vectors differ from the model's, which is remembered so the next
+    ingest does not try again (`export_failure`). Safe against a concurrent export: each writes
+    a folder of its own and renames it into place."""
+    if failed := export_failure(cache, model_name):
+        log.info("query encoder for %s not exported (tried before): %s", model_name, failed.error)
+        return None
     folder = export_folder(cache, model_name)
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
     started = time.perf_counter()
     try:
         meta = _export_into(model, model_name, source_path, work)
-        if meta is None:
-            return None
         encoder = OnnxTextEncoder(work, meta, threads=1)
         ours = encoder.encode(PROBES)
         theirs = unit(model.encode(PROBES, convert_to_numpy=True, show_progress_bar=False))
         cosine = float(np.min(np.sum(ours * theirs, axis=1)))
         if not cosine > MIN_COSINE:
-            log.warning(
-                "query encoder for %s not kept: ONNX vectors differ (cosine %.5f <= %s)",
-                model_name, cosine, MIN_COSINE,
-            )  # fmt: skip
-            return None
+            raise ExportFailed(f"ONNX vectors differ (cosine {cosine:.5f} <= {MIN_COSINE})")
         meta = ExportMeta(**{**meta.__dict__, "min_cosine": round(cosine, 6)})
         (work / "meta.json").write_text(json.dumps(meta.__dict__, indent=1))
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
+        failure_file(cache, model_name).unlink(missing_ok=True)
         try:
             os.replace(work, folder)
         except OSError:
@@ -178,24 +253,25 @@ def export(model: Any, model_name: str, source_path: Path, cache: Path) -> Expor
         return meta
     except Exception as exc:  # export is an optimisation: the full model still works
         log.warning("query encoder for %s not exported: %s", model_name, exc)
+        if not isinstance(exc, OSError | MemoryError):  # those may pass: try again next time
+            _remember_failure(cache, model_name, source_path, f"{type(exc).__name__}: {exc}")
         return None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _export_into(model: Any, model_name: str, source_path: Path, work: Path) -> ExportMeta | None:
+def _export_into(model: Any, model_name: str, source_path: Path, work: Path) -> ExportMeta:
     import copy
 
     import torch
 
     backend = getattr(model.tokenizer, "backend_tokenizer", None)
     if backend is None:
-        log.info("query encoder for %s: no fast tokenizer to export", model_name)
-        return None
+        raise ExportFailed("no fast tokenizer to export")
     backend.save(str(work / "tokenizer.json"))
     names = [n for n in model.tokenizer.model_input_names if n in _INPUTS]
     if "input_ids" not in names or "attention_mask" not in names:
-        return None
+        raise ExportFailed(f"the tokenizer feeds {names}, not input_ids and attention_mask")
     sample = model.tokenizer(
         ["a query", "another, longer query"], padding=True, return_tensors="pt"
     )

@@ -12,7 +12,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -26,6 +26,7 @@ from mmrag.api import create_app
 from mmrag.ingest.runner import ingest_lock_path
 from mmrag.kinds import QueryKind
 from mmrag.settings import Settings
+from mmrag.store.schema import Segment
 from tests.conftest import REPO, Env, build_env, write
 from tests.image_samples import altered
 from tests.llm_stand_in import SCRIPT, StandIn
@@ -452,3 +453,28 @@ def _finished(lib: Lib, job: int) -> dict:
         assert time.monotonic() < deadline, state
         time.sleep(0.1)
     return state
+
+
+def test_search_and_status_say_when_a_snapshot_lacks_the_latest_writes(
+    make_env: Callable[..., Env],
+) -> None:
+    """A write after the last snapshot build (an upsert without refresh_snapshots) makes the
+    snapshot stale: search results and status carry the note that `mmrag status` prints, and
+    lose it once the snapshot is rebuilt."""
+    env = make_env()
+    write(env.root / "docs" / "tides.md", "# Tide tables\n\nHigh water at 06:40 and 19:05.")
+    assert env.ingest(env.root / "docs").new == 1
+    with Served(create_app(env.settings, env.models)) as server:
+        assert server.json("/api/search?q=high+water")["notes"] == []
+        assert server.json("/api/status")["search_notes"] == []
+
+        vector = env.text.encode_query(QueryKind.TEXT, ["low water"])[0]
+        row = Segment("extra:text:0", "extra", "document", 0.0, 9.0, "Low water", vector)
+        env.store.upsert(env.collection, [row])  # no refresh_snapshots: the snapshot is stale
+        [note] = server.json("/api/search?q=high+water")["notes"]
+        assert note.startswith(f"{env.collection}: its search snapshot lacks the latest writes")
+        assert server.json("/api/status")["search_notes"] == [note]
+
+        assert env.store.refresh_snapshots() == [env.collection]
+        assert server.json("/api/search?q=high+water")["notes"] == []
+        assert server.json("/api/status")["search_notes"] == []

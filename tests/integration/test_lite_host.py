@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -240,3 +241,81 @@ def test_mmrag_status_as_a_background_job(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert elapsed < SLOW_STOP_S, f"took {elapsed:.1f} s"
     assert "Shutting down" in (tmp_path / "milvus.db.host" / "server.log").read_text()
+
+
+def quick_watch(grace_s: str) -> dict[str, str]:
+    """A starter's environment in which its server looks every 0.1 s and waits `grace_s`."""
+    return child_env(MMRAG_LITE_HOST_POLL_S="0.1", MMRAG_LITE_HOST_GRACE_S=grace_s)
+
+
+def hold(store: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """A process holding a lease on the store (never closing it), and its server's pid."""
+    holder = subprocess.Popen([sys.executable, "-c", ACQUIRE, str(store)], cwd=REPO, env=env)
+    lease = store.parent / f"{store.name}.host" / "leases" / str(holder.pid)
+    wait_for(lambda: lease.exists() or holder.poll() is not None)
+    assert holder.poll() is None, "the holder could not take its lease"
+    pid = recorded_pid(store)
+    assert pid is not None and alive(pid)
+    return holder, pid
+
+
+def test_a_holder_killed_without_closing_does_not_keep_the_server(tmp_path: Path) -> None:
+    store = tmp_path / "milvus.db"
+    holder, server = hold(store, quick_watch("0.5"))
+    holder.kill()  # SIGKILL: no release, no atexit
+    holder.wait()
+    t0 = time.monotonic()
+    wait_for(lambda: not alive(server), timeout=30)
+    assert time.monotonic() - t0 < 30
+    log = (tmp_path / "milvus.db.host" / "server.log").read_text()
+    assert "no live process has held a lease" in log and "Shutting down" in log
+    assert recorded_pid(store) is None
+    hits = use_store(store)  # the store opens again, on a new server
+    assert hits and hits[0]["id"] == "m:text:0"
+
+
+def test_two_holders_share_the_server_until_the_last_one_dies(tmp_path: Path) -> None:
+    store = tmp_path / "milvus.db"
+    first, server = hold(store, quick_watch("0.3"))
+    second, shared = hold(store, quick_watch("0.3"))
+    try:
+        assert shared == server
+        first.kill()
+        first.wait()
+        time.sleep(2.0)  # several grace periods
+        assert alive(server), "the server stopped while a holder still runs"
+        assert lite_host.server_info(store)["leases"] == [second.pid]
+    finally:
+        second.kill()
+        second.wait()
+    wait_for(lambda: not alive(server), timeout=30)
+
+
+def test_a_removed_store_folder_stops_its_server(tmp_path: Path) -> None:
+    """A script opens a store in a temporary folder and removes the folder without closing the
+    store; its process still runs, so only the folder tells."""
+    store = tmp_path / "scratch" / "milvus.db"
+    holder, server = hold(store, quick_watch("3600"))
+    try:
+        shutil.rmtree(tmp_path / "scratch")  # at once: before the server has looked even once
+        t0 = time.monotonic()
+        wait_for(lambda: not alive(server), timeout=30)
+        assert time.monotonic() - t0 < 30
+        assert holder.poll() is None, "the holder still runs: the folder alone stopped the server"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lease_whose_pid_went_to_another_process_is_not_a_holder(tmp_path: Path) -> None:
+    leases = tmp_path / "leases"
+    leases.mkdir()
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (leases / str(other.pid)).write_text("1")  # taken by a process that started at tick 1
+        (leases / str(os.getpid())).write_text(str(lite_host._start_time(os.getpid())))
+        assert lite_host._live_leases(leases) == [os.getpid()]
+        assert not (leases / str(other.pid)).exists()
+    finally:
+        other.kill()
+        other.wait()
