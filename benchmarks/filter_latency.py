@@ -1,6 +1,10 @@
 """Search latency with catalog filters (issue 17): path globs and date ranges, before and after.
 
     python benchmarks/filter_latency.py --sizes 10000,100000 [--queries 30] [--json FILE]
+        [--keep DIR] [--baseline python|v6]
+
+`--keep DIR` builds each size's store under DIR and keeps it, or reuses the one a run left
+there (a 100k build takes minutes); without it, stores are temporary.
 
 Each size builds the store of benchmarks/search_latency.py (`size` photos and `size / 20`
 documents of 20 segments: 10.5k or 105k files; real MiniLM vectors, snapshots built as an
@@ -11,13 +15,22 @@ modified on day 997 * i % 1000 after 2020-01-01.
 Timed through the whole `Searcher.find` for a hybrid text query (ONNX query encoding, the
 snapshot or Milvus, catalog look-ups), the variants alternating query by query:
 
-- `after`: the catalog answers in SQL (`Catalog.media_matching` with `MediaWhere`), and a
-  filter matching more than `LISTED_MAX` media (search/query.py) is checked against the
-  ranked rows instead of going to Milvus as `media_id in [...]`;
-- `before`: as mmrag did before: every path row read and matched in Python (`fnmatch` three
-  times a row, mtime compared), every matching id sent as `media_id in [...]`.
+- `after`: the catalog answers in SQL (`Catalog.media_matching` with `MediaWhere`; a glob
+  with a leading wildcard that names folders reads only the paths of the folders it can
+  match), a filter matching at most `LISTED_MAX` media (search/query.py) names them to the
+  store as a set, and a broader one is checked against the ranked rows of a search as deep as
+  its sampled share of the paths says (`Catalog.share_matching`);
+- `before`, with `--baseline python` (the default): as mmrag did before catalog v6: every path
+  row read and matched in Python (`fnmatch` three times a row, mtime compared), every matching
+  id sent as `media_id in [...]`;
+- `before`, with `--baseline v6`: as catalog v6 did, on a copy of the catalog with v6's
+  indexes: SQL, but every path row scanned for a glob with a leading wildcard, the matches
+  sent as a `media_id in [...]` string (the snapshot parses it back), and a broad filter's
+  search starting `BROAD_WIDEN` deep and going 4 times deeper a round, its ranked rows' paths
+  looked up before they are checked.
 
-The catalog look-up alone is timed too (`catalog_ms`: before, every row in Python; after, SQL).
+The catalog look-up alone is timed too (`catalog_ms`: the variant's `Searcher._scope`), and
+`same_hits` counts the timed queries whose hits (segments, in order) both variants agree on.
 Filters: a glob matching 1% of files, one matching about half (`*.jpg`), the same half through
 a `[set]` (SQL GLOB, then fnmatch on what it leaves), and modification-date ranges of 3% and
 50%; `none` is the unfiltered search beside them.
@@ -95,37 +108,98 @@ def old_accept(rec: Any, f: Any) -> bool:
     return not (f.until and mtime >= f.until.timestamp())
 
 
-def run_size(size: int, args, base, base_vectors, cache: Path) -> list[dict]:
-    from mmrag.app import Models, open_store
-    from mmrag.kinds import QueryKind
-    from mmrag.search.query import Scope
-    from mmrag.settings import Settings
+def build(settings, models, size: int, base, base_vectors) -> tuple[Any, Any]:
+    """The size's store, filled and relabelled, or the one a `--keep` run left (its marker)."""
+    from mmrag.app import open_store
     from mmrag.store.schema import Space
 
-    home = Path(tempfile.mkdtemp(prefix=f"mmrag-filter-latency-{size}-"))
-    off = {"image_model": "", "clip_model": "", "audio_model": "", "speech_model": ""}
-    settings = Settings(home=home, profile="offline", device="cpu", cache_dir=cache, **off)
-    models = Models.build(settings)
+    ready = settings.home / "filter-latency-ready"
     catalog, store = open_store(settings)
+    if ready.exists():
+        return catalog, store
     text_coll = store.ensure_space(models.spaces["text"].space)
     photo_coll = store.ensure_space(Space("image", "synthetic", 512))
-    t0 = time.perf_counter()
     fill(catalog, store, text_coll, photo_coll, size, base, base_vectors, PhotoModel())
     relabel(settings.catalog)
     wait_for_indexes(store, text_coll)
     wait_for_indexes(store, photo_coll)
     store.refresh_snapshots()
+    ready.touch()
+    return catalog, store
+
+
+def v6_catalog(catalog_file: Path) -> Any:
+    """A copy of the catalog with schema v6's filter indexes: no `folders`, the mtime index
+    without the media ids (the version number stays, so it is not migrated again)."""
+    from mmrag.store.catalog import Catalog
+
+    copy = catalog_file.with_name(f"v6-{catalog_file.name}")
+    src, dst = sqlite3.connect(catalog_file), sqlite3.connect(copy)
+    src.backup(dst)
+    src.close()
+    dst.executescript(
+        "DROP TRIGGER paths_folders_new; DROP TRIGGER paths_folders_moved; DROP TABLE folders;"
+        "DROP INDEX paths_mtime; CREATE INDEX paths_mtime ON paths(mtime_ns);"
+    )
+    dst.close()
+    return Catalog(copy)
+
+
+def v6_scope(catalog: Any) -> Any:
+    """`Searcher._scope` as catalog v6 had it (for filters without a modality or a place), on
+    `v6_catalog`'s copy: its ranked rows' paths looked up, then checked."""
+    from mmrag.search.query import BROAD_WIDEN, LISTED_MAX, Scope
+    from mmrag.store.milvus import _listed
+
+    def scope(f: Any) -> Scope | None:
+        if not f.by_catalog:
+            return Scope("")
+        where = f.where()
+        media = catalog._matching(None, *where.sql(), LISTED_MAX + 1)  # no folder ranges
+        if not media:
+            return None
+        if len(media) <= LISTED_MAX:
+            return Scope(_listed("", frozenset(media)))  # a string the snapshot parses
+
+        def keep(among: Any) -> set[str]:
+            return catalog.media_matching(None, where, catalog.display_paths(among).keys())
+
+        return Scope("", keep, BROAD_WIDEN)
+
+    return scope
+
+
+def run_size(size: int, args, base, base_vectors, cache: Path) -> list[dict]:
+    from mmrag.app import Models
+    from mmrag.kinds import QueryKind
+    from mmrag.search.query import Scope
+    from mmrag.settings import Settings
+    from mmrag.store.milvus import _listed
+
+    if args.keep:
+        home = args.keep / f"store-{size}"
+        home.mkdir(parents=True, exist_ok=True)
+    else:
+        home = Path(tempfile.mkdtemp(prefix=f"mmrag-filter-latency-{size}-"))
+    off = {"image_model": "", "clip_model": "", "audio_model": "", "speech_model": ""}
+    settings = Settings(home=home, profile="offline", device="cpu", cache_dir=cache, **off)
+    models = Models.build(settings)
+    t0 = time.perf_counter()
+    catalog, store = build(settings, models, size, base, base_vectors)
     media = catalog.counts()["paths"]
     print(f"# {size}: {media} files ready in {time.perf_counter() - t0:.0f} s", flush=True)
 
     searcher = models.searcher(catalog, store)
     after = searcher._scope
 
-    def before(f: Any) -> Scope | None:
+    def python(f: Any) -> Scope | None:
         if not f.by_catalog:
             return Scope("")
         found = catalog.media_matching(lambda rec, _facts: old_accept(rec, f))
-        return Scope(Scope("").listed(found)) if found else None
+        return Scope(_listed("", frozenset(found))) if found else None
+
+    old = v6_catalog(settings.catalog) if args.baseline == "v6" else None
+    before = v6_scope(old) if old else python
 
     qs = text_queries(base, args.queries + args.warmup, seed=size)
     results = []
@@ -133,7 +207,9 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> list[dict]:
         times: dict[str, list[float]] = {"before": [], "after": []}
         lookup: dict[str, list[float]] = {"before": [], "after": []}
         hits: dict[str, int] = {}
+        same = 0  # queries whose hits (segments, in order) both variants agree on
         for i, q in enumerate(qs):
+            ranked: dict[str, list[str]] = {}
             for variant, scope in (("before", before), ("after", after)):
                 searcher._scope = scope  # type: ignore[method-assign]
                 t = time.perf_counter()
@@ -146,6 +222,8 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> list[dict]:
                     times[variant].append(elapsed)
                     lookup[variant].append(alone)
                     hits[variant] = min(hits.get(variant, 10**9), len(found))
+                ranked[variant] = [h.segment_id for h in found]
+            same += i >= args.warmup and ranked["before"] == ranked["after"]
         matched = len(catalog.media_matching(None, f.where())) if f.by_catalog else media
         for variant in ("before", "after"):
             p50, p95 = percentiles(times[variant])
@@ -158,24 +236,29 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> list[dict]:
                 "p95_ms": p95,
                 "catalog_ms": percentiles(lookup[variant])[0],
                 "fewest_hits": hits[variant],
+                "same_hits": f"{same}/{args.queries}",
             }
             results.append(row)
             print(json.dumps(row), flush=True)
     store.close()
     catalog.close()
-    shutil.rmtree(home, ignore_errors=True)
+    if old:
+        old.close()
+        old.file.unlink()
+    if not args.keep:
+        shutil.rmtree(home, ignore_errors=True)
     return results
 
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| files | filter | matching | variant | p50 ms | p95 ms | catalog look-up ms |",
-        "|---|---|---|---|---|---|---|",
+        "| files | filter | matching | variant | p50 ms | p95 ms | catalog ms | same hits |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['files']:,} | {r['filter']} | {r['matching']:,} | {r['variant']} | "
-            f"{r['p50_ms']} | {r['p95_ms']} | {r['catalog_ms']} |"
+            f"{r['p50_ms']} | {r['p95_ms']} | {r['catalog_ms']} | {r['same_hits']} |"
         )
     return "\n".join(lines)
 
@@ -186,6 +269,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=30, help="timed queries per filter")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--json", type=Path, help="write {machine, results} here")
+    ap.add_argument("--keep", type=Path, help="build the stores here and keep them (or reuse)")
+    ap.add_argument(
+        "--baseline",
+        choices=("python", "v6"),
+        default="python",
+        help="`before`: the Python filter of every path row, or catalog v6's SQL",
+    )
     args = ap.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -193,7 +283,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--sizes: not comma-separated integers: {args.sizes!r}") from None
     if not sizes or min(sizes) < 1000:
         raise SystemExit("--sizes: each size must be at least 1000")
-    work = Path(tempfile.mkdtemp(prefix="mmrag-filter-latency-"))
+    if args.keep:
+        work = args.keep / "work"
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="mmrag-filter-latency-"))
     base = sentences()
     _, base_vectors, cache = query_encoder_cache(base, work)
     info = {**machine(), "load_average": [round(x, 2) for x in os.getloadavg()]}
@@ -203,7 +297,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "results": results}, indent=1))
-    shutil.rmtree(work, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,11 @@ decoding and the model shows: decode + resize are timed again on a sample before
 and each run is measured against its own round's. OCR is off and JPEGs decode with Pillow there
 (--workers, --ocr, --jpeg-decode and --text-model are not used); `--torch-threads` sets torch's
 intra-op threads. Without --null-model, `--read-processes on|off` sets the pipeline's readers.
+
+`--null-model --parts` splits that CPU by part instead: one reader thread, each step's thread
+CPU time (time.thread_time around the runner's and pipeline's own functions: plan, decode,
+cut, thumbnail, batch, writer, settle) and the Lite server's CPU while writing and while
+settling (flush + snapshot), per image, each of `--repeat` runs.
 """
 
 from __future__ import annotations
@@ -415,6 +420,116 @@ def null_model_main(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(result, indent=2))
 
 
+def _timed(owner: Any, name: str, label: str, spent: dict[str, float]) -> None:
+    """Wrap `owner.name` so each call adds its thread's CPU seconds to `spent[label]`."""
+    import functools
+    import threading
+
+    real = getattr(owner, name)
+    lock = threading.Lock()
+
+    @functools.wraps(real)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                spent[label] = spent.get(label, 0.0) + time.thread_time() - t0
+
+    setattr(owner, name, wrapper)
+
+
+PARTS = [  # (module, owner, function, label): the steps --parts times, in pipeline order
+    ("mmrag.ingest.runner", "IngestRunner", "_plan", "plan (head read, hash, detect, catalog)"),
+    ("mmrag.pipelines.image.pipeline", None, "decode_image", "decode"),
+    ("mmrag.pipelines.image.pipeline", None, "_cut", "cut (resize + crop)"),
+    ("mmrag.pipelines.image.pipeline", None, "thumbnail", "thumbnail encode"),
+    ("mmrag.pipelines.image.pipeline", None, "ensure_thumbnail", "thumbnail encode + file"),
+    ("mmrag.ingest.runner", "IngestRunner", "_flush", "batch (stack + normalise)"),
+    ("mmrag.ingest.runner", "IngestRunner", "_store_jobs", "writer (upserts, catalog)"),
+    ("mmrag.store.milvus", "MilvusStore", "upsert", "of it: upsert (client side)"),
+    ("mmrag.ingest.runner", "IngestRunner", "_settle", "settle (flush, snapshot; client)"),
+]
+
+
+def parts_main(args: argparse.Namespace) -> None:
+    """--null-model --parts: where the CPU outside the model goes, part by part."""
+    import importlib
+
+    from machine import torch_machine  # this folder is on sys.path when run as a script
+
+    from mmrag.app import Models, open_store
+    from mmrag.ingest.runner import IngestRunner
+    from mmrag.store import lite_host
+
+    register_null_image()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    spent: dict[str, float] = {}
+    for module, owner, name, label in PARTS:
+        mod = importlib.import_module(module)
+        _timed(getattr(mod, owner) if owner else mod, name, label, spent)
+    server_at: dict[str, float | None] = {}
+    settle = IngestRunner._settle
+
+    def settle_marked(self: Any) -> None:
+        server_at["settle"] = _tree_cpu_s(server_at["pid"])  # type: ignore[arg-type]
+        settle(self)
+
+    IngestRunner._settle = settle_marked  # type: ignore[method-assign]
+    work = Path(tempfile.mkdtemp(prefix="mmrag-imgbench-parts-"))
+    runs = []
+    try:
+        n = build_library(work / "lib", args.images, args.megapixels)
+        settings = photo_settings(work, args, ocr=False, jpeg_decode="pillow")
+        models = Models.build(settings)
+        image = models.spaces["image"]
+        for r in range(args.repeat):
+            shutil.rmtree(settings.thumbnails, ignore_errors=True)
+            run_dir = work / f"run{r}"
+            run_dir.mkdir()
+            here = settings.model_copy(
+                update={"milvus_uri": str(run_dir / "milvus.db"), "catalog": run_dir / "c.sqlite"}
+            )
+            catalog, store = open_store(here)
+            store.ensure_space(image.space)
+            runner = models.runner(catalog, store, read_workers=1, read_processes=False)
+            info = lite_host.server_info(Path(here.milvus_uri))
+            server_at["pid"] = info["pid"] if info else None
+            spent.clear()
+            s0, cpu0, t0 = _tree_cpu_s(server_at["pid"]), time.process_time(), time.perf_counter()
+            report = runner.run([str(work / "lib")])
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            s1 = _tree_cpu_s(server_at["pid"])
+            store.close()
+            catalog.close()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            assert not report.failed and report.new == n, (report.failed, report.new)
+            row = {k: round(v * 1000 / n, 3) for k, v in spent.items()}
+            row["process total"] = round(cpu * 1000 / n, 3)
+            row["images/s"] = round(n / wall, 1)
+            if None not in (s0, s1, server_at.get("settle")):
+                row["Lite server while writing"] = round((server_at["settle"] - s0) * 1000 / n, 3)
+                row["Lite server while settling"] = round((s1 - server_at["settle"]) * 1000 / n, 3)
+            runs.append(row)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    labels = [label for *_, label in PARTS] + [
+        "Lite server while writing", "Lite server while settling", "process total", "images/s"
+    ]  # fmt: skip
+    print(json.dumps({"images": n, "runs": runs, "machine": torch_machine()}, indent=2))
+    print(f"\n{n} images, one reader thread, {args.model} replaced by a no-op; CPU ms per image")
+    print("| part | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |")
+    print("|---|" + "---|" * len(runs))
+    for label in labels:
+        print(f"| {label} | " + " | ".join(str(run.get(label, "-")) for run in runs) + " |")
+    if args.json:
+        args.json.write_text(json.dumps({"images": n, "runs": runs}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--images", type=int, default=960)
@@ -453,7 +568,15 @@ def main() -> None:
         type=int,
         help="torch's intra-op threads (default: torch's own, one per core); with --null-model",
     )
+    ap.add_argument(
+        "--parts",
+        action="store_true",
+        help="with --null-model: CPU ms per image split by part (one reader thread)",
+    )
     args = ap.parse_args()
+    if args.null_model and args.parts:
+        parts_main(args)
+        return
     if args.null_model:
         null_model_main(args)
         return

@@ -26,7 +26,7 @@ Queries: 3-6 consecutive words cut from a library sentence. Each is timed throug
 as the CLI uses; the snapshot (or Milvus); fusion; catalog look-ups and hit mapping), after a
 warm-up. Modes:
 
-- `hybrid`: mmrag's default text search (dense + BM25, weighted fusion as Milvus's ranker);
+- `hybrid`: mmrag's default text search (dense + BM25, the settings' fusion: minmax);
 - `dense`: the text space's vectors alone;
 - `image`: an image query on the photo collection (grouped by file, as mmrag searches photos);
 - `numpy`: the exact baseline in the same run: the same ONNX query encoding, then a brute-force
@@ -37,8 +37,10 @@ recall@10, against exact search over the same vectors in numpy:
 - `dense`, `image`: the ids found against the exact top 10 by cosine;
 - `hybrid`: against exact hybrid: the EXACT dense top-k fused with an exact BM25 top-k (Milvus
   Lite's formula and tokens over the whole collection, scored here with plain dicts,
-  `ExactBM25`) by the formula Milvus's ranker applies (weighted: w * (1 + cos) / 2 + (1 - w) *
-  2 / pi * atan(bm25), each leg's top k = max(3 * limit, 50) candidates);
+  `ExactBM25`) by the settings' fusion: minmax (each leg's top 100 scaled to [0, 1] by its
+  best and its 100th score, then w * dense + (1 - w) * bm25) or the formula Milvus's weighted
+  ranker applies (w * (1 + cos) / 2 + (1 - w) * 2 / pi * atan(bm25), each leg's top k =
+  max(3 * limit, 50) candidates);
 - `numpy`: 1.0 by construction.
 
 `milvus_overlap_at_10`: how many of Milvus Lite's own top 10 (the same query with the snapshots
@@ -240,16 +242,27 @@ def exact_top(matrix: np.ndarray, vector: np.ndarray, k: int) -> tuple[np.ndarra
 
 
 def exact_hybrid(
-    bm25: ExactBM25, query: str, qvec: np.ndarray, matrix, ids, weight: float
+    bm25: ExactBM25, query: str, qvec: np.ndarray, matrix, ids, weight: float, fusion: str
 ) -> list[str]:
-    """Milvus's weighted hybrid formula over exact dense and exact BM25 candidates."""
-    depth = max(3 * LIMIT, 50)
+    """The hybrid formula mmrag is set to, over exact dense and exact BM25 candidates:
+    Milvus's weighted ranker, each leg max(3 limit, 50) deep; or minmax, each leg 100 deep
+    (MINMAX_DEPTH) and scaled to [0, 1] by its best and its 100th score."""
+    depth = 100 if fusion == "minmax" else max(3 * LIMIT, 50)
     top, cos = exact_top(matrix, qvec, depth)
+    dense = [(ids[i], float(c)) for i, c in zip(top, cos, strict=True)]
+    lexical = bm25.top(query, depth)
     fused: dict[str, float] = defaultdict(float)
-    for i, c in zip(top, cos, strict=True):
-        fused[ids[i]] += weight * (1.0 + float(c)) / 2
-    for seg_id, score in bm25.top(query, depth):
-        fused[seg_id] += (1 - weight) * 2 / math.pi * math.atan(score)
+    if fusion == "minmax":
+        for leg, w in ((dense, weight), (lexical, 1 - weight)):
+            if leg:
+                high, low = max(s for _, s in leg), min(s for _, s in leg)
+                for seg_id, score in leg:
+                    fused[seg_id] += w * ((score - low) / (high - low) if high > low else 1.0)
+    else:
+        for seg_id, c in dense:
+            fused[seg_id] += weight * (1.0 + c) / 2
+        for seg_id, score in lexical:
+            fused[seg_id] += (1 - weight) * 2 / math.pi * math.atan(score)
     return [k for k, _ in sorted(fused.items(), key=lambda kv: -kv[1])[:LIMIT]]
 
 
@@ -468,16 +481,17 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
         "image": lambda i: [h.segment_id for h in searcher.find(QueryKind.IMAGE, example)],
         "numpy": lambda i: numpy_find(qs[i]),
     }
+    fusion = settings.hybrid_fusion
+    if fusion not in ("weighted", "minmax"):
+        raise SystemExit(f"hybrid recall needs weighted or minmax fusion, not {fusion}")
     truth: dict[str, Callable[[int], list[str]]] = {
         "hybrid": lambda i: exact_hybrid(
-            bm25, qs[i], qvecs[i], text_vecs, text_ids, settings.dense_weight
+            bm25, qs[i], qvecs[i], text_vecs, text_ids, settings.dense_weight, fusion
         ),
         "dense": lambda i: [text_ids[j] for j in exact_top(text_vecs, qvecs[i], LIMIT)[0]],
         "image": lambda i: [photo_ids[j] for j in exact_top(photo_vecs, pvs[i], LIMIT)[0]],
         "numpy": lambda i: [text_ids[j] for j in exact_top(text_vecs, qvecs[i], LIMIT)[0]],
     }
-    if settings.hybrid_fusion != "weighted":
-        print("# hybrid recall assumes weighted fusion; settings say " + settings.hybrid_fusion)
 
     # --compare: each Milvus mode also as the code before issue 17's changes (`before`), the
     # two alternating query by query in the same run.

@@ -17,6 +17,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from mmrag.search.fusion import DENSE_WEIGHT, HYBRID_FUSION
+
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 # Named model sets. `default` names the strong public models (downloaded where online);
@@ -212,16 +214,14 @@ class Settings(BaseSettings):
         12.0, gt=0, description="Longer recordings and videos are reported, not read"
     )
 
-    # Measured on data/eval in English and Spanish (benchmarks/fusion_study.py, README): minmax
-    # 0.7 is the best or tied best for MiniLM and multilingual E5 in both languages.
     hybrid_fusion: Literal["weighted", "minmax", "rrf"] = Field(
-        "minmax",
+        HYBRID_FUSION,  # search/fusion.py: why
         description="How hybrid search merges dense and BM25 results: minmax (each leg scaled "
         "over its own results, then weighted; search/fusion.py), weighted (Milvus's "
         "WeightedRanker) or rrf",
     )
     dense_weight: float = Field(
-        0.7, ge=0.0, le=1.0, description="Dense share in minmax and weighted fusion"
+        DENSE_WEIGHT, ge=0.0, le=1.0, description="Dense share in minmax and weighted fusion"
     )
     fusion_weights: dict[str, float] = Field(
         default_factory=dict,

@@ -9,10 +9,17 @@ become one result whose score adds up, so agreement between spaces ranks it high
 
 from __future__ import annotations
 
+from typing import Any
+
 from mmrag.kinds import Modality
 
 RRF_K = 60  # the constant of Cormack et al.; dampens the weight of the very first ranks
 MINMAX_DEPTH = 100  # rows of each leg that `minmax` fusion scales by
+# How a hybrid search merges its dense and BM25 legs, unless told otherwise: measured on
+# data/eval in English and Spanish (benchmarks/fusion_study.py), minmax 0.7 is the best or tied
+# best for MiniLM and multilingual E5 in both languages. mmrag.settings takes these defaults.
+HYBRID_FUSION = "minmax"
+DENSE_WEIGHT = 0.7
 
 
 def place(row: dict) -> tuple:
@@ -104,25 +111,40 @@ def merge_moments(rows: list[dict], gap: float = 0.5) -> list[dict]:
 def fuse_minmax(
     dense: list[dict], lexical: list[dict], dense_weight: float, limit: int
 ) -> list[dict]:
-    """Hybrid search's `minmax` fusion of one space's dense and BM25 rows: each leg's scores
-    scaled by the best and the `MINMAX_DEPTH`-th of its list to [0, 1] (rows further down go
-    below 0), then `dense_weight * dense + (1 - dense_weight) * bm25`, a row missing from a leg
-    counting 0 there (Bruch et al.'s convex combination). Each leg is fetched at least that
-    deep, so a hit's score is the same whatever the page size, page or reranking asked.
+    """Hybrid search's `minmax` fusion of one space's dense and BM25 rows (`minmax_fused`), a
+    row taking the fields of its first appearance, dense first."""
+    rows: dict[str, dict] = {}
+    for row in (*dense, *lexical):
+        rows.setdefault(row["id"], row)
+    ranked = minmax_fused(
+        [
+            ([(r["id"], r["score"]) for r in dense], dense_weight),
+            ([(r["id"], r["score"]) for r in lexical], 1.0 - dense_weight),
+        ]
+    )
+    return [{**rows[key], "score": score} for key, score in ranked[:limit]]
+
+
+def minmax_fused(legs: list[tuple[list[tuple[Any, float]], float]]) -> list[tuple[Any, float]]:
+    """(key, score) lists, each with its weight, fused by `minmax`, best first: each leg's
+    scores scaled by the best and the `MINMAX_DEPTH`-th of its list to [0, 1] (rows further
+    down go below 0), then summed by weight (`dense_weight * dense + (1 - dense_weight) *
+    bm25`), a key missing from a leg counting 0 there (Bruch et al.'s convex combination). Each
+    leg is fetched at least that deep, so a hit's score is the same whatever the page size,
+    page or reranking asked. Keys, not rows, so a store's snapshot fuses row numbers and builds
+    only the rows kept.
 
     Milvus's weighted ranker maps a cosine through (1 + cos) / 2 and BM25 through atan: a model
     whose cosines crowd together (E5: 0.75-0.90) then barely separates its hits, and any BM25
     match, even of a stop word in a question asked in another language, outweighs it. Scaled,
     each leg spans the same range. Measured on data/eval (benchmarks/fusion_study.py)."""
-    legs = [(dense, dense_weight), (lexical, 1.0 - dense_weight)]
-    fused: dict[str, dict] = {}
-    for rows, weight in legs:
-        if not rows:
+    fused: dict[Any, float] = {}
+    for pairs, weight in legs:
+        if not pairs:
             continue
-        top = [row["score"] for row in rows[:MINMAX_DEPTH]]
+        top = [score for _, score in pairs[:MINMAX_DEPTH]]
         low, high = min(top), max(top)
-        for row in rows:
-            scaled = (row["score"] - low) / (high - low) if high > low else 1.0
-            best = fused.setdefault(row["id"], {**row, "score": 0.0})
-            best["score"] += weight * scaled
-    return sorted(fused.values(), key=lambda r: r["score"], reverse=True)[:limit]
+        for key, score in pairs:
+            scaled = (score - low) / (high - low) if high > low else 1.0
+            fused[key] = fused.get(key, 0.0) + weight * scaled
+    return sorted(fused.items(), key=lambda kv: kv[1], reverse=True)

@@ -12,11 +12,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mmrag.kinds import Modality, QueryKind
 from mmrag.search.fusion import (
+    DENSE_WEIGHT,
+    HYBRID_FUSION,
     MINMAX_DEPTH,
     fuse_minmax,
     fuse_ranked,
     join_sources,
     merge_moments,
+    minmax_fused,
     place,
 )
 from mmrag.search.rerank import TEXT_MODALITIES, Reranker
@@ -42,6 +45,12 @@ RERANK_DEPTH = 30  # a reranked text query re-scores at least this many candidat
 # the filter instead, from a search BROAD_WIDEN times deeper than asked (Searcher._shown).
 LISTED_MAX = 2000
 BROAD_WIDEN = 4
+# A broad filter's share of the paths is sampled (Catalog.share_matching) to start its search as
+# deep as needed: first a glance at SHARE_GLANCE paths, enough where it shows a share of at least
+# SURE_SHARE (the first depth fills the cut with a share of 1 / BROAD_WIDEN; a glance shows 40
+# of 100 for it about once in 3000), else the catalog's full sample.
+SHARE_GLANCE = 100
+SURE_SHARE = 0.4
 
 
 @dataclass(frozen=True)
@@ -235,17 +244,19 @@ Matching = Callable[[Iterable[str] | None], set[str]]
 
 @dataclass(frozen=True)
 class Scope:
-    """Where a search looks: a Milvus filter and, for a broad catalog filter, the filter that
-    its ranked rows are checked against instead of naming every match to Milvus (_shown)."""
+    """Where a search looks: a Milvus filter, the media a narrow catalog filter names (handed
+    to the store as a set: a snapshot masks them without reading them back from a
+    `media_id in [...]` string) and, for a broad catalog filter, the filter that its ranked
+    rows are checked against instead (_shown)."""
 
     expr: str
     keep: Matching | None = None
     widen: int = 1  # how many times deeper than asked a checked search starts
+    media: frozenset[str] | None = None  # None: any media
 
-    def listed(self, media: Iterable[str]) -> str:
-        """The filter with these media named (`media_id in [...]`)."""
-        ids = f"media_id in [{', '.join(quote(m) for m in sorted(media))}]"
-        return f"{self.expr} and {ids}" if self.expr else ids
+    def listed(self, media: Iterable[str]) -> Scope:
+        """The scope with these media named, and no ranked rows to check."""
+        return Scope(self.expr, media=frozenset(media))
 
 
 # Query files decoded once for every space they reach: (path, encoders) -> inputs
@@ -273,8 +284,8 @@ class Searcher:
         catalog: Catalog,
         spaces: list[SearchSpace],
         decoders: Mapping[QueryKind, Decoder] | None = None,
-        fusion: str = "weighted",
-        dense_weight: float = 0.5,
+        fusion: str = HYBRID_FUSION,
+        dense_weight: float = DENSE_WEIGHT,
         thumbnails: Path | None = None,
         reranker: Reranker | None = None,
         weights: Mapping[str, float] | None = None,
@@ -469,26 +480,34 @@ class Searcher:
         name = space.collection
         if mode == "bm25":
             return self._shown(
-                lambda k, expr: self.store.search_bm25(name, [query], k, expr), limit, scope
+                lambda k, s: self.store.search_bm25(name, [query], k, s.expr, media=s.media),
+                limit,
+                scope,
             )[0]
         vector = vectors[0]
         if mode == "dense":
             return self._shown(
-                lambda k, expr: self.store.search_dense(name, vector[None], k, expr), limit, scope
+                lambda k, s: self.store.search_dense(name, vector[None], k, s.expr, media=s.media),
+                limit,
+                scope,
             )[0]
         if self.fusion == "minmax":  # fused here: each leg scaled over its own list
 
-            def both(k: int, expr: str) -> list[list[dict]]:
+            def both(k: int, s: Scope) -> list[list[dict]]:
                 deep = max(k, MINMAX_DEPTH)  # the same scaling whatever k
-                dense = self.store.search_dense(name, vector[None], deep, expr)[0]
-                lexical = self.store.search_bm25(name, [query], deep, expr)[0]
-                return [fuse_minmax(dense, lexical, self.dense_weight, k)]
+                w = self.dense_weight
+                if legs := self.store.snapshot_legs(name, vector, query, deep, s.expr, s.media):
+                    dense_rows, bm25_rows, build = legs  # rows built for the k kept only
+                    return [build(minmax_fused([(dense_rows, w), (bm25_rows, 1.0 - w)])[:k])]
+                dense = self.store.search_dense(name, vector[None], deep, s.expr, media=s.media)
+                lexical = self.store.search_bm25(name, [query], deep, s.expr, media=s.media)
+                return [fuse_minmax(dense[0], lexical[0], w, k)]
 
             return self._shown(both, limit, scope)[0]
         return self._shown(
-            lambda k, expr: [
+            lambda k, s: [
                 self.store.search_hybrid(
-                    name, vector, query, k, expr, self.fusion, self.dense_weight
+                    name, vector, query, k, s.expr, self.fusion, self.dense_weight, s.media
                 )
             ],
             limit,
@@ -507,8 +526,10 @@ class Searcher:
         spanning two shots returns one range, and videos rank by their evidence."""
         group = "media_id" if kind in (QueryKind.IMAGE, QueryKind.VIDEO) else None
 
-        def fetch(k: int, expr: str) -> list[list[dict]]:
-            return self.store.search_dense(space.collection, vectors, k, expr, group_by=group)
+        def fetch(k: int, s: Scope) -> list[list[dict]]:
+            return self.store.search_dense(
+                space.collection, vectors, k, s.expr, group_by=group, media=s.media
+            )
 
         if kind != QueryKind.VIDEO:
             return self._shown(fetch, limit, scope)[0]
@@ -527,7 +548,8 @@ class Searcher:
     def _scope(self, f: Filters) -> Scope | None:
         """Where to search; None when the catalog filters leave nothing to search. The catalog
         answers in SQL; a filter matching more than LISTED_MAX media is checked against the
-        ranked rows rather than sent to Milvus (finding that many stops the catalog's scan)."""
+        ranked rows rather than sent to Milvus (finding that many stops the catalog's scan),
+        from a search as deep as its share of the paths says (_widen)."""
         expr = f"modality == {quote(f.modality)}" if f.modality else ""
         if not f.by_catalog:
             return Scope(expr)
@@ -541,13 +563,23 @@ class Searcher:
         if not media:
             return None
         if len(media) <= LISTED_MAX:
-            return Scope(Scope(expr).listed(media))
-        return Scope(expr, keep, BROAD_WIDEN)
+            return Scope(expr).listed(media)
+        return Scope(expr, keep, self._widen(accept, where))
+
+    def _widen(
+        self, accept: Callable[[PathRecord, MediaFacts], bool] | None, where: MediaWhere
+    ) -> int:
+        """How many times deeper than asked a broad filter's search starts (_widen_for), from
+        its share of the paths: a glance where that is clearly large, else a full sample."""
+        share = self.catalog.share_matching(accept, where, SHARE_GLANCE)
+        if share is None or share < SURE_SHARE:
+            share = self.catalog.share_matching(accept, where)
+        return _widen_for(share)
 
     def _shown(
-        self, fetch: Callable[[int, str], list[list[dict]]], want: int, scope: Scope
+        self, fetch: Callable[[int, Scope], list[list[dict]]], want: int, scope: Scope
     ) -> list[list[dict]]:
-        """Each of `fetch(depth, expr)`'s ranked lists cut to its first `want` rows that a hit
+        """Each of `fetch(depth, scope)`'s ranked lists cut to its first `want` rows that a hit
         can show (their media have a path) and that the scope keeps.
 
         Milvus can hold rows of media the catalog has no path for yet: an ingest writes a
@@ -560,17 +592,19 @@ class Searcher:
         A broad catalog filter's scope checks the rows' media against the filter and starts
         `widen` times deeper; should its media rank too low to fill `want` rows by the deepest
         search, Milvus is asked again with every one of them named."""
-        depth, expr, keep = min(MAX_DEPTH, want * scope.widen), scope.expr, scope.keep
+        depth, keep = min(MAX_DEPTH, want * scope.widen), scope.keep
         while True:
-            lists = fetch(depth, expr)
-            shown = self.catalog.display_paths(r["media_id"] for rows in lists for r in rows)
-            ok = shown.keys() if keep is None else keep(shown.keys())
+            lists = fetch(depth, scope)
+            ids = list(dict.fromkeys(r["media_id"] for rows in lists for r in rows))
+            # media the filter keeps have a path: no need to look theirs up first
+            ok = self.catalog.display_paths(ids).keys() if keep is None else keep(ids)
             kept = [[r for r in rows if r["media_id"] in ok][:want] for rows in lists]
             short = any(
                 len(k) < want and len(rows) >= depth for k, rows in zip(kept, lists, strict=True)
             )
             if short and depth >= MAX_DEPTH and keep is not None:
-                depth, expr, keep = want, scope.listed(keep(None)), None
+                scope = scope.listed(keep(None))
+                depth, keep = want, None
                 continue
             if not short or depth >= MAX_DEPTH:
                 return kept
@@ -633,6 +667,17 @@ class Searcher:
         key = (row.get("meta") or {}).get("thumb") or row["media_id"]
         thumb = thumbnail_path(self.thumbnails, key)
         return str(thumb) if thumb.exists() else None
+
+
+def _widen_for(share: float | None) -> int:
+    """How many times deeper than asked a broad filter's search starts: the first depth of the
+    rounds _shown would go through (BROAD_WIDEN, then 4 times deeper each) at which its share of
+    the ranked rows is expected to fill the cut, so it is found at once; BROAD_WIDEN where the
+    share is unknown."""
+    widen = BROAD_WIDEN
+    while share is not None and widen * share < 1 and widen < MAX_DEPTH:
+        widen *= 4
+    return widen
 
 
 def _ranked(lists: list[list[dict]], limit: int, names: list[str]) -> list[dict]:

@@ -15,9 +15,13 @@ A snapshot is derived and disposable, and it never answers with rows Milvus woul
   (a write in between discards it), in a temporary folder renamed into place when complete;
 - a search uses the snapshot whose stamp is the collection's current one, else Milvus.
 
-Each write also journals the media and segment ids it touches, so the next build reads only
-those rows from Milvus and keeps the rest of the previous snapshot (checked against Milvus's
-row count); a write that does not say, or a count that differs, means reading every row.
+Each write also journals the media and segment ids it touches, and, once Milvus has taken it,
+what it did (`Replay`: the rows upserted, vectors included; the media or ids deleted; the
+collection made or dropped). So the next build replays those writes onto the previous snapshot
+(or onto an empty collection) without reading Milvus back, which cost the Lite server more than
+the writes themselves (issue 17); where a write's outcome is unknown (it failed, or writes
+overlapped) it reads only the touched rows from Milvus instead. Either is checked against
+Milvus's row count; a write that says nothing, or a count that differs, means reading every row.
 BM25 statistics cover the whole collection, where Milvus Lite keeps them per segment, so
 scores can differ from Lite's once it holds several segments (rows and order otherwise agree).
 
@@ -36,7 +40,7 @@ import sqlite3
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,7 @@ FORMAT = 1  # the snapshot layout; a snapshot of another layout is rebuilt, neve
 BM25_K1, BM25_B = 1.5, 0.75  # Milvus Lite's defaults (mmrag sets no BM25 parameters)
 RRF_K = 60
 MAX_TOUCHED = 5000  # past this many media and ids written since, a build reads every row
+JOURNAL_SLACK_BYTES = 256 << 20  # free space the journal keeps after a build, at most
 _TOKEN = re.compile(r"\w+", re.UNICODE)  # Milvus Lite's `standard` analyzer
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
 _CLAUSE = re.compile(
@@ -100,6 +105,12 @@ class Filter:
     modality: str | None = None
     media: frozenset[str] | None = None
 
+    def among(self, media: frozenset[str] | None) -> Filter:
+        """The filter keeping only these of its media too (None: no more than it keeps)."""
+        if media is None:
+            return self
+        return Filter(self.modality, media if self.media is None else self.media & media)
+
 
 def parse_filter(expr: str) -> Filter | None:
     """`expr` as a Filter, or None where it says anything else (Milvus answers those)."""
@@ -136,6 +147,31 @@ class Touched:
 
     media: frozenset[str] = frozenset()
     ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What one write that Milvus took did, in this order: the collection emptied (made or
+    dropped), the rows of these media deleted, these rows deleted, these rows upserted (as
+    sent to Milvus, `vector` included)."""
+
+    empty: bool = False
+    media: Sequence[str] = ()
+    ids: Sequence[str] = ()
+    rows: Sequence[dict[str, Any]] = ()
+
+    def entries(self) -> Iterator[tuple[str, str | None, str | None, str | None, bytes | None]]:
+        """(op, key, media, fields as JSON, vector as float32 bytes), in replay order."""
+        if self.empty:
+            yield "empty", None, None, None, None
+        for m in self.media:
+            yield "media", m, None, None, None
+        for i in self.ids:
+            yield "id", i, None, None, None
+        for r in self.rows:
+            fields = {k: v for k, v in r.items() if k != "vector"}
+            vector = np.asarray(r["vector"], dtype=np.float32).tobytes()
+            yield "row", r["id"], r["media_id"], json.dumps(fields), vector
 
 
 def _journal(touched: Touched | None) -> list[tuple[str, str | None]]:
@@ -181,15 +217,33 @@ class Snapshots:
                 "CREATE TABLE IF NOT EXISTS changes (collection TEXT NOT NULL, "
                 "gen INTEGER NOT NULL, kind TEXT NOT NULL, key TEXT);"
                 "CREATE INDEX IF NOT EXISTS changes_gen ON changes(collection, gen);"
+                # what each finished write did (see Replay), so a build needs no Milvus reads
+                "CREATE TABLE IF NOT EXISTS replay (collection TEXT NOT NULL, "
+                "gen INTEGER NOT NULL, seq INTEGER NOT NULL, op TEXT NOT NULL, key TEXT, "
+                "media TEXT, fields TEXT, vector BLOB);"
+                "CREATE INDEX IF NOT EXISTS replay_gen ON replay(collection, gen, seq);"
             )
             self._state = db
         return self._state
 
-    def bump(self, collection: str, touched: Touched | None = None) -> None:
+    def bump(self, collection: str, touched: Touched | None = None) -> int:
         """A write to `collection` is about to happen (`touched`: the media and segment ids
-        it may change; None: unknown) or has just happened (`Touched()`): its snapshot is out
-        of date. The epoch (random, set when the row is made) tells a recreated state file
+        it may change; None: unknown): its snapshot is out of date. Returns the generation,
+        for `wrote`. The epoch (random, set when the row is made) tells a recreated state file
         from the old one."""
+        return self._next(collection, _journal(touched))
+
+    def wrote(self, collection: str, began: int, replay: Replay | None) -> None:
+        """The write `bump` began at generation `began` is over: what it did where Milvus
+        took it (`replay`), None where it failed (its outcome is unknown)."""
+        if replay is None:
+            self._next(collection, [("none", None)])
+        else:
+            self._next(collection, [("done", str(began))], replay)
+
+    def _next(
+        self, collection: str, journal: list[tuple[str, str | None]], replay: Replay | None = None
+    ) -> int:
         with self._lock:
             db = self._db(create=True)
             assert db is not None
@@ -205,12 +259,18 @@ class Snapshots:
                 ).fetchone()
                 db.executemany(
                     "INSERT INTO changes VALUES (?, ?, ?, ?)",
-                    [(collection, gen, kind, key) for kind, key in _journal(touched)],
+                    [(collection, gen, kind, key) for kind, key in journal],
                 )
+                if replay is not None:
+                    db.executemany(
+                        "INSERT INTO replay VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        ((collection, gen, seq, *e) for seq, e in enumerate(replay.entries())),
+                    )
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+        return int(gen)
 
     def stamp(self, collection: str) -> str | None:
         """The collection's current write stamp; None where no write was ever recorded (a
@@ -289,11 +349,14 @@ class Snapshots:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".{collection}@{stamp}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         try:
-            since = self._since(collection, stamp) if read_touched and count else None
-            if (
-                since is None
-                or _write(tmp, _merged(*since, read_touched), dim, full_text) != count()
-            ):
+            since = self._since(collection, stamp) if count else None
+            batches: Iterator[list[dict]] | None = None
+            if since is not None and since.replayed:
+                batches = _replayed(since.base, self._replay_log(collection, since.old, stamp))
+            elif since is not None and since.touched is not None and read_touched:
+                assert since.base is not None
+                batches = _merged(since.base, since.touched, read_touched)
+            if batches is None or _write(tmp, batches, dim, full_text) != count():
                 shutil.rmtree(tmp, ignore_errors=True)
                 _write(tmp, read(), dim, full_text)
             if self.stamp(collection) != stamp:
@@ -307,36 +370,83 @@ class Snapshots:
             raise
         self._sweep(collection, keep=final)
         with self._lock:
+            db = self._state
+            assert db is not None
             gen = int(stamp.rsplit("-", 1)[1])
-            self._state.execute(  # type: ignore[union-attr]
-                "DELETE FROM changes WHERE collection = ? AND gen <= ?", (collection, gen)
-            )
+            for table in ("changes", "replay"):
+                sql = f"DELETE FROM {table} WHERE collection = ? AND gen <= ?"
+                db.execute(sql, (collection, gen))
+            (free,) = db.execute("PRAGMA freelist_count").fetchone()
+            (size,) = db.execute("PRAGMA page_size").fetchone()
+            if free * size > JOURNAL_SLACK_BYTES:  # a large ingest's replayed rows: give back
+                db.execute("VACUUM")
         return final
 
-    def _since(self, collection: str, stamp: str) -> tuple[Path, Touched] | None:
-        """The latest complete snapshot of this epoch and what every write since touched;
-        None where a write since did not say (a full build then)."""
+    def _since(self, collection: str, stamp: str) -> Since | None:
+        """What a build can start from: the latest complete snapshot of this epoch (None: an
+        empty collection, where the writes since it was made are all journaled) and the
+        journal since; None where a full build is needed."""
         epoch, gen = stamp.rsplit("-", 1)
-        found = []
+        found = [(0, None)]
         for path in self.folder.glob(f"{collection}@{epoch}-*.v{FORMAT}"):
             old = path.name[len(collection) + 1 : -len(f".v{FORMAT}")].rsplit("-", 1)[1]
             if old.isdigit() and int(old) < int(gen) and (path / "done").is_file():
                 found.append((int(old), path))
-        if not found:
-            return None
-        old, path = max(found)
+        old, path = max(found, key=lambda f: f[0])
         with self._lock:
-            rows = self._state.execute(  # type: ignore[union-attr]
+            db = self._state
+            assert db is not None
+            rows = db.execute(
                 "SELECT gen, kind, key FROM changes WHERE collection = ? AND gen > ? AND gen <= ?",
                 (collection, old, int(gen)),
             ).fetchall()
-        if len({g for g, _, _ in rows}) != int(gen) - old or any(k == "all" for _, k, _ in rows):
-            return None  # a write journaled nothing (made before journals) or did not say
-        media = frozenset(key for _, kind, key in rows if kind == "media")
-        ids = frozenset(key for _, kind, key in rows if kind == "id")
-        if len(media) + len(ids) > MAX_TOUCHED:
-            return None  # Milvus answers each 500 keys with a full scan: read it all once
-        return path, Touched(media, ids)
+            emptied = db.execute(
+                "SELECT 1 FROM replay WHERE collection = ? AND gen > ? AND gen <= ? "
+                "AND op = 'empty' LIMIT 1",
+                (collection, old, int(gen)),
+            ).fetchone()
+        if len({g for g, _, _ in rows}) != int(gen) - old:
+            return None  # a write journaled nothing (made before journals)
+        kinds = {g: (k, key) for g, k, key in rows}
+        first = kinds.get(old + 1)
+        if first and first[0] == "done" and int(first[1] or 0) <= old:
+            return None  # the snapshot was read while a write was under way
+        replayed = _paired(kinds) and (path is not None or emptied is not None)
+        touched = None
+        if path is not None and not any(k == "all" for _, k, _ in rows):
+            media = frozenset(key for _, kind, key in rows if kind == "media")
+            ids = frozenset(key for _, kind, key in rows if kind == "id")
+            if len(media) + len(ids) <= MAX_TOUCHED:  # Milvus scans all once per 500 keys
+                touched = Touched(media, ids)
+        if not replayed and touched is None:
+            return None
+        return Since(path, old, touched, replayed)
+
+    def _replay_log(self, collection: str, old: int, stamp: str) -> Any:
+        """A function of (ops, rows): the journal's replay entries after generation `old`,
+        in order, without fields and vectors (`rows=False`), or only the upserted rows."""
+        gen = int(stamp.rsplit("-", 1)[1])
+
+        def entries(rows: bool) -> Iterator[tuple]:
+            with self._lock:
+                db = self._state
+                assert db is not None
+                cursor = db.execute(
+                    "SELECT gen, seq, op, key, media"
+                    + (", fields, vector" if rows else "")
+                    + " FROM replay WHERE collection = ? AND gen > ? AND gen <= ?"
+                    + (" AND op = 'row'" if rows else "")
+                    + " ORDER BY gen, seq",
+                    (collection, old, gen),
+                )
+                found = cursor.fetchall() if not rows else None
+            if found is not None:
+                yield from found
+                return
+            while batch := _fetch(self._lock, cursor, 2000):
+                yield from batch
+
+        return entries
 
     def _sweep(self, collection: str, keep: Path) -> None:
         """Remove the collection's other snapshots and the temporary folders of builds that
@@ -348,6 +458,71 @@ class Snapshots:
                 path.name.startswith(f".{collection}@") and not _alive(path.name)
             ):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _fetch(lock: threading.Lock, cursor: sqlite3.Cursor, n: int) -> list[tuple]:
+    with lock:
+        return cursor.fetchmany(n)
+
+
+@dataclass(frozen=True)
+class Since:
+    """Where a build starts: a snapshot (None: empty) at generation `old`, what the writes
+    since touched (None: not known), and whether their replay says all they did."""
+
+    base: Path | None
+    old: int
+    touched: Touched | None
+    replayed: bool
+
+
+def _paired(kinds: dict[int, tuple[str, str | None]]) -> bool:
+    """Whether the journal is a run of whole writes, one after the other: each generation
+    that began a write followed at once by the one that says what it did."""
+    gens = sorted(kinds)
+    if len(gens) % 2:
+        return False
+    for began, done in zip(gens[::2], gens[1::2], strict=True):
+        kind, key = kinds[done]
+        if kinds[began][0] == "done" or kind != "done" or key != str(began):
+            return False
+    return True
+
+
+def _replayed(base: Path | None, log: Any, batch: int = 5000) -> Iterator[list[dict]]:
+    """The snapshot's rows (none: `base` None) with the journaled writes applied, as Milvus
+    applied them: an upsert replaces a row by id, a delete by media or id removes rows."""
+    latest: dict[str, tuple[int, int] | None] = {}  # id -> the upsert it holds, None: deleted
+    of_media: dict[str, set[str]] = {}  # media -> journaled ids
+    gone: set[str] = set()  # media whose snapshot rows were deleted
+    keep_base = base is not None
+    for gen, seq, op, key, media in log(False):
+        if op == "empty":
+            latest.clear()
+            of_media.clear()
+            gone.clear()
+            keep_base = False
+        elif op == "media":
+            gone.add(key)
+            for sid in of_media.pop(key, ()):
+                latest[sid] = None
+        elif op == "id":
+            latest[key] = None
+        else:
+            latest[key] = (gen, seq)
+            of_media.setdefault(media, set()).add(key)
+    if keep_base:
+        assert base is not None
+        for rows in _snapshot_rows(base, batch):
+            yield [r for r in rows if r["media_id"] not in gone and r["id"] not in latest]
+    out: list[dict] = []
+    for gen, seq, _, key, _, fields, vector in log(True):
+        if latest.get(key) == (gen, seq):
+            out.append({**json.loads(fields), "vector": np.frombuffer(vector, np.float32)})
+            if len(out) >= batch:
+                yield out
+                out = []
+    yield out
 
 
 def _alive(tmp_name: str) -> bool:
@@ -368,28 +543,32 @@ def _merged(
 ) -> Iterator[list[dict]]:
     """The previous snapshot's rows, less those of the touched media and ids, then Milvus's
     rows of those (each id once)."""
-    db = sqlite3.connect(f"file:{old / 'rows.sqlite'}?mode=ro", uri=True)
-    vectors = np.load(old / "vectors.npy", mmap_mode="r")
+    for rows in _snapshot_rows(old, batch):
+        yield [r for r in rows if r["media_id"] not in touched.media and r["id"] not in touched.ids]
+    seen: set[str] = set()
+    for rows in read_touched(sorted(touched.media), sorted(touched.ids)):
+        fresh = [r for r in rows if r["id"] not in seen]
+        seen.update(r["id"] for r in fresh)
+        yield fresh
+
+
+def _snapshot_rows(folder: Path, batch: int) -> Iterator[list[dict]]:
+    """A snapshot's rows, in its order, as Milvus gives them (`vector` included)."""
+    db = sqlite3.connect(f"file:{folder / 'rows.sqlite'}?mode=ro", uri=True)
+    vectors = np.load(folder / "vectors.npy", mmap_mode="r")
     try:
         cursor = db.execute(
             'SELECT idx, id, media_id, modality, "start", "end", page, text, meta FROM rows '
             "ORDER BY idx"
         )
         while found := cursor.fetchmany(batch):
-            kept = [
+            yield [
                 {"id": sid, "media_id": m, "modality": mod, "start": start, "end": end,
                  "page": page, "text": text, "meta": json.loads(meta), "vector": vectors[i]}
                 for i, sid, m, mod, start, end, page, text, meta in found
-                if m not in touched.media and sid not in touched.ids
             ]  # fmt: skip
-            yield kept
     finally:
         db.close()
-    seen: set[str] = set()
-    for rows in read_touched(sorted(touched.media), sorted(touched.ids)):
-        fresh = [r for r in rows if r["id"] not in seen]
-        seen.update(r["id"] for r in fresh)
-        yield fresh
 
 
 def _write(folder: Path, batches: Iterator[list[dict]], dim: int, full_text: bool) -> int:

@@ -18,7 +18,14 @@ import numpy as np
 from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker, WeightedRanker
 
 from mmrag.store import lite_host
-from mmrag.store.lite_index import Snapshot, Snapshots, Touched, parse_filter, snapshots_folder
+from mmrag.store.lite_index import (
+    Replay,
+    Snapshot,
+    Snapshots,
+    Touched,
+    parse_filter,
+    snapshots_folder,
+)
 from mmrag.store.lite_index import notes as lite_index_notes
 from mmrag.store.schema import (
     MODEL_PROPERTY,
@@ -207,7 +214,7 @@ class MilvusStore:
     def drop(self, name: str) -> None:
         """Drop a collection if it exists (a space's model switch has cut over from it)."""
         if self.client.has_collection(name):
-            with self._writing(name):  # its search snapshot, if any, is current no more
+            with self._writing(name, replay=Replay(empty=True)):  # its snapshot goes stale
                 self.client.drop_collection(name)
         self._present.discard(name)
         self._loaded.discard(name)
@@ -276,7 +283,8 @@ class MilvusStore:
             index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         # Milvus 2.3 indexes VARCHAR with a trie; INVERTED came in 2.4.
         index.add_index("media_id", index_type="INVERTED" if self.capabilities.inverted else "Trie")
-        with self._writing(name):  # a store remade at the same path outdates its snapshots
+        # a store remade at the same path outdates its snapshots; the new collection is empty
+        with self._writing(name, replay=Replay(empty=True)):
             self.client.create_collection(
                 name,
                 schema=collection_schema(self.client, space),
@@ -307,40 +315,45 @@ class MilvusStore:
     # -- writes ------------------------------------------------------------------------------
 
     @contextmanager
-    def _writing(self, collection: str, touched: Touched | None = None) -> Iterator[None]:
+    def _writing(
+        self, collection: str, touched: Touched | None = None, replay: Replay | None = None
+    ) -> Iterator[None]:
         """A write (of what `touched` says; None: anything): the collection's snapshot
         generation is bumped before and after it, so no snapshot built meanwhile, or before,
-        is taken for current (lite_index)."""
-        if self.snapshots:
-            self.snapshots.bump(collection, touched)
+        is taken for current (lite_index); after, with what it did (`replay`) where Milvus
+        took it all, so the next snapshot build need not read it back."""
+        began = self.snapshots.bump(collection, touched) if self.snapshots else 0
+        done = False
         try:
             yield
+            done = True
         finally:
             if self.snapshots:
-                self.snapshots.bump(collection, Touched())
+                self.snapshots.wrote(collection, began, replay if done else None)
 
     def upsert(self, collection: str, segments: Sequence[Segment], batch: int = 512) -> int:
         touched = Touched(
             frozenset(s.media_id for s in segments), frozenset(s.id for s in segments)
         )
-        with self._writing(collection, touched):
-            for i in range(0, len(segments), batch):
-                rows = [s.row() for s in segments[i : i + batch]]
-                self.client.upsert(collection, rows)
+        rows = [s.row() for s in segments]
+        with self._writing(collection, touched, Replay(rows=rows)):
+            for i in range(0, len(rows), batch):
+                self.client.upsert(collection, rows[i : i + batch])
         return len(segments)
 
     def upsert_rows(self, collection: str, rows: list[dict[str, Any]]) -> int:
         """Rows as another store's `rows_with_vectors` gave them (a migration), as they are,
         in requests under gRPC's 64 MiB limit whatever the batch (a row's text is 64 KiB at
         most)."""
-        with self._writing(collection):
+        touched = Touched(frozenset(r["media_id"] for r in rows), frozenset(r["id"] for r in rows))
+        with self._writing(collection, touched, Replay(rows=rows)):
             for part in _by_size(rows, MAX_REQUEST_BYTES):
                 self.client.upsert(collection, part)
         return len(rows)
 
     def delete_media(self, collection: str, media_ids: Iterable[str]) -> None:
         ids = list(media_ids)
-        with self._writing(collection, Touched(media=frozenset(ids))):
+        with self._writing(collection, Touched(media=frozenset(ids)), Replay(media=ids)):
             for i in range(0, len(ids), 500):
                 chunk = ", ".join(quote(m) for m in ids[i : i + 500])
                 self.client.delete(collection, filter=f"media_id in [{chunk}]")
@@ -348,7 +361,7 @@ class MilvusStore:
     def delete_ids(self, collection: str, ids: Iterable[str]) -> None:
         """Delete rows by segment id (what one space gave rise to in another, replaced)."""
         ids = list(ids)
-        with self._writing(collection, Touched(ids=frozenset(ids))):
+        with self._writing(collection, Touched(ids=frozenset(ids)), Replay(ids=ids)):
             for i in range(0, len(ids), 500):
                 self.client.delete(collection, ids=ids[i : i + 500])
 
@@ -469,13 +482,16 @@ class MilvusStore:
             return self.notes()
         return lite_index_notes(self.snapshots.stale(rows), rows)
 
-    def _snapshot(self, collection: str, expr: str) -> tuple[Snapshot, np.ndarray | None] | None:
-        """The collection's current snapshot and the rows `expr` keeps; None where Milvus
-        answers (a server, no current snapshot, or a filter the snapshot does not read)."""
+    def _snapshot(
+        self, collection: str, expr: str, media: frozenset[str] | None = None
+    ) -> tuple[Snapshot, np.ndarray | None] | None:
+        """The collection's current snapshot and the rows `expr` keeps (of `media`, where
+        named); None where Milvus answers (a server, no current snapshot, or a filter the
+        snapshot does not read)."""
         if self.snapshots is None or (found := parse_filter(expr)) is None:
             return None
         snap = self.snapshots.current(collection)
-        return (snap, snap.mask(found)) if snap else None
+        return (snap, snap.mask(found.among(media))) if snap else None
 
     def search_dense(
         self,
@@ -484,12 +500,16 @@ class MilvusStore:
         limit: int,
         expr: str = "",
         group_by: str | None = None,
+        media: frozenset[str] | None = None,
     ) -> list[list[dict]]:
         """Nearest rows by cosine; with `group_by` ("media_id"), only the best row of each
-        value (Milvus grouping search: one moment per video)."""
-        if group_by in (None, "media_id") and (fast := self._snapshot(collection, expr)):
+        value (Milvus grouping search: one moment per video). `media`: only these media's rows
+        (with `expr`)."""
+        fast = group_by in (None, "media_id") and self._snapshot(collection, expr, media)
+        if fast:
             snap, keep = fast
             return [snap.hits(r) for r in snap.dense(vectors, limit, keep, bool(group_by))]
+        expr = _listed(expr, media)
         self._load(collection)
         grouping = {"group_by_field": group_by} if group_by else {}
         depth = limit
@@ -512,11 +532,17 @@ class MilvusStore:
         return found
 
     def search_bm25(
-        self, collection: str, texts: list[str], limit: int, expr: str = ""
+        self,
+        collection: str,
+        texts: list[str],
+        limit: int,
+        expr: str = "",
+        media: frozenset[str] | None = None,
     ) -> list[list[dict]]:
-        if fast := self._snapshot(collection, expr):
+        if fast := self._snapshot(collection, expr, media):
             snap, keep = fast
             return [snap.hits(snap.bm25(text, limit, keep)) for text in texts]
+        expr = _listed(expr, media)
         if not self.full_text(collection):  # the searcher searches such a space densely
             note = self.capabilities.bm25_note()
             raise StoreError(f"collection {collection} has no BM25: {note}")
@@ -533,6 +559,26 @@ class MilvusStore:
         # Milvus Lite returns BM25 scores negated; a relevance score is non-negative.
         return [[_hit(h, absolute=True) for h in hits] for hits in res]
 
+    def snapshot_legs(
+        self,
+        collection: str,
+        vector: np.ndarray,
+        text: str,
+        depth: int,
+        expr: str = "",
+        media: frozenset[str] | None = None,
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]], Any] | None:
+        """From the collection's search snapshot: its dense and BM25 (row, score) lists, each
+        `depth` deep, and the function that makes rows (as `search_dense` gives them) of
+        (row, score) pairs. For a fusion done by the caller, which builds only the rows it
+        keeps (building a row reads its fields: most of a deep hybrid search). None where
+        Milvus answers."""
+        fast = self._snapshot(collection, expr, media)
+        if not fast:
+            return None
+        snap, keep = fast
+        return snap.dense(vector[None], depth, keep)[0], snap.bm25(text, depth, keep), snap.hits
+
     def search_hybrid(
         self,
         collection: str,
@@ -542,6 +588,7 @@ class MilvusStore:
         expr: str = "",
         fusion: str = "weighted",
         dense_weight: float = 0.5,
+        media: frozenset[str] | None = None,
     ) -> list[dict]:
         """Dense and BM25 candidates fused in Milvus.
 
@@ -549,9 +596,10 @@ class MilvusStore:
         norm_score: cosine -> (1+cos)/2, BM25 -> 2/pi*atan(score)); `rrf`: reciprocal rank
         fusion with k=60, which ignores how far apart the scores are.
         """
-        if fast := self._snapshot(collection, expr):
+        if fast := self._snapshot(collection, expr, media):
             snap, keep = fast
             return snap.hits(snap.hybrid(vector, text, limit, keep, fusion, dense_weight))
+        expr = _listed(expr, media)
         if not self.full_text(collection):  # a server without BM25: its dense half alone
             return self.search_dense(collection, vector[None], limit, expr)[0]
         self._load(collection)
@@ -608,6 +656,14 @@ def _best_per(hits: list[dict], field_name: str) -> list[dict]:
             seen.add(h.get(field_name))
             out.append(h)
     return out
+
+
+def _listed(expr: str, media: frozenset[str] | None) -> str:
+    """`expr` with these media named, as Milvus reads it (`media_id in [...]`)."""
+    if media is None:
+        return expr
+    ids = f"media_id in [{', '.join(quote(m) for m in sorted(media))}]"
+    return f"{expr} and {ids}" if expr else ids
 
 
 def _hit(h: Any, absolute: bool = False) -> dict:

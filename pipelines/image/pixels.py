@@ -64,12 +64,16 @@ class PixelSpec:
         memory (a view of the batch: no transposing copy)."""
         import torch
 
-        x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2)
+        x = pixels.to(device, non_blocking=True)
+        mean = torch.tensor(self.mean, dtype=torch.float64)
+        std = torch.tensor(self.std, dtype=torch.float64)
+        # (x / 255 - mean) / std as one multiply-add over the channels-last pixels (a third
+        # less CPU than three passes; equal to 1e-6)
+        scale = (1 / (255 * std)).to(torch.float32).to(x.device)
+        shift = (-mean / std).to(torch.float32).to(x.device)
         with one_torch_thread(x.device.type == "cpu"):
-            x = x.to(torch.float32)
-            mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-            std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-            return x.mul_(1 / 255).sub_(mean).div_(std).to(dtype)
+            out = torch.addcmul(shift, x.to(torch.float32), scale)
+            return out.permute(0, 3, 1, 2).to(dtype)
 
     def batch(self, images: list[Image.Image], device: str, dtype: torch.dtype) -> torch.Tensor:
         """Pillow images -> one model input (the query side: no reader threads)."""

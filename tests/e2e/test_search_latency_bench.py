@@ -41,8 +41,10 @@ def test_search_latency_benchmark_writes_results(tmp_path: Path) -> None:
         assert row["size"] == 2000
         assert 0.0 <= row["recall_at_10"] <= 1.0
         assert 0 < row["p50_ms"] <= row["p95_ms"]
-    exact = next(r for r in rows if r["mode"] == "numpy")
-    assert exact["recall_at_10"] == 1.0
+    recall = {r["mode"]: r["recall_at_10"] for r in rows}
+    assert recall["numpy"] == 1.0
+    # the snapshot answers exactly: its truth is the fusion the settings name (minmax)
+    assert recall["hybrid"] >= 0.95 and recall["dense"] >= 0.95, recall
     assert "| segments | mode |" in done.stdout  # the table
 
 

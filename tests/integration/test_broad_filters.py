@@ -32,14 +32,16 @@ def library(env: Env) -> Path:
 
 
 def sent_ids(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """For each search the store is asked, whether its filter named media ids."""
+    """For each search the store is asked, whether its filter named media ids (as a set, or
+    in a `media_id in [...]` string)."""
     seen: list[bool] = []
     for name in ("search_dense", "search_bm25", "search_hybrid"):
         real: Callable[..., Any] = getattr(env.store, name)
 
         def spy(*args: Any, real: Callable[..., Any] = real, **kw: Any) -> Any:
             texts = [a for a in (*args, *kw.values()) if isinstance(a, str)]
-            seen.append(any("media_id in [" in t for t in texts))
+            named = kw.get("media") is not None or any(isinstance(a, frozenset) for a in args)
+            seen.append(named or any("media_id in [" in t for t in texts))
             return real(*args, **kw)
 
         monkeypatch.setattr(env.store, name, spy)

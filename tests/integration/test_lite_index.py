@@ -254,24 +254,70 @@ def full_reads(store: MilvusStore, monkeypatch: pytest.MonkeyPatch) -> list[str]
     return exprs
 
 
-def test_a_rebuild_reads_only_what_was_written_since(
+def changed_files(store: MilvusStore, name: str) -> list[Segment]:
+    """Two files' writes after a snapshot: one re-embedded (its old rows deleted first, then
+    new texts and vectors), one new; then two rows of others deleted."""
+    changed = rows(8, per_media=4, seed=21)
+    for seg in changed:
+        seg.id, seg.media_id = (
+            seg.id.replace("m000", "m005").replace("m001", "new"),
+            ("m005" if seg.media_id == "m000" else "new"),
+        )
+    store.delete_media(name, ["m005"])
+    store.upsert(name, changed)
+    store.delete_ids(name, ["m009:text:2", "m010:text:0"])
+    return changed
+
+
+def test_a_first_build_replays_the_writes_without_reading_milvus(
+    store: MilvusStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = full_reads(store, monkeypatch)
+    name, segments = filled(store)  # a collection made here: its writes are all journaled
+    assert store.refresh_snapshots() == [name]
+    assert reads == []  # replayed from the journal: Milvus is asked only for its count
+    fast = store.search_dense(name, np.stack([s.vector for s in segments[:3]]), 9)
+    with milvus_only(store):
+        slow = store.search_dense(name, np.stack([s.vector for s in segments[:3]]), 9)
+    for a, b in zip(fast, slow, strict=True):
+        same(a, b)
+    snap = store.snapshots.current(name)  # type: ignore[union-attr]
+    assert snap is not None and snap.rows == store.count(name) == 240
+
+
+def test_a_failed_write_means_reading_what_it_touched(
+    store: MilvusStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, segments = filled(store)
+    store.refresh_snapshots()
+    reads = full_reads(store, monkeypatch)
+    real = store.client.delete
+
+    def delete_then_fail(*args: object, **kwargs: object) -> None:
+        real(*args, **kwargs)  # Milvus took it, but the caller hears of a failure
+        raise RuntimeError("connection lost")
+
+    monkeypatch.setattr(store.client, "delete", delete_then_fail)
+    with pytest.raises(RuntimeError):
+        store.delete_media(name, ["m002"])
+    monkeypatch.setattr(store.client, "delete", real)
+    assert store.refresh_snapshots() == [name]
+    assert reads and "" not in reads  # its outcome unknown: read by media, not whole
+    snap = store.snapshots.current(name)  # type: ignore[union-attr]
+    assert snap is not None and snap.rows == store.count(name) == 240 - 6
+    assert not store.search_dense(name, segments[12].vector[None, :], 5, 'media_id in ["m002"]')[0]
+
+
+def test_a_rebuild_replays_what_was_written_since(
     store: MilvusStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name, segments = filled(store)
     store.refresh_snapshots()
     assert store.snapshots is not None
     reads = full_reads(store, monkeypatch)
-    changed = rows(8, per_media=4, seed=21)  # two files' new rows (new texts and vectors)
-    for seg in changed:
-        seg.id, seg.media_id = (
-            seg.id.replace("m000", "m005").replace("m001", "new"),
-            ("m005" if seg.media_id == "m000" else "new"),
-        )
-    store.delete_media(name, ["m005"])  # a file re-embedded: its old rows go first
-    store.upsert(name, changed)
-    store.delete_ids(name, ["m009:text:2", "m010:text:0"])
+    changed = changed_files(store, name)
     assert store.refresh_snapshots() == [name]
-    assert "" not in reads and reads  # read by media and ids, not whole
+    assert reads == []  # the writes replayed onto the snapshot: nothing read back
     q = np.stack([s.vector for s in changed[:2]] + [segments[0].vector])
 
     def answers() -> list[list[dict]]:
@@ -312,3 +358,49 @@ def test_a_write_that_did_not_say_what_it_touched_means_a_full_rebuild(
     store.snapshots.bump(name)  # a write that says nothing of what it touched
     store.refresh_snapshots()
     assert reads == [""]
+
+
+def test_a_build_empties_the_journal_and_gives_its_space_back(
+    store: MilvusStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lite_index, "JOURNAL_SLACK_BYTES", 0)
+    filled(store)
+    assert store.snapshots is not None and store.snapshots._state is not None
+    db = store.snapshots._state
+    assert db.execute("SELECT COUNT(*) FROM replay WHERE op = 'row'").fetchone() == (240,)
+    store.refresh_snapshots()
+    assert db.execute("SELECT COUNT(*) FROM replay").fetchone() == (0,)
+    assert db.execute("SELECT COUNT(*) FROM changes").fetchone() == (0,)
+    assert db.execute("PRAGMA freelist_count").fetchone() == (0,)  # vacuumed
+
+
+def test_minmax_hybrid_builds_only_the_rows_it_keeps(
+    store: MilvusStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`minmax` fuses the snapshot's row numbers and builds the `limit` rows kept, with the
+    same rows and scores as fusing the two legs' built rows (100 deep each)."""
+    from mmrag.search.fusion import MINMAX_DEPTH, fuse_minmax, minmax_fused
+
+    name, segments = filled(store)
+    store.refresh_snapshots()
+    vector, text = segments[7].vector, "harbour lantern amber"
+    dense = store.search_dense(name, vector[None], MINMAX_DEPTH)[0]
+    lexical = store.search_bm25(name, [text], MINMAX_DEPTH)[0]
+    slow = fuse_minmax(dense, lexical, 0.7, 10)
+    snap = store.snapshots.current(name)  # type: ignore[union-attr]
+    assert snap is not None
+    built: list[int] = []
+    real = snap.hits
+    monkeypatch.setattr(snap, "hits", lambda ranked: built.append(len(ranked)) or real(ranked))
+    legs = store.snapshot_legs(name, vector, text, MINMAX_DEPTH)
+    assert legs is not None
+    dense_rows, bm25_rows, build = legs
+    assert len(dense_rows) == MINMAX_DEPTH and bm25_rows  # row numbers, no rows built yet
+    assert built == []
+    fast = build(minmax_fused([(dense_rows, 0.7), (bm25_rows, 0.3)])[:10])
+    assert built == [10]
+    assert [r["id"] for r in fast] == [r["id"] for r in slow]
+    assert [r["score"] for r in fast] == pytest.approx([r["score"] for r in slow])
+    assert fast == [{**r, "score": pytest.approx(r["score"])} for r in slow]
+    with milvus_only(store):
+        assert store.snapshot_legs(name, vector, text, MINMAX_DEPTH) is None  # Milvus answers

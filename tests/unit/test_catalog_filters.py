@@ -209,8 +209,9 @@ def test_glob_sql_marks_sets_inexact() -> None:
 
 
 def test_migration_names_every_path_and_keeps_names_current(tmp_path: Path) -> None:
-    """A v5 catalog opened by this mmrag gains each path's name (what follows its last "/")
-    and the filter indexes; names follow every later write of a path."""
+    """A v5 catalog opened by this mmrag gains each path's name (what follows its last "/"),
+    its folders (v7) and the filter indexes; names and folders follow every later write of a
+    path."""
     db = tmp_path / "c.db"
     raw = sqlite3.connect(db)
     for version in range(1, 6):
@@ -229,7 +230,7 @@ def test_migration_names_every_path_and_keeps_names_current(tmp_path: Path) -> N
     raw.commit()
     raw.close()
     c = Catalog(db)
-    assert c.version == SCHEMA_VERSION == 6
+    assert c.version == SCHEMA_VERSION == 7
 
     def names() -> dict[str, str]:
         return {r["path"]: r["name"] for r in c._all("SELECT path, name FROM paths")}
@@ -250,7 +251,62 @@ def test_migration_names_every_path_and_keeps_names_current(tmp_path: Path) -> N
         sql = "SELECT p.media_id FROM paths p WHERE " + " AND ".join(clauses)
         return " ".join(r["detail"] for r in c._all("EXPLAIN QUERY PLAN " + sql, tuple(args)))
 
-    assert "paths_mtime" in plan(Filters(since=BASE, until=BASE + timedelta(1)))
+    assert "COVERING INDEX paths_mtime" in plan(Filters(since=BASE, until=BASE + timedelta(1)))
+    folders = {r["folder"] for r in c._all("SELECT folder FROM folders")}
+    assert folders == {"/a/", "a/", "/", "", "/d/", "d/", "x/y/", "q/", "z/"}
     fixed_start = plan(Filters(path_glob="IMG_*"))
     assert all(i in fixed_start for i in ("paths_display", "paths_name", "MULTI-INDEX OR"))
+    c.close()
+
+
+def _steps(c: Catalog, f: Filters) -> tuple[set[str], int]:
+    """What the catalog finds for `f`, and how many SQLite VM steps (of 100) it took."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    c._db.set_progress_handler(count, 100)
+    try:
+        return sql_filter(c, f), steps[0]
+    finally:
+        c._db.set_progress_handler(None, 100)
+
+
+def test_leading_wildcard_glob_reads_only_the_folders_it_can_match(tmp_path: Path) -> None:
+    """`*/f07/*` reads the paths of the folders it can match, through the paths' indexes,
+    not every path row: it gives what the Python filter gives, for a small share of the work
+    of a glob that must read every row (`*/f07*` could match a file in any folder)."""
+    c = Catalog(tmp_path / "c.db")
+    for n in range(2000):
+        folder, media = f"f{n % 40:02d}" + ("/deep" if n % 7 == 0 else ""), f"m{n:04d}"
+        c.begin_media(media, "image", "jpeg", 1, MediaFacts())
+        display = f"{folder}/n{n}.jpg" if n % 2 else f"/lib/{folder}/n{n}.jpg"
+        c.link_path(f"/lib/{folder}/n{n}.jpg", display, "/lib", media, 1, BASE_NS)
+    for glob in ("*/f07/*", "*f07/*", "?lib/f0[7]/*", "*/deep/*", "*07/deep/n*", "*/f07*"):
+        f = Filters(path_glob=glob)
+        assert sql_filter(c, f) == c.media_matching(lambda r, m, f=f: python_filter(r, m, f))
+    narrow, few = _steps(c, Filters(path_glob="*/f07/*"))
+    every, many = _steps(c, Filters(path_glob="*/f07*"))
+    assert narrow == every and len(narrow) == 50
+    assert few * 5 < many
+    c.close()
+
+
+def test_share_of_paths_a_filter_keeps(tmp_path: Path) -> None:
+    """A filter's share of the paths, from a sample (every path where there are few)."""
+    c = Catalog(tmp_path / "c.db")
+    assert c.share_matching(None, Filters(path_glob="*").where()) is None  # no paths
+    for n in range(300):
+        c.begin_media(f"m{n:03d}", "image", "jpeg", 1, MediaFacts())
+        mtime = BASE_NS + (86_400 * 10**9 if n % 10 == 0 else 0)
+        c.link_path(f"/lib/n{n}.jpg", f"/lib/n{n}.jpg", "/lib", f"m{n:03d}", 1, mtime)
+    later = Filters(since=BASE + timedelta(hours=1))
+    assert c.share_matching(None, later.where()) == 0.1
+    assert c.share_matching(None, Filters(path_glob="*").where()) == 1.0
+    odd = c.share_matching(lambda rec, _facts: rec.path.endswith(("1.jpg", "3.jpg")), later.where())
+    assert odd == 0.0  # `accept` narrows too: n % 10 == 0 ends in 0
+    glance = c.share_matching(None, later.where(), sample=100)
+    assert glance is not None and 0.0 < glance < 0.25
     c.close()

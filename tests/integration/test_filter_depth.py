@@ -1,0 +1,107 @@
+"""Catalog filters at scale (issue 17): a broad filter's search starts as deep as the filter's
+share of the library says (one that matches few of the ranked rows is found in one search, not
+in rounds 4 times deeper each), and a narrow filter's media reach the store as a set that finds
+what the `media_id in [...]` expression finds. Real Milvus Lite (and its search snapshot), real
+catalog, real MiniLM."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mmrag.search.query as query
+from mmrag.kinds import QueryKind
+from mmrag.search.query import Filters
+from mmrag.store.schema import quote
+from tests.conftest import Env, write
+
+QUERY = "the lighthouse keeper lit the lamp above the harbour"
+# `match/` files rank below every `other/` file for the query, so a search must reach past all
+# the others to fill its cut with them.
+OTHER = "The lighthouse keeper climbed the tower and lit the lamp over the harbour, night {n}."
+MATCH = "A recipe for bread number {n} from the harbour bakery: flour, water, salt and yeast."
+
+
+def library(env: Env) -> Path:
+    """18 `other/` files and 2 `match/` files: the glob `*/match/*` keeps a tenth."""
+    lib = env.root / "lib"
+    for n in range(18):
+        write(lib / "other" / f"light{n}.txt", OTHER.format(n=n))
+    for n in range(2):
+        write(lib / "match" / f"bread{n}.txt", MATCH.format(n=n))
+    report = env.ingest(lib)
+    assert report.failed == [] and report.new == 20
+    return lib
+
+
+def depths(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The depth of each search the store is asked."""
+    seen: list[int] = []
+    real: Callable[..., Any] = env.store.search_dense
+
+    def spy(collection: str, vectors: Any, limit: int, *args: Any, **kw: Any) -> Any:
+        seen.append(limit)
+        return real(collection, vectors, limit, *args, **kw)
+
+    monkeypatch.setattr(env.store, "search_dense", spy)
+    return seen
+
+
+def test_broad_filter_with_a_small_share_is_found_in_one_search(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    library(env)
+    glob = Filters(path_glob="*/match/*")
+    listed = env.searcher().search(QUERY, "dense", 2, glob)  # 2 media: named to the store
+    monkeypatch.setattr(query, "LISTED_MAX", 1)  # broad now: checked against ranked rows
+    seen = depths(env, monkeypatch)
+    hits = env.searcher().search(QUERY, "dense", 2, glob)
+    assert [h.segment_id for h in hits] == [h.segment_id for h in listed]
+    assert sorted(Path(h.path).name for h in hits) == ["bread0.txt", "bread1.txt"]
+    # a tenth of the paths match: 2 * 16 deep at once (at 2 * 4 the others fill the cut)
+    assert seen == [32]
+
+
+def test_broad_filter_with_a_large_share_starts_shallow(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    library(env)
+    monkeypatch.setattr(query, "LISTED_MAX", 1)
+    seen = depths(env, monkeypatch)
+    hits = env.searcher().search(QUERY, "dense", 2, Filters(path_glob="*/other/*"))
+    assert [Path(h.path).parent.name for h in hits] == ["other", "other"]
+    assert seen == [2 * query.BROAD_WIDEN]  # 90% match: the first round's depth, as before
+
+
+def test_media_named_as_a_set_find_what_the_expression_finds(env: Env) -> None:
+    """On the snapshot and on Milvus alike (a server, or a snapshot not current)."""
+    library(env)
+    store, name = env.store, env.searcher().spaces[0].collection
+    assert store.snapshots is not None and store.snapshots.current(name) is not None
+    media = frozenset(sorted(env.catalog.paths_by_media())[::3])
+    listed = f"media_id in [{', '.join(quote(m) for m in sorted(media))}]"
+    vector = env.searcher().spaces[0].encoder.encode_query(QueryKind.TEXT, [QUERY])
+    searches = [
+        (lambda e, m: store.search_dense(name, vector, 7, e, media=m)[0]),
+        (lambda e, m: store.search_dense(name, vector, 7, e, "media_id", media=m)[0]),
+        (lambda e, m: store.search_bm25(name, [QUERY], 7, e, media=m)[0]),
+        (lambda e, m: store.search_hybrid(name, vector[0], QUERY, 7, e, media=m)),
+    ]
+
+    def agree() -> None:
+        for expr in ("", 'modality == "document"', 'modality == "transcript"'):
+            named = f"{expr} and {listed}" if expr else listed
+            for search in searches:
+                want = search(named, None)
+                assert [r["id"] for r in search(expr, media)] == [r["id"] for r in want]
+                assert {r["media_id"] for r in want} <= media
+
+    agree()
+    snapshots, store.snapshots = store.snapshots, None  # Milvus answers
+    try:
+        agree()
+    finally:
+        store.snapshots = snapshots
