@@ -35,7 +35,7 @@ def sent_ids(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """For each search the store is asked, whether its filter named media ids (as a set, or
     in a `media_id in [...]` string)."""
     seen: list[bool] = []
-    for name in ("search_dense", "search_bm25", "search_hybrid"):
+    for name in ("search_dense", "search_bm25", "search_hybrid", "snapshot_legs"):
         real: Callable[..., Any] = getattr(env.store, name)
 
         def spy(*args: Any, real: Callable[..., Any] = real, **kw: Any) -> Any:

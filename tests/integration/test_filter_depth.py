@@ -18,11 +18,9 @@ from mmrag.search.query import Filters
 from mmrag.store.schema import quote
 from tests.conftest import Env, write
 
-QUERY = "the lighthouse keeper lit the lamp above the harbour"
-# `match/` files rank below every `other/` file for the query, so a search must reach past all
-# the others to fill its cut with them.
-OTHER = "The lighthouse keeper climbed the tower and lit the lamp over the harbour, night {n}."
-MATCH = "A recipe for bread number {n} from the harbour bakery: flour, water, salt and yeast."
+# The library of test_broad_filters: `match/` files rank below every `other/` file for the
+# query, so a search must reach past them all to fill its cut with them.
+from tests.integration.test_broad_filters import MATCH, OTHER, QUERY
 
 
 def library(env: Env) -> Path:
