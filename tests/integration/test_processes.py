@@ -95,7 +95,9 @@ def test_sigkill_mid_ingest_then_rerun_gives_exact_segments(
 
     crash = tmp_path / "crash"
     crash.mkdir()
-    e = cli_env(crash)
+    # Small model batches: files are marked done a few at a time, so the kill lands mid-ingest
+    # (with 64 chunks a batch, 16 files at once: a loaded machine saw all 60 done before it).
+    e = cli_env(crash) | {"MMRAG_EMBED_BATCH_SIZE": "8"}
     proc = mmrag("ingest", "-q", str(lib), env=e)
     wait_for(
         lambda: done_media(crash / "catalog.sqlite") >= kill_after_done or proc.poll() is not None
