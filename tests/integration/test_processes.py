@@ -95,9 +95,11 @@ def test_sigkill_mid_ingest_then_rerun_gives_exact_segments(
 
     crash = tmp_path / "crash"
     crash.mkdir()
-    # Small model batches: files are marked done a few at a time, so the kill lands mid-ingest
-    # (with 64 chunks a batch, 16 files at once: a loaded machine saw all 60 done before it).
-    e = cli_env(crash) | {"MMRAG_EMBED_BATCH_SIZE": "8"}
+    # Small model and write batches: files are marked done a few at a time, so the kill lands
+    # mid-ingest. With 64 chunks a model batch, 16 files were done at once; with 512 rows a
+    # write, every file embedded while the first write made the collection was done in one
+    # transaction, and a loaded CI machine saw all 60 done at once.
+    e = cli_env(crash) | {"MMRAG_EMBED_BATCH_SIZE": "8", "MMRAG_WRITE_BATCH_SIZE": "4"}
     proc = mmrag("ingest", "-q", str(lib), env=e)
     wait_for(
         lambda: done_media(crash / "catalog.sqlite") >= kill_after_done or proc.poll() is not None
