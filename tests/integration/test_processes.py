@@ -47,7 +47,12 @@ def cli_env(root: Path) -> dict[str, str]:
         "MMRAG_CATALOG": str(root / "catalog.sqlite"),
         "MMRAG_CHUNK_TOKENS": "64",
         "MMRAG_CHUNK_OVERLAP": "8",
+        # Small model and write batches: files are marked done a few at a time, so a test sees
+        # an ingest midway. With 64 chunks a model batch, 16 files were done at once; with 512
+        # rows a write, every file embedded while the first write made the collection was done
+        # in one transaction, and a loaded CI machine saw all 60 done at once.
         "MMRAG_EMBED_BATCH_SIZE": "8",
+        "MMRAG_WRITE_BATCH_SIZE": "4",
         "MMRAG_DEVICE": "cpu",
         "MMRAG_CONFIG": str(root / "none.toml"),
         "HF_HUB_OFFLINE": "1",
@@ -95,11 +100,7 @@ def test_sigkill_mid_ingest_then_rerun_gives_exact_segments(
 
     crash = tmp_path / "crash"
     crash.mkdir()
-    # Small model and write batches: files are marked done a few at a time, so the kill lands
-    # mid-ingest. With 64 chunks a model batch, 16 files were done at once; with 512 rows a
-    # write, every file embedded while the first write made the collection was done in one
-    # transaction, and a loaded CI machine saw all 60 done at once.
-    e = cli_env(crash) | {"MMRAG_EMBED_BATCH_SIZE": "8", "MMRAG_WRITE_BATCH_SIZE": "4"}
+    e = cli_env(crash)
     proc = mmrag("ingest", "-q", str(lib), env=e)
     wait_for(
         lambda: done_media(crash / "catalog.sqlite") >= kill_after_done or proc.poll() is not None
