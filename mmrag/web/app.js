@@ -83,6 +83,7 @@ async function search(page = 1) {
     }
     show(found, page);
   } catch (error) {
+    showNotes([]);
     failed(error, () => search(page));
   } finally {
     $("hits").removeAttribute("aria-busy");
@@ -102,7 +103,22 @@ function show(found, page) {
     : `for “${state.query.q}”`;
   if (!total) say(`Nothing found ${what}.`);
   else say(`${total} result${total === 1 ? "" : "s"} ${what} (${found.took_ms} ms)`);
+  showNotes(found.notes || []);
   if (page > 1 && list.children[start]) list.children[start].querySelector(".open").focus();
+}
+
+/** What the search says about its own results (a store still catching up, a server without
+ * BM25): the same lines the CLI prints. */
+function showNotes(notes) {
+  const box = $("notes");
+  box.replaceChildren(
+    ...notes.map((note) => {
+      const item = document.createElement("li");
+      item.textContent = note;
+      return item;
+    }),
+  );
+  box.hidden = notes.length === 0;
 }
 
 function openHit(hit) {

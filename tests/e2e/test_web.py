@@ -187,6 +187,7 @@ def test_typing_a_query_shows_thumbnails_and_saves_the_screenshot(page: Page, li
     thumbs = page.eval_on_selector_all(".hit img", "imgs => imgs.map(i => i.src)")
     assert len(thumbs) >= 2 and all("/thumbs/" in src for src in thumbs)
     assert "garden tour.mp4" in names(page)  # the video's moment showing a cat has a frame too
+    assert page.locator("#notes").is_hidden()  # the store is indexed: nothing to say
     page.locator("#q").blur()
     save_screenshot(page.screenshot())
     assert Image.open(SCREENSHOT).size == (1280, 800)
@@ -383,8 +384,11 @@ def test_with_a_key_the_page_asks_for_it_and_media_load(browser: Browser, lib: L
         page.context.close()
 
 
+NOTE = "<b>mmrag_text</b> is being indexed<img src=x onerror=window.pwned=3>"
+
+
 def test_the_page_escapes_what_the_api_says(page: Page, lib: Lib) -> None:
-    """A file name or snippet with markup in it is shown as text, never run."""
+    """A file name, snippet or search note with markup in it is shown as text, never run."""
     hostile = '<img src=x onerror="window.pwned=1">.jpg'
     page.route(
         lambda url: "/api/search?" in url,
@@ -408,12 +412,16 @@ def test_the_page_escapes_what_the_api_says(page: Page, lib: Lib) -> None:
                         }
                     ],
                     "took_ms": 1,
+                    "notes": [NOTE],
                 }
             ),
         ),
     )
     search(page, "anything")
     assert names(page) == [hostile]
+    assert page.locator("#notes").is_visible()
+    assert page.text_content("#notes li") == NOTE
+    assert page.locator("#notes b, #notes img").count() == 0
     assert page.text_content(".hit .snippet") == "<b>bold</b><script>window.pwned=2</script>"
     assert page.locator(".hit b, .hit script, .hit i, .hit .snippet img").count() == 0
     assert page.evaluate("window.pwned") is None
