@@ -17,9 +17,11 @@ snapshot or Milvus, catalog look-ups), the variants alternating query by query:
 
 - `after`: the catalog answers in SQL (`Catalog.media_matching` with `MediaWhere`; a glob
   with a leading wildcard that names folders reads only the paths of the folders it can
-  match), a filter matching at most `LISTED_MAX` media (search/query.py) names them to the
-  store as a set, and a broader one is checked against the ranked rows of a search as deep as
-  its sampled share of the paths says (`Catalog.share_matching`);
+  match), a filter matching at most `LISTED_MAX_SNAPSHOT` media (search/query.py) names them
+  to the store as a set (the snapshot reads only their vectors), and a broader one is checked
+  against the ranked rows of a search as deep as its sampled share of the paths says
+  (`Catalog.share_matching`; a glance at 100 paths that shows most of them match skips
+  listing);
 - `before`, with `--baseline python` (the default): as mmrag did before catalog v6: every path
   row read and matched in Python (`fnmatch` three times a row, mtime compared), every matching
   id sent as `media_id in [...]`;
@@ -63,6 +65,7 @@ from search_latency import (
 )
 
 DAY0 = datetime(2020, 1, 1, tzinfo=UTC)
+V6_LISTED_MAX = 2000  # the most media catalog v6 named to the store
 
 
 def filters() -> dict[str, Any]:
@@ -148,17 +151,17 @@ def v6_catalog(catalog_file: Path) -> Any:
 def v6_scope(catalog: Any) -> Any:
     """`Searcher._scope` as catalog v6 had it (for filters without a modality or a place), on
     `v6_catalog`'s copy: its ranked rows' paths looked up, then checked."""
-    from mmrag.search.query import BROAD_WIDEN, LISTED_MAX, Scope
+    from mmrag.search.query import BROAD_WIDEN, Scope
     from mmrag.store.milvus import _listed
 
     def scope(f: Any) -> Scope | None:
         if not f.by_catalog:
             return Scope("")
         where = f.where()
-        media = catalog._matching(None, *where.sql(), LISTED_MAX + 1)  # no folder ranges
+        media = catalog._matching(None, *where.sql(), V6_LISTED_MAX + 1)  # no folder ranges
         if not media:
             return None
-        if len(media) <= LISTED_MAX:
+        if len(media) <= V6_LISTED_MAX:
             return Scope(_listed("", frozenset(media)))  # a string the snapshot parses
 
         def keep(among: Any) -> set[str]:

@@ -40,15 +40,20 @@ CUTOFFS: tuple[str, ...] = ("off", "auto")
 MOMENTS_PER_FILE = 3  # a grouped hit's best moments
 AUTO_DROP = 0.5  # the automatic cutoff's cliff: a score under half the one before it
 RERANK_DEPTH = 30  # a reranked text query re-scores at least this many candidates
-# Catalog filters matching more media than this are not sent to Milvus as `media_id in [...]`
-# (megabytes of ids, and every path row read to list them): the ranked rows are checked against
-# the filter instead, from a search BROAD_WIDEN times deeper than asked (Searcher._shown).
+# Catalog filters matching more media than this are not named to the store: the ranked rows
+# are checked against the filter instead, from a search BROAD_WIDEN times deeper than asked
+# (Searcher._shown). Naming costs a catalog read per media and, to Milvus, an expression
+# `media_id in [...]` it parses; a snapshot takes them as a set and reads only their vectors,
+# so at 100k segments naming 5000 media costs less than searching 64 times deeper for a 3%
+# share (benchmarks/filter_latency.py).
 LISTED_MAX = 2000
+LISTED_MAX_SNAPSHOT = 5000
 BROAD_WIDEN = 4
 # A broad filter's share of the paths is sampled (Catalog.share_matching) to start its search as
 # deep as needed: first a glance at SHARE_GLANCE paths, enough where it shows a share of at least
 # SURE_SHARE (the first depth fills the cut with a share of 1 / BROAD_WIDEN; a glance shows 40
-# of 100 for it about once in 3000), else the catalog's full sample.
+# of 100 for it about once in 3000), else the catalog's full sample. A glance that shows the
+# filter keeps twice as many paths as can be named skips trying to name them.
 SHARE_GLANCE = 100
 SURE_SHARE = 0.4
 
@@ -547,9 +552,10 @@ class Searcher:
 
     def _scope(self, f: Filters) -> Scope | None:
         """Where to search; None when the catalog filters leave nothing to search. The catalog
-        answers in SQL; a filter matching more than LISTED_MAX media is checked against the
-        ranked rows rather than sent to Milvus (finding that many stops the catalog's scan),
-        from a search as deep as its share of the paths says (_widen)."""
+        answers in SQL; a filter matching more media than the store takes named (LISTED_MAX)
+        is checked against the ranked rows rather than sent to the store, from a search as
+        deep as its share of the paths says (_widen_for). A glance at the paths tells a filter
+        that keeps most of a large library at once, before its media are listed."""
         expr = f"modality == {quote(f.modality)}" if f.modality else ""
         if not f.by_catalog:
             return Scope(expr)
@@ -559,22 +565,18 @@ class Searcher:
         def keep(among: Iterable[str] | None) -> set[str]:
             return self.catalog.media_matching(accept, where, among)
 
-        media = self.catalog.media_matching(accept, where, limit=LISTED_MAX + 1)
+        most = LISTED_MAX_SNAPSHOT if self.store.snapshots is not None else LISTED_MAX
+        glance = self.catalog.share_matching(accept, where, SHARE_GLANCE)
+        sure = glance is not None and glance >= SURE_SHARE
+        if sure and glance * self.catalog.paths_at_most() > 2 * most:
+            return Scope(expr, keep, _widen_for(glance))
+        media = self.catalog.media_matching(accept, where, limit=most + 1)
         if not media:
             return None
-        if len(media) <= LISTED_MAX:
+        if len(media) <= most:
             return Scope(expr).listed(media)
-        return Scope(expr, keep, self._widen(accept, where))
-
-    def _widen(
-        self, accept: Callable[[PathRecord, MediaFacts], bool] | None, where: MediaWhere
-    ) -> int:
-        """How many times deeper than asked a broad filter's search starts (_widen_for), from
-        its share of the paths: a glance where that is clearly large, else a full sample."""
-        share = self.catalog.share_matching(accept, where, SHARE_GLANCE)
-        if share is None or share < SURE_SHARE:
-            share = self.catalog.share_matching(accept, where)
-        return _widen_for(share)
+        share = glance if sure else self.catalog.share_matching(accept, where)
+        return Scope(expr, keep, _widen_for(share))
 
     def _shown(
         self, fetch: Callable[[int, Scope], list[list[dict]]], want: int, scope: Scope

@@ -618,10 +618,8 @@ class Catalog:
         """About what share of the paths `where` (and `accept`) keeps, from `sample` paths
         drawn at random (seeded: the same answer each time) by rowid: a fixed cost, where
         counting a broad filter's matches reads most rows. None: no path to look at."""
-        # one min() or max() a query: SQLite reads the rowid's two ends only then
-        ends = "SELECT (SELECT min(rowid) FROM paths), (SELECT max(rowid) FROM paths)"
-        lo, hi = self._one(ends) or (None, None)
-        if lo is None:
+        lo, hi = self._rowid_ends()
+        if lo is None or hi is None:
             return None
         rowids = random.Random(hi).sample(range(lo, hi + 1), min(sample, hi - lo + 1))
         clauses, args = (where or MediaWhere()).sql()
@@ -639,6 +637,18 @@ class Catalog:
             if r["mmrag_kept"] and (accept is None or accept(_path_record(r), MediaFacts.of_row(r)))
         }
         return len(kept) / len(seen) if seen else None
+
+    def paths_at_most(self) -> int:
+        """How many paths there are at most (the span of their rowids, rows deleted counted
+        in): read from the rowid's two ends, where a count reads a whole index."""
+        lo, hi = self._rowid_ends()
+        return 0 if lo is None or hi is None else hi - lo + 1
+
+    def _rowid_ends(self) -> tuple[int | None, int | None]:
+        # one min() or max() a query: SQLite reads the rowid's two ends only then
+        ends = "SELECT (SELECT min(rowid) FROM paths), (SELECT max(rowid) FROM paths)"
+        row = self._one(ends)
+        return (row[0], row[1]) if row else (None, None)
 
     def _glob_folders(self, where: MediaWhere) -> list[str] | None:
         """The outermost folders whose paths the glob can match (MediaWhere.folder_glob); None

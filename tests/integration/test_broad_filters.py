@@ -31,6 +31,12 @@ def library(env: Env) -> Path:
     return lib
 
 
+def name_at_most(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """The store takes at most `n` media named, a snapshot's or Milvus's."""
+    monkeypatch.setattr(query, "LISTED_MAX", n)
+    monkeypatch.setattr(query, "LISTED_MAX_SNAPSHOT", n)
+
+
 def sent_ids(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """For each search the store is asked, whether its filter named media ids (as a set, or
     in a `media_id in [...]` string)."""
@@ -53,7 +59,7 @@ def test_broad_glob_filters_ranked_rows_and_fills_limit(
     env: Env, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     library(env)
-    monkeypatch.setattr(query, "LISTED_MAX", 4)  # 8 of 16 media: broad here
+    name_at_most(monkeypatch, 4)  # 8 of 16 media: broad here
     seen = sent_ids(env, monkeypatch)
     hits = env.searcher().search(QUERY, mode, 5, Filters(path_glob="*/match/*"))
     assert len(hits) == 5
@@ -69,7 +75,7 @@ def test_broad_glob_names_its_media_when_the_cut_runs_dry(
     with them named, so the hits are what the listed filter gives."""
     library(env)
     listed = env.searcher().search(QUERY, "dense", 3, Filters(path_glob="*/match/*"))
-    monkeypatch.setattr(query, "LISTED_MAX", 4)
+    name_at_most(monkeypatch, 4)
     monkeypatch.setattr(query, "MAX_DEPTH", 4)  # the other/ files fill the first 8 rows
     seen = sent_ids(env, monkeypatch)
     hits = env.searcher().search(QUERY, "dense", 3, Filters(path_glob="*/match/*"))

@@ -15,12 +15,13 @@ import pytest
 import mmrag.search.query as query
 from mmrag.kinds import QueryKind
 from mmrag.search.query import Filters
+from mmrag.store import lite_index
 from mmrag.store.schema import quote
 from tests.conftest import Env, write
 
 # The library of test_broad_filters: `match/` files rank below every `other/` file for the
 # query, so a search must reach past them all to fill its cut with them.
-from tests.integration.test_broad_filters import MATCH, OTHER, QUERY
+from tests.integration.test_broad_filters import MATCH, OTHER, QUERY, name_at_most, sent_ids
 
 
 def library(env: Env) -> Path:
@@ -54,7 +55,7 @@ def test_broad_filter_with_a_small_share_is_found_in_one_search(
     library(env)
     glob = Filters(path_glob="*/match/*")
     listed = env.searcher().search(QUERY, "dense", 2, glob)  # 2 media: named to the store
-    monkeypatch.setattr(query, "LISTED_MAX", 1)  # broad now: checked against ranked rows
+    name_at_most(monkeypatch, 1)  # broad now: checked against ranked rows
     seen = depths(env, monkeypatch)
     hits = env.searcher().search(QUERY, "dense", 2, glob)
     assert [h.segment_id for h in hits] == [h.segment_id for h in listed]
@@ -67,15 +68,20 @@ def test_broad_filter_with_a_large_share_starts_shallow(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     library(env)
-    monkeypatch.setattr(query, "LISTED_MAX", 1)
+    name_at_most(monkeypatch, 1)
     seen = depths(env, monkeypatch)
     hits = env.searcher().search(QUERY, "dense", 2, Filters(path_glob="*/other/*"))
     assert [Path(h.path).parent.name for h in hits] == ["other", "other"]
     assert seen == [2 * query.BROAD_WIDEN]  # 90% match: the first round's depth, as before
 
 
-def test_media_named_as_a_set_find_what_the_expression_finds(env: Env) -> None:
-    """On the snapshot and on Milvus alike (a server, or a snapshot not current)."""
+@pytest.mark.parametrize("sparse", [1, 10**6])
+def test_media_named_as_a_set_find_what_the_expression_finds(
+    env: Env, monkeypatch: pytest.MonkeyPatch, sparse: int
+) -> None:
+    """On the snapshot and on Milvus alike (a server, or a snapshot not current); the snapshot
+    reading every vector, or only those of the rows kept (SPARSE_KEEP)."""
+    monkeypatch.setattr(lite_index, "SPARSE_KEEP", sparse)
     library(env)
     store, name = env.store, env.searcher().spaces[0].collection
     assert store.snapshots is not None and store.snapshots.current(name) is not None
@@ -103,3 +109,51 @@ def test_media_named_as_a_set_find_what_the_expression_finds(env: Env) -> None:
         agree()
     finally:
         store.snapshots = snapshots
+
+
+def listings(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """The `limit` of each listing of a filter's media (not the checks of ranked rows)."""
+    seen: list[int | None] = []
+    real: Callable[..., Any] = env.catalog.media_matching
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        if len(args) < 3 and kw.get("among") is None:
+            seen.append(kw.get("limit"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(env.catalog, "media_matching", spy)
+    return seen
+
+
+def test_a_glance_skips_listing_a_filter_that_keeps_most_of_the_library(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    library(env)
+    name_at_most(monkeypatch, 4)
+    seen = listings(env, monkeypatch)
+    hits = env.searcher().search(QUERY, "dense", 2, Filters(path_glob="*/other/*"))
+    assert [Path(h.path).parent.name for h in hits] == ["other", "other"]
+    assert seen == []  # 90% of 20 paths is past twice 4: checked against the ranked rows
+    hits = env.searcher().search(QUERY, "dense", 2, Filters(path_glob="*/match/*"))
+    assert sorted(Path(h.path).name for h in hits) == ["bread0.txt", "bread1.txt"]
+    assert seen == [5]  # a tenth: its 2 media listed, and named
+
+
+def test_a_snapshot_takes_more_media_named_than_milvus(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    library(env)
+    monkeypatch.setattr(query, "LISTED_MAX", 1)
+    monkeypatch.setattr(query, "LISTED_MAX_SNAPSHOT", 2)
+    glob = Filters(path_glob="*/match/*")
+    seen = sent_ids(env, monkeypatch)
+    named = env.searcher().search(QUERY, "dense", 2, glob)
+    assert seen == [True]  # the 2 media, as a set
+    seen.clear()
+    snapshots, env.store.snapshots = env.store.snapshots, None  # Milvus answers
+    try:
+        checked = env.searcher().search(QUERY, "dense", 2, glob)
+    finally:
+        env.store.snapshots = snapshots
+    assert seen and seen[0] is False  # more than 1: the ranked rows are checked
+    assert [h.segment_id for h in checked] == [h.segment_id for h in named]
