@@ -177,8 +177,7 @@ class Service:
         what `status` says of the collections searched (a snapshot lacking the latest writes:
         searched slower until the next ingest), so a client sees why, as the CLI does."""
         store, searcher = self.store, self.searcher
-        searched = {s.collection for s in searcher.spaces}
-        existing = [name for name in store.existing_collections() if name in searched]
+        existing = sorted(store.present(s.collection for s in searcher.spaces))  # as searched
         stale = store.snapshots.stale(existing) if store.snapshots else []
         told = store.search_notes({name: store.count(name) for name in stale}) if stale else []
         return list(dict.fromkeys([*searcher.notes, *told]))
