@@ -1,6 +1,10 @@
 """Search latency at scale on the embedded store (issue 17): `Searcher.find` against numpy.
 
     python benchmarks/search_latency.py --sizes 10000,100000 [--queries 100] [--json FILE]
+        [--keep DIR] [--no-milvus]
+
+`--keep DIR` builds each size's store under DIR and keeps it, or reuses the one a run left
+there (the rows are drawn again from the same seed, not written: 1M takes 30 min to fill).
 
 For each size, a fresh Milvus Lite store (through mmrag.app, as the CLI opens it) holds:
 
@@ -68,7 +72,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from array import array
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -140,9 +145,20 @@ class PhotoQueries:
         return self.vector[None]
 
 
-def fill(catalog, store, text_coll: str, photo_coll: str, size: int, base, base_vectors, photos):
+def fill(
+    catalog,
+    store,
+    text_coll: str,
+    photo_coll: str,
+    size: int,
+    base,
+    base_vectors,
+    photos,
+    write: bool = True,
+):
     """`size` text segments and `size` photos, with their catalog rows; returns the text ids,
-    text vectors, photo ids and photo vectors (the exact baseline's copy)."""
+    text vectors, photo ids and photo vectors (the exact baseline's copy). Drawn from a seeded
+    generator: with `write` False, the same rows again without writing them (a kept store)."""
     from mmrag.store.catalog import MediaFacts
     from mmrag.store.schema import Segment
 
@@ -178,6 +194,8 @@ def fill(catalog, store, text_coll: str, photo_coll: str, size: int, base, base_
             shots.append(Segment(seg_id, media_id, "image", 0, 0, "", pvecs[i]))
             pmedia[media_id] = [seg_id]
             photo_ids.append(seg_id)
+        if not write:
+            continue
         catalog.begin_media_many(
             [(m, "text", "txt", 1000, MediaFacts(), None) for m in media]
             + [(m, "image", "jpeg", 1000, MediaFacts(), None) for m in pmedia]
@@ -191,8 +209,9 @@ def fill(catalog, store, text_coll: str, photo_coll: str, size: int, base, base_
             path = f"/synthetic/photos/img-{m[-8:]}.jpg"
             catalog.link_path(path, path, "/synthetic/photos", m, 1000, 0)
         catalog.finish_media_many({text_coll: media, photo_coll: pmedia})
-    store.flush(text_coll)
-    store.flush(photo_coll)
+    if write:
+        store.flush(text_coll)
+        store.flush(photo_coll)
     return text_ids, texts, text_vecs, photo_ids, photo_vecs
 
 
@@ -320,34 +339,48 @@ def milvus_only(store: Any) -> Iterator[None]:
 
 class ExactBM25:
     """BM25 as Milvus Lite scores it (`\\w+` lowercase tokens, k1 1.5, b 0.75, IDF log(1 + (N -
-    df + 0.5) / (df + 0.5)), the query's term counts as weights) over the whole collection,
-    with plain dicts: the truth the snapshot's arrays are checked against. Rows of equal score
-    (texts made of the same sentences are common here) are ranked as `order` ranks them (the
-    snapshot's row order: any order of tied rows is exact, and a tie at a leg's depth decides
-    which row the fusion sees)."""
+    df + 0.5) / (df + 0.5)), the query's term counts as weights) over the whole collection:
+    the truth the snapshot's arrays are checked against, written apart from them (postings in
+    flat arrays by term, a few hundred MB at 1M rows). Rows of equal score (texts made of the
+    same sentences are common here) are ranked as `order` ranks them (the snapshot's row
+    order: any order of tied rows is exact, and a tie at a leg's depth decides which row the
+    fusion sees)."""
 
     def __init__(self, texts: list[str], ids: list[str], order: dict[str, int]) -> None:
         self.ids = ids
-        self.rank = [order[i] for i in ids]
-        self.postings: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        self.lengths = []
+        self.rank = np.array([order[i] for i in ids], dtype=np.int64)
+        vocab: dict[str, int] = {}
+        terms, docs, tfs = array("i"), array("i"), array("i")
+        lengths = np.empty(len(texts), dtype=np.float64)
         for i, text in enumerate(texts):
             words = re.findall(r"\w+", text.lower())
-            self.lengths.append(len(words))
-            for w in set(words):
-                self.postings[w].append((i, words.count(w)))
-        self.avgdl = sum(self.lengths) / max(1, len(self.lengths)) or 1.0
+            lengths[i] = len(words)
+            for w, tf in Counter(words).items():
+                terms.append(vocab.setdefault(w, len(vocab)))
+                docs.append(i)
+                tfs.append(tf)
+        by_term = np.argsort(np.frombuffer(terms, dtype=np.int32), kind="stable")
+        self.docs = np.frombuffer(docs, dtype=np.int32)[by_term]
+        self.tfs = np.frombuffer(tfs, dtype=np.int32)[by_term].astype(np.float64)
+        counts = np.bincount(np.frombuffer(terms, dtype=np.int32), minlength=len(vocab))
+        self.starts = np.concatenate([[0], np.cumsum(counts)])
+        self.vocab = vocab
+        avgdl = float(lengths.mean()) if len(lengths) else 1.0
+        self.norm_len = 1.5 * (1 - 0.75 + 0.75 * lengths / (avgdl or 1.0))
 
     def top(self, query: str, k: int) -> list[tuple[str, float]]:
-        n, scores = len(self.lengths), defaultdict(float)
-        for term in set(words := re.findall(r"\w+", query.lower())):
-            posting = self.postings.get(term, [])
-            idf = math.log((n - len(posting) + 0.5) / (len(posting) + 0.5) + 1.0)
-            for doc, tf in posting:
-                norm = tf + 1.5 * (1 - 0.75 + 0.75 * self.lengths[doc] / self.avgdl)
-                scores[doc] += idf * words.count(term) * tf * 2.5 / norm
-        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], self.rank[kv[0]]))[:k]
-        return [(self.ids[d], s) for d, s in ranked]
+        n = len(self.ids)
+        scores = np.zeros(n, dtype=np.float64)
+        words = re.findall(r"\w+", query.lower())
+        for term in set(words):
+            t = self.vocab.get(term)
+            lo, hi = (self.starts[t], self.starts[t + 1]) if t is not None else (0, 0)
+            idf = math.log((n - (hi - lo) + 0.5) / ((hi - lo) + 0.5) + 1.0)
+            docs, tf = self.docs[lo:hi], self.tfs[lo:hi]
+            scores[docs] += idf * words.count(term) * tf * 2.5 / (tf + self.norm_len[docs])
+        hit = np.flatnonzero(scores > 0)
+        ranked = hit[np.lexsort((self.rank[hit], -scores[hit]))][:k]
+        return [(self.ids[d], float(scores[d])) for d in ranked]
 
 
 def wait_for_idle(pid: int | None, limit_s: float = 600, quiet: float = 0.05) -> float:
@@ -418,7 +451,13 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
     from mmrag.settings import Settings
     from mmrag.store.schema import Space
 
-    home = Path(tempfile.mkdtemp(prefix=f"mmrag-search-latency-{size}-"))
+    if args.keep:
+        home = args.keep / f"store-{size}"
+        home.mkdir(parents=True, exist_ok=True)
+    else:
+        home = Path(tempfile.mkdtemp(prefix=f"mmrag-search-latency-{size}-"))
+    ready = home / "search-latency-ready"  # a kept store, filled and its snapshots built
+    kept = ready.exists()
     off = {"image_model": "", "clip_model": "", "audio_model": "", "speech_model": ""}
     settings = Settings(home=home, profile="offline", device="cpu", cache_dir=cache, **off)
     models = Models.build(settings)  # a fresh text space: queries through the ONNX encoder
@@ -430,20 +469,27 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
     photos = PhotoModel()
     t0 = time.perf_counter()
     text_ids, texts, text_vecs, photo_ids, photo_vecs = fill(
-        catalog, store, text_coll, photo_coll, size, base, base_vectors, photos
+        catalog, store, text_coll, photo_coll, size, base, base_vectors, photos, write=not kept
     )
-    insert_s = round(time.perf_counter() - t0, 1)
-    index_s = round(wait_for_indexes(store, text_coll) + wait_for_indexes(store, photo_coll), 1)
-    t0 = time.perf_counter()
-    built = store.refresh_snapshots()  # as every ingest ends (ingest/runner.py)
-    snapshot_s = round(time.perf_counter() - t0, 1)
-    assert set(built) == {text_coll, photo_coll}, built
-    idle_s = wait_for_idle(store._lease.pid if store._lease else None)
-    print(
-        f"# {size}: inserted in {insert_s} s, indexes ready after {index_s} s more, "
-        f"snapshots built in {snapshot_s} s, the server idle after {idle_s} s more",
-        flush=True,
-    )
+    insert_s = index_s = snapshot_s = idle_s = None  # the kept store's: not timed here
+    if kept:
+        assert not store.snapshots.stale([text_coll, photo_coll]), "kept store is stale"
+        print(f"# {size}: the store --keep left in {home}", flush=True)
+    else:
+        insert_s = round(time.perf_counter() - t0, 1)
+        waited = wait_for_indexes(store, text_coll) + wait_for_indexes(store, photo_coll)
+        index_s = round(waited, 1)
+        t0 = time.perf_counter()
+        built = store.refresh_snapshots()  # as every ingest ends (ingest/runner.py)
+        snapshot_s = round(time.perf_counter() - t0, 1)
+        assert set(built) == {text_coll, photo_coll}, built
+        ready.touch()
+        idle_s = wait_for_idle(store._lease.pid if store._lease else None)
+        print(
+            f"# {size}: inserted in {insert_s} s, indexes ready after {index_s} s more, "
+            f"snapshots built in {snapshot_s} s, the server idle after {idle_s} s more",
+            flush=True,
+        )
     with sqlite3.connect(store.snapshots.current(text_coll).folder / "rows.sqlite") as db:
         bm25 = ExactBM25(texts, text_ids, dict(db.execute("SELECT id, idx FROM rows")))
 
@@ -463,7 +509,8 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
     clock = Clock()
     if args.breakdown:
         clock.wrap(light, "encode", "encode")
-        for call in ("search_hybrid", "search_dense", "search_bm25", "existing_collections"):
+        calls = ("search_hybrid", "search_dense", "search_bm25", "snapshot_legs")
+        for call in (*calls, "existing_collections"):
             clock.wrap(store, call, call)
         clock.wrap(catalog, "display_paths", "catalog")
         clock.wrap(catalog, "facts_of", "catalog")
@@ -520,7 +567,7 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
                 parts[variant][label] += s
             parts[variant]["total"] += elapsed
             recalls[variant].append(recall(found, truth[mode](i)))
-            if mode != "numpy":
+            if mode != "numpy" and args.milvus:
                 with milvus_only(store):
                     overlaps[variant].append(recall(found, runs[mode](i)))
     memory = peak_rss_mib(store._lease.pid if store._lease else None)
@@ -563,7 +610,8 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
         print(json.dumps({"bm25_leg": leg}), flush=True)
     store.close()
     catalog.close()
-    shutil.rmtree(home, ignore_errors=True)  # the store, its snapshots: GBs at 100k
+    if not args.keep:
+        shutil.rmtree(home, ignore_errors=True)  # the store, its snapshots: GBs at 100k
     return results, leg
 
 
@@ -610,6 +658,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fts5", action="store_true", help="time BM25 in Lite against SQLite FTS5")
     ap.add_argument(
         "--compare", action="store_true", help="also time each mode as before issue 17's changes"
+    )
+    ap.add_argument(
+        "--keep", type=Path, help="build each size's store here and keep it (or reuse it)"
+    )
+    ap.add_argument(
+        "--no-milvus",
+        dest="milvus",
+        action="store_false",
+        help="skip Milvus Lite's own answers (milvus_overlap_at_10): at 1M, loading both "
+        "collections into the Lite server takes more memory than 24 GB leave beside the rest",
     )
     args = ap.parse_args(argv)
     try:

@@ -11,8 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_search_latency_benchmark_writes_results(tmp_path: Path) -> None:
-    out = tmp_path / "out.json"
+def bench(tmp_path: Path, out: Path, *more: str) -> subprocess.CompletedProcess:
     done = subprocess.run(
         [
             sys.executable,
@@ -25,6 +24,7 @@ def test_search_latency_benchmark_writes_results(tmp_path: Path) -> None:
             "1",
             "--json",
             str(out),
+            *more,
         ],
         capture_output=True,
         text=True,
@@ -32,6 +32,13 @@ def test_search_latency_benchmark_writes_results(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def test_search_latency_benchmark_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    done = bench(tmp_path, out, "--keep", str(tmp_path / "kept"))
+    assert (tmp_path / "kept" / "store-2000" / "search-latency-ready").is_file()
     found = json.loads(out.read_text())
     assert {"cpu", "cores"} <= found["machine"].keys()
     rows = found["results"]
@@ -46,6 +53,13 @@ def test_search_latency_benchmark_writes_results(tmp_path: Path) -> None:
     # the snapshot answers exactly: its truth is the fusion the settings name (minmax)
     assert recall["hybrid"] >= 0.95 and recall["dense"] >= 0.95, recall
     assert "| segments | mode |" in done.stdout  # the table
+
+    # the kept store again: the same rows drawn, not written; the same exact answers
+    again = bench(tmp_path, out, "--keep", str(tmp_path / "kept"), "--no-milvus")
+    assert "the store --keep left" in again.stdout
+    rows = json.loads(out.read_text())["results"]
+    assert {r["mode"]: r["recall_at_10"] for r in rows} == recall
+    assert all(r["insert_s"] is None and "milvus_overlap_at_10" not in r for r in rows)
 
 
 def test_search_latency_benchmark_refuses_bad_sizes(tmp_path: Path) -> None:
