@@ -39,6 +39,7 @@ import shutil
 import sqlite3
 import threading
 import uuid
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -563,9 +564,13 @@ def _snapshot_rows(folder: Path, batch: int) -> Iterator[list[dict]]:
             "ORDER BY idx"
         )
         while found := cursor.fetchmany(batch):
+            # one read of the batch's vectors (rows are numbered 0..n-1 in order): a view of
+            # the memory map per row cost more than the rest of the row
+            first = found[0][0]
+            block = np.array(vectors[first : found[-1][0] + 1])
             yield [
                 {"id": sid, "media_id": m, "modality": mod, "start": start, "end": end,
-                 "page": page, "text": text, "meta": json.loads(meta), "vector": vectors[i]}
+                 "page": page, "text": text, "meta": json.loads(meta), "vector": block[i - first]}
                 for i, sid, m, mod, start, end, page, text, meta in found
             ]  # fmt: skip
     finally:
@@ -591,7 +596,7 @@ def _write(folder: Path, batches: Iterator[list[dict]], dim: int, full_text: boo
     modality_codes: dict[str, int] = {}
     media_col: list[int] = []
     modality_col: list[int] = []
-    postings: dict[str, list[tuple[int, int]]] = {}
+    postings = _Postings()
     lengths: list[int] = []
     n = 0
     for batch in batches:
@@ -603,19 +608,21 @@ def _write(folder: Path, batches: Iterator[list[dict]], dim: int, full_text: boo
             if full_text:
                 counts = Counter(tokens(text))
                 lengths.append(sum(counts.values()))
-                for term, tf in counts.items():
-                    postings.setdefault(term, []).append((n, tf))
+                postings.add(n, counts)
             rows.append(
                 (n, r["id"], r["media_id"], r["modality"], r["start"], r["end"], r["page"],
                  text, json.dumps(r.get("meta") or {}))
             )  # fmt: skip
             n += 1
-        if batch:
-            vectors.append(np.asarray([r["vector"] for r in batch], dtype=np.float32))
+        if batch:  # a snapshot's rows carry arrays (stacked at once), Milvus's lists
+            rows_vectors = [r["vector"] for r in batch]
+            stack = np.stack if isinstance(rows_vectors[0], np.ndarray) else np.asarray
+            vectors.append(stack(rows_vectors).astype(np.float32, copy=False))
         db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
+    del vectors
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    matrix = matrix / np.where(norms > 0, norms, 1.0)  # cosine: unit rows, as Milvus compares
+    matrix /= np.where(norms > 0, norms, 1.0)  # cosine: unit rows, as Milvus compares
     docs, weights = _bm25_postings(db, postings, lengths) if full_text else ([], [])
     db.executemany("INSERT INTO media VALUES (?, ?)", [(c, m) for m, c in media_codes.items()])
     db.executemany(
@@ -626,14 +633,14 @@ def _write(folder: Path, batches: Iterator[list[dict]], dim: int, full_text: boo
     db.execute("COMMIT")
     db.close()
     arrays = {
-        "vectors": matrix.astype(np.float32),
+        "vectors": matrix,
         "media": np.asarray(media_col, dtype=np.int32),
         "modality": np.asarray(modality_col, dtype=np.int16),
         "post_docs": np.asarray(docs, dtype=np.int32),
         "post_w": np.asarray(weights, dtype=np.float64),  # BM25 in double, as Lite sums it
     }
-    for name, array in arrays.items():
-        np.save(folder / f"{name}.npy", array)
+    for name, values in arrays.items():
+        np.save(folder / f"{name}.npy", values)
     for path in folder.iterdir():
         with open(path, "rb") as f:
             os.fsync(f.fileno())
@@ -641,25 +648,42 @@ def _write(folder: Path, batches: Iterator[list[dict]], dim: int, full_text: boo
     return n
 
 
+class _Postings:
+    """BM25 postings as they are gathered: flat arrays of (term number, row, tf), terms
+    numbered as first seen; a list per term cost a Python tuple per posting."""
+
+    def __init__(self) -> None:
+        self.terms: dict[str, int] = {}
+        self.term, self.row, self.tf = array("i"), array("i"), array("i")
+
+    def add(self, row: int, counts: Counter) -> None:
+        terms = self.terms
+        self.term.extend([terms.setdefault(t, len(terms)) for t in counts])
+        self.row.extend([row] * len(counts))
+        self.tf.extend(counts.values())
+
+
 def _bm25_postings(
-    db: sqlite3.Connection, postings: dict[str, list[tuple[int, int]]], lengths: list[int]
+    db: sqlite3.Connection, postings: _Postings, lengths: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Postings as one array of rows and one of each row's BM25 term weight (IDF aside, which
-    depends on the term only): tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl))."""
+    depends on the term only): tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl)). Grouped by term
+    in the order terms were first seen, each term's rows in order."""
     dl = np.asarray(lengths, dtype=np.float64)
     n_docs = len(lengths)  # Milvus Lite counts empty texts too
     avgdl = float(dl.mean()) if n_docs and dl.sum() > 0 else 1.0
-    docs = np.empty(sum(len(p) for p in postings.values()), dtype=np.int32)
-    tfs = np.empty(len(docs), dtype=np.float64)
-    at = 0
-    terms = []
-    for term, plist in postings.items():
-        arr = np.asarray(plist, dtype=np.int64)
-        docs[at : at + len(arr)] = arr[:, 0]
-        tfs[at : at + len(arr)] = arr[:, 1]
-        terms.append((term, at, at + len(arr), len(arr)))
-        at += len(arr)
-    db.executemany("INSERT INTO terms VALUES (?, ?, ?, ?)", terms)
+    term = np.asarray(postings.term, dtype=np.int32)
+    order = np.argsort(term, kind="stable")
+    docs = np.asarray(postings.row, dtype=np.int32)[order]
+    tfs = np.asarray(postings.tf, dtype=np.float64)[order]
+    ends = np.cumsum(np.bincount(term, minlength=len(postings.terms)))
+    db.executemany(
+        "INSERT INTO terms VALUES (?, ?, ?, ?)",
+        (
+            (name, int(end - df), int(end), int(df))
+            for (name, df, end) in zip(postings.terms, np.diff(ends, prepend=0), ends, strict=True)
+        ),
+    )
     norm = BM25_K1 * (1.0 - BM25_B + BM25_B * dl[docs] / avgdl) if len(docs) else 0.0
     weights = tfs * (BM25_K1 + 1.0) / (tfs + norm)
     db.execute("INSERT INTO info VALUES ('docs', ?)", (str(n_docs),))
