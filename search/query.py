@@ -45,15 +45,19 @@ RERANK_DEPTH = 30  # a reranked text query re-scores at least this many candidat
 # (Searcher._shown). Naming costs a catalog read per media and, to Milvus, an expression
 # `media_id in [...]` it parses; a snapshot takes them as a set and reads only their vectors,
 # so at 100k segments naming 5000 media costs less than searching 64 times deeper for a 3%
-# share (benchmarks/filter_latency.py).
+# share, and at 1M naming a 1% share costs less than searching 256 times deeper (LISTED_SHARE:
+# a snapshot takes that share of a large library's paths named; benchmarks/filter_latency.py).
 LISTED_MAX = 2000
 LISTED_MAX_SNAPSHOT = 5000
+LISTED_SHARE = 1 / 64
+# A filter whose sampled share puts its media past this many times what can be named goes to
+# the ranked rows without listing them first (500 paths tell a 3% share within about a quarter)
+LISTED_SLACK = 1.5
 BROAD_WIDEN = 4
 # A broad filter's share of the paths is sampled (Catalog.share_matching) to start its search as
 # deep as needed: first a glance at SHARE_GLANCE paths, enough where it shows a share of at least
 # SURE_SHARE (the first depth fills the cut with a share of 1 / BROAD_WIDEN; a glance shows 40
-# of 100 for it about once in 3000), else the catalog's full sample. A glance that shows the
-# filter keeps twice as many paths as can be named skips trying to name them.
+# of 100 for it about once in 3000), else the catalog's full sample.
 SHARE_GLANCE = 100
 SURE_SHARE = 0.4
 
@@ -554,8 +558,8 @@ class Searcher:
         """Where to search; None when the catalog filters leave nothing to search. The catalog
         answers in SQL; a filter matching more media than the store takes named (LISTED_MAX)
         is checked against the ranked rows rather than sent to the store, from a search as
-        deep as its share of the paths says (_widen_for). A glance at the paths tells a filter
-        that keeps most of a large library at once, before its media are listed."""
+        deep as its share of the paths says (_widen_for). The share is sampled first, so a
+        filter that clearly keeps too many is not listed at all."""
         expr = f"modality == {quote(f.modality)}" if f.modality else ""
         if not f.by_catalog:
             return Scope(expr)
@@ -565,17 +569,20 @@ class Searcher:
         def keep(among: Iterable[str] | None) -> set[str]:
             return self.catalog.media_matching(accept, where, among)
 
-        most = LISTED_MAX_SNAPSHOT if self.store.snapshots is not None else LISTED_MAX
-        glance = self.catalog.share_matching(accept, where, SHARE_GLANCE)
-        sure = glance is not None and glance >= SURE_SHARE
-        if sure and glance * self.catalog.paths_at_most() > 2 * most:
-            return Scope(expr, keep, _widen_for(glance))
+        paths = self.catalog.paths_at_most()
+        most = LISTED_MAX
+        if self.store.snapshots is not None:
+            most = max(LISTED_MAX_SNAPSHOT, int(paths * LISTED_SHARE))
+        share = self.catalog.share_matching(accept, where, SHARE_GLANCE)
+        if paths > most and (share is None or share < SURE_SHARE):
+            share = self.catalog.share_matching(accept, where)  # a glance tells large shares
+        if share is not None and share * paths > LISTED_SLACK * most:  # too many to name
+            return Scope(expr, keep, _widen_for(share))
         media = self.catalog.media_matching(accept, where, limit=most + 1)
         if not media:
             return None
         if len(media) <= most:
             return Scope(expr).listed(media)
-        share = glance if sure else self.catalog.share_matching(accept, where)
         return Scope(expr, keep, _widen_for(share))
 
     def _shown(

@@ -157,3 +157,20 @@ def test_a_snapshot_takes_more_media_named_than_milvus(
         env.store.snapshots = snapshots
     assert seen and seen[0] is False  # more than 1: the ranked rows are checked
     assert [h.segment_id for h in checked] == [h.segment_id for h in named]
+
+
+def test_a_snapshot_takes_a_share_of_a_large_library_named(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    library(env)
+    monkeypatch.setattr(query, "LISTED_MAX_SNAPSHOT", 1)
+    glob = Filters(path_glob="*/match/*")  # 2 of 20 paths
+    seen = sent_ids(env, monkeypatch)
+    monkeypatch.setattr(query, "LISTED_SHARE", 0.05)  # 1 of 20 may be named: checked
+    checked = env.searcher().search(QUERY, "dense", 2, glob)
+    assert seen and seen[0] is False
+    seen.clear()
+    monkeypatch.setattr(query, "LISTED_SHARE", 0.1)  # 2 of 20: named
+    named = env.searcher().search(QUERY, "dense", 2, glob)
+    assert seen == [True]
+    assert [h.segment_id for h in named] == [h.segment_id for h in checked]
