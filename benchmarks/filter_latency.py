@@ -17,11 +17,11 @@ snapshot or Milvus, catalog look-ups), the variants alternating query by query:
 
 - `after`: the catalog answers in SQL (`Catalog.media_matching` with `MediaWhere`; a glob
   with a leading wildcard that names folders reads only the paths of the folders it can
-  match), a filter matching at most `LISTED_MAX_SNAPSHOT` media (search/query.py) names them
-  to the store as a set (the snapshot reads only their vectors), and a broader one is checked
-  against the ranked rows of a search as deep as its sampled share of the paths says
-  (`Catalog.share_matching`; a glance at 100 paths that shows most of them match skips
-  listing);
+  match), a filter matching at most `LISTED_MAX_SNAPSHOT` media or a `LISTED_SHARE` of the
+  paths (search/query.py) names them to the store as a set (the snapshot reads only their
+  vectors), and a broader one is checked against the ranked rows of a search as deep as its
+  sampled share of the paths says (`Catalog.share_matching`; a share clearly too large to name
+  skips listing);
 - `before`, with `--baseline python` (the default): as mmrag did before catalog v6: every path
   row read and matched in Python (`fnmatch` three times a row, mtime compared), every matching
   id sent as `media_id in [...]`;
