@@ -15,6 +15,7 @@ again; it is tried again once the model's weights, mmrag or the exporting packag
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -62,8 +63,10 @@ def failure_file(cache: Path, model_name: str) -> Path:
     return folder.parent.with_name(f"{folder.parent.name}.failed") / f"{folder.name}.json"
 
 
+@functools.cache
 def _toolchain() -> dict[str, str]:
-    """The versions an export depends on besides the model: a new one may export it."""
+    """The versions an export depends on besides the model: a new one may export it. Read
+    once a process (the packages a process runs cannot change under it)."""
     from importlib import metadata
 
     found = {}
