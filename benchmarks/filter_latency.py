@@ -18,7 +18,7 @@ snapshot or Milvus, catalog look-ups), the variants alternating query by query:
 - `after`: the catalog answers in SQL (`Catalog.media_matching` with `MediaWhere`; a glob
   with a leading wildcard that names folders reads only the paths of the folders it can
   match), a filter matching at most `LISTED_MAX_SNAPSHOT` media or a `LISTED_SHARE` of the
-  paths (search/query.py) names them to the store as a set (the snapshot reads only their
+  paths (store/milvus.py) names them to the store as a set (the snapshot reads only their
   vectors), and a broader one is checked against the ranked rows of a search as deep as its
   sampled share of the paths says (`Catalog.share_matching`; a share clearly too large to name
   skips listing);

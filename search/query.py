@@ -40,16 +40,9 @@ CUTOFFS: tuple[str, ...] = ("off", "auto")
 MOMENTS_PER_FILE = 3  # a grouped hit's best moments
 AUTO_DROP = 0.5  # the automatic cutoff's cliff: a score under half the one before it
 RERANK_DEPTH = 30  # a reranked text query re-scores at least this many candidates
-# Catalog filters matching more media than this are not named to the store: the ranked rows
-# are checked against the filter instead, from a search BROAD_WIDEN times deeper than asked
-# (Searcher._shown). Naming costs a catalog read per media and, to Milvus, an expression
-# `media_id in [...]` it parses; a snapshot takes them as a set and reads only their vectors,
-# so at 100k segments naming 5000 media costs less than searching 64 times deeper for a 3%
-# share, and at 1M naming a 1% share costs less than searching 256 times deeper (LISTED_SHARE:
-# a snapshot takes that share of a large library's paths named; benchmarks/filter_latency.py).
-LISTED_MAX = 2000
-LISTED_MAX_SNAPSHOT = 5000
-LISTED_SHARE = 1 / 64
+# Catalog filters matching more media than the store takes named (MilvusStore.names_at_most)
+# are not named: the ranked rows are checked against the filter instead, from a search
+# BROAD_WIDEN times deeper than asked (Searcher._shown).
 # A filter whose sampled share puts its media past this many times what can be named goes to
 # the ranked rows without listing them first (500 paths tell a 3% share within about a quarter)
 LISTED_SLACK = 1.5
@@ -556,10 +549,10 @@ class Searcher:
 
     def _scope(self, f: Filters) -> Scope | None:
         """Where to search; None when the catalog filters leave nothing to search. The catalog
-        answers in SQL; a filter matching more media than the store takes named (LISTED_MAX)
-        is checked against the ranked rows rather than sent to the store, from a search as
-        deep as its share of the paths says (_widen_for). The share is sampled first, so a
-        filter that clearly keeps too many is not listed at all."""
+        answers in SQL; a filter matching more media than the store takes named
+        (MilvusStore.names_at_most) is checked against the ranked rows rather than sent to the
+        store, from a search as deep as its share of the paths says (_widen_for). The share is
+        sampled first, so a filter that clearly keeps too many is not listed at all."""
         expr = f"modality == {quote(f.modality)}" if f.modality else ""
         if not f.by_catalog:
             return Scope(expr)
@@ -570,9 +563,7 @@ class Searcher:
             return self.catalog.media_matching(accept, where, among)
 
         paths = self.catalog.paths_at_most()
-        most = LISTED_MAX
-        if self.store.snapshots is not None:
-            most = max(LISTED_MAX_SNAPSHOT, int(paths * LISTED_SHARE))
+        most = self.store.names_at_most(paths)
         share = self.catalog.share_matching(accept, where, SHARE_GLANCE)
         if paths > most and (share is None or share < SURE_SHARE):
             share = self.catalog.share_matching(accept, where)  # a glance tells large shares

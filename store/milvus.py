@@ -71,6 +71,14 @@ SEARCH_EF = 256
 MAX_REQUEST_BYTES = 32 << 20  # one upsert's rows, well under gRPC's 64 MiB message limit
 MAX_TOPK = 16384  # Milvus's ceiling on one search's limit
 UNGROUPED_DEPTH = 8  # rows asked per group wanted where the server cannot group
+# How many media a search may name (`media=`). Milvus parses them from an expression
+# (`media_id in [...]`); a snapshot takes them as a set and reads only their vectors, so it
+# takes 5000, or a 64th of a larger library's paths: at 100k segments naming 5000 costs less
+# than searching 64 times deeper for a 3% share, and at 1M naming a 1% share less than
+# searching 256 times deeper (benchmarks/filter_latency.py, docs/benchmarks.md).
+LISTED_MAX = 2000
+LISTED_MAX_SNAPSHOT = 5000
+LISTED_SHARE = 1 / 64
 
 
 @dataclass(frozen=True)
@@ -199,6 +207,12 @@ class MilvusStore:
         found = sorted(c for c in self.client.list_collections() if c.startswith(self.prefix + "_"))
         self._present.update(found)
         return found
+
+    def names_at_most(self, paths: int) -> int:
+        """How many media a search of a library of `paths` files may name (LISTED_MAX)."""
+        if self.snapshots is None:
+            return LISTED_MAX
+        return max(LISTED_MAX_SNAPSHOT, int(paths * LISTED_SHARE))
 
     def present(self, names: Iterable[str]) -> set[str]:
         """Which of `names` exist. One seen once is remembered (mmrag drops a collection only

@@ -12,6 +12,7 @@ import pytest
 
 import mmrag.search.query as query
 from mmrag.search.query import Filters
+from mmrag.store import milvus
 from tests.conftest import Env, write
 
 QUERY = "the lighthouse keeper lit the lamp above the harbour"
@@ -33,8 +34,8 @@ def library(env: Env) -> Path:
 
 def name_at_most(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
     """The store takes at most `n` media named, a snapshot's or Milvus's."""
-    monkeypatch.setattr(query, "LISTED_MAX", n)
-    monkeypatch.setattr(query, "LISTED_MAX_SNAPSHOT", n)
+    monkeypatch.setattr(milvus, "LISTED_MAX", n)
+    monkeypatch.setattr(milvus, "LISTED_MAX_SNAPSHOT", n)
 
 
 def sent_ids(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[bool]:

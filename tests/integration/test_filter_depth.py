@@ -15,7 +15,7 @@ import pytest
 import mmrag.search.query as query
 from mmrag.kinds import QueryKind
 from mmrag.search.query import Filters
-from mmrag.store import lite_index
+from mmrag.store import lite_index, milvus
 from mmrag.store.schema import quote
 from tests.conftest import Env, write
 
@@ -36,17 +36,38 @@ def library(env: Env) -> Path:
     return lib
 
 
+def calls(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, note: Callable[..., Any]
+) -> list[Any]:
+    """What `note(*args, **kw)` says of each call of `owner.name` (calls it says SKIP of are
+    left out); the calls go on to the real method."""
+    seen: list[Any] = []
+    real: Callable[..., Any] = getattr(owner, name)
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        if (said := note(*args, **kw)) is not SKIP:
+            seen.append(said)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(owner, name, spy)
+    return seen
+
+
+SKIP = object()
+
+
 def depths(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The depth of each search the store is asked."""
-    seen: list[int] = []
-    real: Callable[..., Any] = env.store.search_dense
+    return calls(monkeypatch, env.store, "search_dense", lambda _c, _v, limit, *_a, **_k: limit)
 
-    def spy(collection: str, vectors: Any, limit: int, *args: Any, **kw: Any) -> Any:
-        seen.append(limit)
-        return real(collection, vectors, limit, *args, **kw)
 
-    monkeypatch.setattr(env.store, "search_dense", spy)
-    return seen
+def listings(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """The `limit` of each listing of a filter's media (not the checks of ranked rows)."""
+
+    def note(*args: Any, **kw: Any) -> Any:
+        return kw.get("limit") if len(args) < 3 and kw.get("among") is None else SKIP
+
+    return calls(monkeypatch, env.catalog, "media_matching", note)
 
 
 def test_broad_filter_with_a_small_share_is_found_in_one_search(
@@ -111,21 +132,7 @@ def test_media_named_as_a_set_find_what_the_expression_finds(
         store.snapshots = snapshots
 
 
-def listings(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
-    """The `limit` of each listing of a filter's media (not the checks of ranked rows)."""
-    seen: list[int | None] = []
-    real: Callable[..., Any] = env.catalog.media_matching
-
-    def spy(*args: Any, **kw: Any) -> Any:
-        if len(args) < 3 and kw.get("among") is None:
-            seen.append(kw.get("limit"))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(env.catalog, "media_matching", spy)
-    return seen
-
-
-def test_a_glance_skips_listing_a_filter_that_keeps_most_of_the_library(
+def test_a_sampled_share_skips_listing_a_filter_that_keeps_most_of_the_library(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     library(env)
@@ -133,7 +140,7 @@ def test_a_glance_skips_listing_a_filter_that_keeps_most_of_the_library(
     seen = listings(env, monkeypatch)
     hits = env.searcher().search(QUERY, "dense", 2, Filters(path_glob="*/other/*"))
     assert [Path(h.path).parent.name for h in hits] == ["other", "other"]
-    assert seen == []  # 90% of 20 paths is past twice 4: checked against the ranked rows
+    assert seen == []  # 90% of 20 paths is past 1.5 times 4: checked against the ranked rows
     hits = env.searcher().search(QUERY, "dense", 2, Filters(path_glob="*/match/*"))
     assert sorted(Path(h.path).name for h in hits) == ["bread0.txt", "bread1.txt"]
     assert seen == [5]  # a tenth: its 2 media listed, and named
@@ -143,8 +150,8 @@ def test_a_snapshot_takes_more_media_named_than_milvus(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     library(env)
-    monkeypatch.setattr(query, "LISTED_MAX", 1)
-    monkeypatch.setattr(query, "LISTED_MAX_SNAPSHOT", 2)
+    monkeypatch.setattr(milvus, "LISTED_MAX", 1)
+    monkeypatch.setattr(milvus, "LISTED_MAX_SNAPSHOT", 2)
     glob = Filters(path_glob="*/match/*")
     seen = sent_ids(env, monkeypatch)
     named = env.searcher().search(QUERY, "dense", 2, glob)
@@ -163,14 +170,14 @@ def test_a_snapshot_takes_a_share_of_a_large_library_named(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     library(env)
-    monkeypatch.setattr(query, "LISTED_MAX_SNAPSHOT", 1)
+    monkeypatch.setattr(milvus, "LISTED_MAX_SNAPSHOT", 1)
     glob = Filters(path_glob="*/match/*")  # 2 of 20 paths
     seen = sent_ids(env, monkeypatch)
-    monkeypatch.setattr(query, "LISTED_SHARE", 0.05)  # 1 of 20 may be named: checked
+    monkeypatch.setattr(milvus, "LISTED_SHARE", 0.05)  # 1 of 20 may be named: checked
     checked = env.searcher().search(QUERY, "dense", 2, glob)
     assert seen and seen[0] is False
     seen.clear()
-    monkeypatch.setattr(query, "LISTED_SHARE", 0.1)  # 2 of 20: named
+    monkeypatch.setattr(milvus, "LISTED_SHARE", 0.1)  # 2 of 20: named
     named = env.searcher().search(QUERY, "dense", 2, glob)
     assert seen == [True]
     assert [h.segment_id for h in named] == [h.segment_id for h in checked]
