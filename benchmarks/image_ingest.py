@@ -445,7 +445,7 @@ PARTS = [  # (module, owner, function, label): the steps --parts times, in pipel
     ("mmrag.pipelines.image.pipeline", None, "decode_image", "decode"),
     ("mmrag.pipelines.image.pipeline", None, "_cut", "cut (resize + crop)"),
     ("mmrag.pipelines.image.pipeline", None, "thumbnail", "thumbnail encode"),
-    ("mmrag.pipelines.image.pipeline", None, "ensure_thumbnail", "thumbnail encode + file"),
+    ("mmrag.pipelines.image.pipeline", None, "ensure_thumbnail", "thumbnail encode + store"),
     ("mmrag.ingest.runner", "IngestRunner", "_flush", "batch (stack + normalise)"),
     ("mmrag.ingest.runner", "IngestRunner", "_store_jobs", "writer (upserts, catalog)"),
     ("mmrag.store.milvus", "MilvusStore", "upsert", "of it: upsert (client side)"),

@@ -532,12 +532,13 @@ def create_app(
     @app.head("/thumbs/{key}", include_in_schema=False)
     @app.get("/thumbs/{key}", summary="A thumbnail")
     def thumbs(key: str, request: Request) -> Response:
-        from mmrag.store.thumbnails import thumbnail_path
+        from mmrag.store.thumbnails import thumbnail_file
 
         if not http_files.THUMB_KEY.fullmatch(key):
             raise HTTPException(404, "no such thumbnail")
         cache = str(settings.thumbnails)
-        opened = http_files.open_inside(str(thumbnail_path(Path(cache), key)), cache)
+        found = thumbnail_file(Path(cache), key)
+        opened = http_files.open_inside(str(found), cache) if found else None
         if opened is None:
             raise HTTPException(404, "no such thumbnail")
         return _send(opened, request, "image/jpeg", {"Cache-Control": "max-age=86400"})

@@ -19,7 +19,7 @@ from pathlib import Path
 from mmrag.ingest.detect import HEAD_BYTES, UnsupportedContent, detect_kind
 
 MEDIA_ID = re.compile(r"[0-9a-f]{16,64}")  # content hashes (xxh3-128: 32 hex digits)
-THUMB_KEY = re.compile(r"[0-9a-f]{16,64}(?:_t[0-9]{1,12})?")  # a content, or a video moment
+THUMB_KEY = re.compile(r"[0-9a-f]{16,64}(?:_[tp][0-9]{1,12})?")  # a content, video moment, page
 CHUNK = 256 * 1024
 
 # Formats whose name is not enough for mimetypes; anything a page could run as script (HTML,

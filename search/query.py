@@ -25,7 +25,7 @@ from mmrag.search.fusion import (
 from mmrag.search.rerank import TEXT_MODALITIES, Reranker
 from mmrag.store.catalog import Box, Catalog, MediaFacts, MediaWhere, PathRecord
 from mmrag.store.schema import quote
-from mmrag.store.thumbnails import thumbnail_path
+from mmrag.store.thumbnails import thumbnail_file
 
 if TYPE_CHECKING:  # pymilvus is slow to import; the store is opened (and imports it) elsewhere
     from mmrag.store.milvus import MilvusStore
@@ -661,12 +661,13 @@ class Searcher:
         return sorted(hits, key=when, reverse=True)
 
     def _thumbnail(self, row: dict) -> str | None:
-        """The file's thumbnail; a video moment names its own keyframe's (meta "thumb")."""
+        """The file's thumbnail (as a file: written from the cache when first shown); a video
+        moment or a page names its own (meta "thumb")."""
         if self.thumbnails is None:
             return None
         key = (row.get("meta") or {}).get("thumb") or row["media_id"]
-        thumb = thumbnail_path(self.thumbnails, key)
-        return str(thumb) if thumb.exists() else None
+        thumb = thumbnail_file(self.thumbnails, key)
+        return str(thumb) if thumb else None
 
 
 def _widen_for(share: float | None) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from mmrag.store.catalog import Catalog
 from mmrag.store.milvus import MilvusStore
 from mmrag.store.schema import STORE_PROPERTY, StoreError
+from mmrag.store.thumbnails import DB_NAME, thumbnail_store
 
 
 @dataclass
@@ -145,8 +146,23 @@ def copy_catalog(catalog: Catalog, dest: Path) -> bool:
 
 
 def copy_thumbnails(source: Path, dest: Path) -> int:
-    """The thumbnail cache copied (files already there are kept); how many files it holds."""
+    """The thumbnail cache copied (thumbnails already there are kept); how many it holds: the
+    rows of its SQLite file, and the files of a cache made before it."""
     if not source.is_dir() or source.resolve() == dest.resolve():
         return 0
-    shutil.copytree(source, dest, dirs_exist_ok=True)
-    return sum(1 for p in dest.rglob("*") if p.is_file())
+    files = [p for p in source.rglob("*.jpg") if p.is_file()]  # shown ones, and older caches'
+    for path in files:
+        target = dest / path.relative_to(source)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    if not files and not (source / DB_NAME).is_file():
+        return 0
+    store = thumbnail_store(dest)
+    if (source / DB_NAME).is_file():
+        thumbnail_store(source).copy_to(store)
+    only_files = 0
+    for path in files:  # <key>_<size>.jpg: a file the SQLite cache lacks (an older cache's)
+        key, _, size = path.stem.rpartition("_")
+        only_files += not (size.isdigit() and store.has(key, int(size)))
+    return store.count() + only_files

@@ -1,4 +1,10 @@
-"""The thumbnail cache beside the store: one JPEG per content (or video moment), by key.
+"""The thumbnail cache beside the store: one JPEG per content (or video moment, or page), by key.
+
+Ingest puts each thumbnail's bytes in one SQLite file (`thumbnails.sqlite` in the cache folder,
+as digiKam keeps its thumbnails): a row costs a fraction of a new file's inode, directory entry
+and rename, and a million photos are one file to copy, not a million. A thumbnail becomes a file
+(`<folder>/ab/<key>_256.jpg`) only when a hit shows it: the CLI prints that path, the HTTP API
+sends it. Files from stores made before the SQLite cache are used as they are.
 
 Keys are content hashes (or a hash and a moment's start), so a renamed file keeps its thumbnail,
 and the path is built from the key alone: the HTTP API serves thumbnails without ever taking a
@@ -9,19 +15,24 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 # Thumbnails shown with hits fill a 256 px square cell (shorter side 256, as Immich's do): a
 # photo decoded for the models already has that size, so a thumbnail is one JPEG encode.
 THUMBNAIL_SIDE = 256
+DB_NAME = "thumbnails.sqlite"
+SCHEMA_VERSION = 1
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def thumbnail_path(cache_dir: Path, media_id: str, size: int = THUMBNAIL_SIDE) -> Path:
-    """cache_dir/ab/<media_id>_<size>.jpg: keyed by content hash, so a renamed file keeps it.
+    """cache_dir/ab/<media_id>_<size>.jpg, where a shown thumbnail's file goes: keyed by content
+    hash, so a renamed file keeps it.
 
     The id is checked because the path is built from it and served over HTTP.
     """
@@ -30,33 +41,154 @@ def thumbnail_path(cache_dir: Path, media_id: str, size: int = THUMBNAIL_SIDE) -
     return Path(cache_dir) / media_id[:2] / f"{media_id}_{int(size)}.jpg"
 
 
-def ensure_thumbnail(
-    cache_dir: Path, media_id: str, make: Callable[[], bytes], size: int = THUMBNAIL_SIDE
-) -> Path:
-    """The thumbnail's path, writing `make()`'s JPEG first only if it is missing (once per
-    content hash).
+class ThumbnailStore:
+    """The JPEG bytes of one cache folder's thumbnails, by (key, size), in one SQLite file.
 
-    Written to a temporary file and renamed into place, so a reader or a crash never sees half a
-    JPEG; an empty file (a crash before the data reached the disk) counts as missing.
-    """
-    target = thumbnail_path(cache_dir, media_id, size)
+    Safe across threads (one connection behind a lock) and processes (WAL: readers never wait,
+    writers take turns). Each put is its own small transaction, committed before the file's
+    catalog row says done, so a crash never leaves a done file without its thumbnail."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / DB_NAME
+        self._lock = threading.Lock()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=60
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL: an application crash loses nothing
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ValueError(
+                    f"thumbnail cache {self.path} is version {version}, newer than this mmrag "
+                    f"reads ({SCHEMA_VERSION}): upgrade mmrag"
+                )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS thumbs (key TEXT NOT NULL, size INTEGER NOT NULL, "
+                "jpeg BLOB NOT NULL, PRIMARY KEY (key, size))"
+            )
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(
+                f"thumbnail cache {self.path} is unreadable ({exc}): move it aside (files "
+                "ingested from then on get thumbnails again; earlier hits show without one)"
+            ) from exc
+        self._db = db
+
+    def has(self, key: str, size: int = THUMBNAIL_SIDE) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM thumbs WHERE key = ? AND size = ?", (key, int(size))
+            ).fetchone()
+        return row is not None
+
+    def get(self, key: str, size: int = THUMBNAIL_SIDE) -> bytes | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT jpeg FROM thumbs WHERE key = ? AND size = ?", (key, int(size))
+            ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def put(self, key: str, jpeg: bytes, size: int = THUMBNAIL_SIDE) -> None:
+        """Store a thumbnail unless one is there (the first one made for a content stays)."""
+        if not jpeg:
+            raise ValueError(f"thumbnail {key!r} is empty")
+        thumbnail_path(self.folder, key, size)  # the key must make a safe file name
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO thumbs (key, size, jpeg) VALUES (?, ?, ?)",
+                (key, int(size), jpeg),
+            )
+
+    def entries(self) -> list[tuple[str, int]]:
+        """Every (key, size) held, in key order."""
+        with self._lock:
+            return [(k, int(n)) for k, n in self._db.execute("SELECT key, size FROM thumbs")]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM thumbs").fetchone()[0])
+
+    def copy_to(self, other: ThumbnailStore) -> int:
+        """Every thumbnail into `other` (those it has already are kept); how many it holds."""
+        with self._lock:
+            rows = self._db.execute("SELECT key, size, jpeg FROM thumbs")
+            with other._lock:
+                other._db.execute("BEGIN")
+                try:
+                    while batch := rows.fetchmany(500):
+                        other._db.executemany(
+                            "INSERT OR IGNORE INTO thumbs (key, size, jpeg) VALUES (?, ?, ?)", batch
+                        )
+                    other._db.execute("COMMIT")
+                except BaseException:
+                    other._db.execute("ROLLBACK")
+                    raise
+        return other.count()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+_OPEN: dict[tuple[int, Path], ThumbnailStore] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def thumbnail_store(cache_dir: Path) -> ThumbnailStore:
+    """The cache folder's store, opened once per process (reader threads and processes, the
+    search and the API all go through here)."""
+    key = (os.getpid(), Path(cache_dir).absolute())
+    with _OPEN_LOCK:
+        store = _OPEN.get(key)
+        if store is not None and not store.path.is_file():  # the folder was deleted
+            store.close()
+            store = None
+        if store is None:
+            store = _OPEN[key] = ThumbnailStore(Path(cache_dir))
+        return store
+
+
+def ensure_thumbnail(
+    cache_dir: Path, key: str, make: Callable[[], bytes], size: int = THUMBNAIL_SIDE
+) -> None:
+    """Store `make()`'s JPEG under `key` unless the cache has it (made once per content)."""
+    store = thumbnail_store(cache_dir)
+    if not store.has(key, size):
+        store.put(key, make(), size)
+
+
+def thumbnail_file(cache_dir: Path, key: str, size: int = THUMBNAIL_SIDE) -> Path | None:
+    """The thumbnail as a file, for a hit shown: written from the store the first time (to a
+    temporary name, then renamed, so a reader never sees half a JPEG); None where the cache has
+    none or the file cannot be written. An empty file (a crash before its data reached the
+    disk) counts as missing."""
+    target = thumbnail_path(cache_dir, key, size)
     try:
         if target.stat().st_size > 0:
             return target
     except FileNotFoundError:
         pass
-    data = make()
-    temp = {"dir": target.parent, "prefix": f".{target.name}.", "suffix": ".tmp"}
+    if not (Path(cache_dir) / DB_NAME).is_file():
+        return None
     try:
-        fd, tmp = tempfile.mkstemp(**temp)
-    except FileNotFoundError:  # the shard's first thumbnail (mkdir first costs every one 0.2 ms)
+        data = thumbnail_store(cache_dir).get(key, size)
+    except (ValueError, sqlite3.Error):
+        return None  # an unreadable cache: shown without thumbnails (ingest says why)
+    if data is None:
+        return None
+    try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(**temp)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:
+        return None  # a read-only cache: the hit goes without its thumbnail
     return target

@@ -27,6 +27,7 @@ from mmrag.ingest.runner import ingest_lock_path
 from mmrag.kinds import QueryKind
 from mmrag.settings import Settings
 from mmrag.store.schema import Segment
+from mmrag.store.thumbnails import ensure_thumbnail, thumbnail_store
 from tests.conftest import REPO, Env, build_env, write
 from tests.image_samples import altered
 from tests.llm_stand_in import SCRIPT, StandIn
@@ -227,6 +228,15 @@ def test_an_example_photo_finds_its_original_first(lib: Lib) -> None:
     assert found["query"]["kind"] == "image" and found["query"]["file"] == "notes.txt"
     assert found["hits"][0]["path"].endswith("photos/coffee.jpg"), found["hits"]
     assert found["hits"][0]["thumbnail_url"].startswith("/thumbs/")
+    thumb = lib.server.call(found["hits"][0]["thumbnail_url"])  # from the SQLite cache
+    key = found["hits"][0]["thumbnail_url"].removeprefix("/thumbs/")
+    stored = thumbnail_store(lib.env.settings.thumbnails)
+    assert thumb.status == 200 and thumb.body == stored.get(key)
+    # a page's and a video moment's own thumbnails are served by the same route
+    page, moment = f"{key}_p2", f"{key}_t1500"
+    for extra in (page, moment):
+        ensure_thumbnail(lib.env.settings.thumbnails, extra, lambda: thumb.body)
+        assert lib.server.call(f"/thumbs/{extra}").body == thumb.body, extra
     # an example and words together: fused as the searcher fuses them (find(text=...))
     body, headers = multipart({"file": ("q.jpg", query.getvalue()), "q": "cup of espresso"})
     both = lib.server.call("/api/search?limit=3", "POST", body, headers).json()

@@ -14,6 +14,7 @@ from PIL import Image
 from mmrag.pipelines.base import LabelSet
 from mmrag.pipelines.image.decode import decode_image
 from mmrag.search.query import Filters, Near
+from mmrag.store.thumbnails import thumbnail_store
 from tests.conftest import Env, write
 from tests.image_samples import PHOTOS, altered, make_photos
 from tests.video_samples import photo
@@ -145,9 +146,12 @@ def test_thumbnails_are_made_once_per_content(images: Env) -> None:
     (lib / "copy of coffee.jpg").write_bytes((lib / "coffee.jpg").read_bytes())
     report = images.ingest(lib)
     assert report.new == len(PHOTOS) and report.reused == 1
-    thumbs = sorted((images.root / "thumbs").rglob("*.jpg"))
-    assert len(thumbs) == len(PHOTOS)
-    assert all(min(Image.open(t).size) == 256 for t in thumbs)
+    stored = thumbnail_store(images.root / "thumbs")
+    assert len(stored.entries()) == len(PHOTOS)
+    assert all(min(Image.open(io.BytesIO(stored.get(k))).size) == 256 for k, _ in stored.entries())
+    # a hit shows its thumbnail as a file, written from the cache
+    hit = images.searcher().search("cat", limit=1)[0]
+    assert hit.thumbnail and Path(hit.thumbnail).read_bytes() == stored.get(hit.media_id)
 
 
 def test_awkward_images_are_handled_and_bad_ones_reported(images: Env) -> None:

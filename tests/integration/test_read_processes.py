@@ -16,6 +16,7 @@ from mmrag.ingest import workers
 from mmrag.ingest.workers import ReaderDied, ReadProcesses
 from mmrag.pipelines.base import MediaError, ReadResult
 from mmrag.pipelines.text.encoder import TextEncoder
+from mmrag.store.thumbnails import thumbnail_store
 from tests.conftest import Env, build_env
 from tests.image_samples import PHOTOS, make_photos
 
@@ -65,8 +66,8 @@ def test_processes_give_the_rows_threads_give_and_a_broken_jpeg_fails_alone(
         for key in a:
             assert a[key][0] == b[key][0], key
             np.testing.assert_array_equal(a[key][1], b[key][1], err_msg=key)
-        thumbs = sorted(p.name for p in (procs.root / "thumbs").rglob("*.jpg"))
-        assert thumbs == sorted(p.name for p in (threads.root / "thumbs").rglob("*.jpg"))
+        thumbs = thumbnail_store(procs.root / "thumbs").entries()  # written by the processes
+        assert thumbs == thumbnail_store(threads.root / "thumbs").entries()
         assert len(thumbs) == len(PHOTOS)
     finally:
         threads.close()

@@ -274,7 +274,8 @@ def test_a_multi_page_tiff_scan_is_read_page_by_page(env: Env) -> None:
     assert (report.new, report.failed) == (1, [])
     hit = env.searcher().search("lighthouse keeper storm", limit=1)[0]
     assert (Path(hit.path).name, hit.page, hit.ocr) == ("letter.tif", 2, True)
-    assert thumbnail_path(env.settings.thumbnails, f"{hit.media_id}_p2").is_file()
+    assert hit.thumbnail == str(thumbnail_path(env.settings.thumbnails, f"{hit.media_id}_p2"))
+    assert Path(hit.thumbnail).read_bytes()[:2] == b"\xff\xd8"
 
 
 def test_a_long_scan_says_how_far_it_has_got(env: Env, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from mmrag.app import open_store
 from mmrag.pipelines.text.encoder import TextEncoder
 from mmrag.settings import Settings
+from mmrag.store.thumbnails import thumbnail_store
 from tests.conftest import REPO, Env
 from tests.server.envs import MODELS_OFF, cli_env, drop_prefixed, new_prefix, prefixed_env
 
@@ -136,7 +137,8 @@ def test_migrate_copies_every_collection_and_says_how_to_switch(
     # the catalog went to where the server uri finds it, and pairs with the copied store
     assert on_server.catalog.store_id == migrated.lite.catalog.store_id
     assert set(on_server.store.store_ids().values()) == {migrated.lite.catalog.store_id}
-    assert any(on_server.settings.thumbnails.rglob("*.jpg"))
+    copied = thumbnail_store(on_server.settings.thumbnails).entries()
+    assert copied and copied == thumbnail_store(migrated.lite.settings.thumbnails).entries()
 
 
 def test_the_same_searches_find_the_same_files_on_the_server(

@@ -30,7 +30,12 @@ from mmrag.pipelines.image.decode import (
     decode_image,
     thumbnail,
 )
-from mmrag.store.thumbnails import ensure_thumbnail, thumbnail_path
+from mmrag.store.thumbnails import (
+    ensure_thumbnail,
+    thumbnail_file,
+    thumbnail_path,
+    thumbnail_store,
+)
 
 RED, GREEN, BLUE, YELLOW, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255,) * 3
 
@@ -530,23 +535,47 @@ def test_thumbnail_path_shards_by_media_id(tmp_path: Path) -> None:
             thumbnail_path(tmp_path, bad)
 
 
-def test_ensure_thumbnail_writes_once(tmp_path: Path, chelsea: Image.Image) -> None:
+def test_ensure_thumbnail_stores_once_and_a_shown_one_becomes_a_file(
+    tmp_path: Path, chelsea: Image.Image
+) -> None:
     media_id = "9f86d081884c7d65"
-    first = ensure_thumbnail(tmp_path, media_id, lambda: thumbnail(_decoded(chelsea)))
+    ensure_thumbnail(tmp_path, media_id, lambda: thumbnail(_decoded(chelsea)))
+    assert thumbnail_store(tmp_path).entries() == [(media_id, 256)]
+    assert not (tmp_path / "9f").exists()  # a file only when shown
+    made = []
+    ensure_thumbnail(tmp_path, media_id, lambda: made.append(1) or b"other")
+    assert made == []  # the first one made for a content stays
+    first = thumbnail_file(tmp_path, media_id)
     assert first == tmp_path / "9f" / f"{media_id}_256.jpg"
     with Image.open(first) as thumb:
         assert min(thumb.size) == 256
     os.utime(first, ns=(1_000_000_000, 1_000_000_000))  # an old mtime a rewrite would change
-    other = Image.new("RGB", (600, 400), BLUE)
-    again = ensure_thumbnail(tmp_path, media_id, lambda: thumbnail(_decoded(other)))
-    assert again == first
+    assert thumbnail_file(tmp_path, media_id) == first
     assert first.stat().st_mtime_ns == 1_000_000_000
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temp files left
+    assert thumbnail_file(tmp_path, "0123456789abcdef") is None  # none stored
 
 
-def test_ensure_thumbnail_replaces_an_empty_file(tmp_path: Path, chelsea: Image.Image) -> None:
+def test_a_shown_thumbnail_replaces_an_empty_file(tmp_path: Path, chelsea: Image.Image) -> None:
+    ensure_thumbnail(tmp_path, "deadbeef", lambda: thumbnail(_decoded(chelsea)))
     target = thumbnail_path(tmp_path, "deadbeef")
     target.parent.mkdir(parents=True)
     target.write_bytes(b"")  # what a crash before the data reached the disk leaves
-    ensure_thumbnail(tmp_path, "deadbeef", lambda: thumbnail(_decoded(chelsea)))
+    assert thumbnail_file(tmp_path, "deadbeef") == target
     assert target.read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_a_thumbnail_file_from_an_older_cache_is_used_as_it_is(tmp_path: Path) -> None:
+    target = thumbnail_path(tmp_path, "cafe0123")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"\xff\xd8 older")
+    assert thumbnail_file(tmp_path, "cafe0123") == target  # no SQLite file at all
+
+
+def test_an_unreadable_thumbnail_cache_is_named(tmp_path: Path) -> None:
+    (tmp_path / "thumbnails.sqlite").write_bytes(b"not a database, " * 100)
+    with pytest.raises(ValueError, match=r"thumbnail cache .*thumbnails.sqlite is unreadable"):
+        ensure_thumbnail(tmp_path, "deadbeef", lambda: b"\xff\xd8")
+    assert thumbnail_file(tmp_path, "deadbeef") is None  # a search shows the hit without one
+    with pytest.raises(ValueError, match="not a plain hash"):
+        thumbnail_store(tmp_path.parent / "fresh").put("../etc", b"\xff\xd8")
