@@ -8,6 +8,7 @@ both give the same vectors.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,9 +60,16 @@ class PixelSpec:
             out = F.center_crop(out, list(self.crop))
         return out.permute(1, 2, 0)
 
-    def normalise(self, pixels: torch.Tensor, device: str, dtype: torch.dtype) -> torch.Tensor:
+    def normalise(
+        self,
+        pixels: torch.Tensor,
+        device: str,
+        dtype: torch.dtype,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """uint8 batch x height x width x 3 -> the model's float input, NCHW in channels-last
-        memory (a view of the batch: no transposing copy)."""
+        memory (a view of the batch: no transposing copy); into `out` (float32, the batch's
+        shape, on `device`) where given."""
         import torch
 
         x = pixels.to(device, non_blocking=True)
@@ -72,7 +80,10 @@ class PixelSpec:
         scale = (1 / (255 * std)).to(torch.float32).to(x.device)
         shift = (-mean / std).to(torch.float32).to(x.device)
         with one_torch_thread(x.device.type == "cpu"):
-            out = torch.addcmul(shift, x.to(torch.float32), scale)
+            if out is None:
+                out = torch.addcmul(shift, x.to(torch.float32), scale)
+            else:  # uint8 times float32 is float32: no float copy of the pixels first
+                torch.mul(x, scale, out=out).add_(shift)
             return out.permute(0, 3, 1, 2).to(dtype)
 
     def batch(self, images: list[Image.Image], device: str, dtype: torch.dtype) -> torch.Tensor:
@@ -90,6 +101,31 @@ class PixelSpec:
         short, long = sorted((h, w))
         side = (self.resize, int(self.resize * long / short))
         return side if h <= w else (side[1], side[0])
+
+
+class ReusedBatch(threading.local):
+    """A model thread's batch memory on the CPU, kept from one batch to the next.
+
+    A new float batch (19 MB for 32 pictures of 224 px) is fresh memory each time, and the
+    kernel then faults in and zeroes it a 4 KB page at a time: in the pipeline that was most of
+    the normalisation's CPU (88 page faults per picture; 0.45 ms where the same arithmetic on
+    reused memory takes 0.14). A batch taken from here is valid until the same thread takes
+    the next one, which the runner does only after the model has read it."""
+
+    def __init__(self) -> None:
+        self.pixels: torch.Tensor | None = None
+        self.floats: torch.Tensor | None = None
+
+    def take(self, rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 memory for `rows` stacked, and float32 memory of the same shape."""
+        import torch
+
+        n, shape = len(rows), (len(rows), *rows[0].shape)
+        if self.pixels is None or self.pixels.shape[1:] != shape[1:] or len(self.pixels) < n:
+            self.pixels = torch.empty(shape, dtype=torch.uint8)
+            self.floats = torch.empty(shape, dtype=torch.float32)
+        assert self.floats is not None
+        return self.pixels[:n], self.floats[:n]
 
 
 @contextmanager

@@ -55,7 +55,7 @@ class _TorchPhotoSpace(LazySpace):
         import torch
 
         from mmrag.pipelines.image.encoders import decode_jpegs
-        from mmrag.pipelines.image.pixels import one_torch_thread
+        from mmrag.pipelines.image.pixels import ReusedBatch, one_torch_thread
 
         enc = self.encoder
         jpegs = [i for i, p in enumerate(payloads) if isinstance(p, JpegBytes)]
@@ -65,7 +65,12 @@ class _TorchPhotoSpace(LazySpace):
             for i, chw in zip(jpegs, decoded, strict=True):
                 rows[i] = enc.pixels.of_tensor(chw)
             rows = [r.to(enc.device) for r in rows]
-        with one_torch_thread(rows[0].device.type == "cpu"):  # a copy: no pool to wake
+        if enc.device == "cpu" and rows[0].device.type == "cpu":  # memory kept between batches
+            pixels, floats = self.__dict__.setdefault("_reused", ReusedBatch()).take(rows)
+            with one_torch_thread():  # a copy: no pool to wake
+                torch.stack(rows, out=pixels)
+            return enc.pixels.normalise(pixels, enc.device, enc.dtype, out=floats)
+        with one_torch_thread(rows[0].device.type == "cpu"):
             stacked = torch.stack(rows)
         return enc.pixels.normalise(stacked, enc.device, enc.dtype)
 
