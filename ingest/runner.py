@@ -175,6 +175,10 @@ Progress = Callable[[str, int], None]  # event ("file" | "segments"), amount
 # gigabytes; an uncompressed 16-bit scan within the pixel limit is hundreds of megabytes.
 UNBOUNDED_BY_SIZE = frozenset({MediaType.IMAGE, MediaType.AUDIO, MediaType.VIDEO})
 
+# How long a waiting ingest gives the lock's holder to write its pid file (it does so just after
+# taking the lock) before saying it waits without naming it.
+HOLDER_NAMED_S = 2.0
+
 
 def ingest_lock_path(milvus_uri: str, catalog: Path) -> Path:
     """Where one store's ingests take turns: beside a Milvus Lite store (`<store>.ingest.lock`),
@@ -297,6 +301,10 @@ class IngestRunner:
             lock.acquire(timeout=0)
         except Timeout:
             pid = _live_pid(holder)
+            named_by = time.monotonic() + HOLDER_NAMED_S
+            while not pid and time.monotonic() < named_by:  # it writes its pid just after
+                time.sleep(0.05)
+                pid = _live_pid(holder)
             who = f" (pid {pid})" if pid else ""
             on_wait(f"another ingest of this store is running{who}; waiting for it to finish")
             lock.acquire()
