@@ -56,8 +56,10 @@ def photo_settings(work: Path, args: argparse.Namespace, **more: Any) -> Any:
     and speech models off), as both measurements run it."""
     from mmrag.settings import Settings
 
+    server = getattr(args, "milvus_uri", None)
     return Settings(
-        milvus_uri=str(work / "milvus.db"),
+        milvus_uri=server or str(work / "milvus.db"),
+        collection_prefix=f"imgbench_{os.getpid()}" if server else "mmrag",
         catalog=work / "catalog.sqlite",
         thumbnails=work / "thumbs",
         image_model=args.model,
@@ -120,6 +122,21 @@ class IngestRun:
     main_cpu_s: float = 0.0  # this process alone (its threads: what one GIL serialises)
 
 
+def run_store(settings: Any, run_dir: Path) -> dict[str, Any]:
+    """Settings for one run's fresh store: a Lite file in run_dir, or (--milvus-uri) the
+    server's collections of this process's prefix, dropped after each run (`drop_run_store`)."""
+    if settings.milvus_uri.startswith(("http://", "https://")):
+        return {"catalog": run_dir / "catalog.sqlite"}
+    return {"milvus_uri": str(run_dir / "milvus.db"), "catalog": run_dir / "catalog.sqlite"}
+
+
+def drop_run_store(store: Any) -> None:
+    """A server run's collections dropped (a Lite run's file goes with its folder)."""
+    if store.backend == "server":
+        for name in store.existing_collections():
+            store.drop(name)
+
+
 def ingest_once(
     models: Any, root: Path, run_dir: Path, spaces: list, expected: int, **options: Any
 ) -> IngestRun:
@@ -131,9 +148,7 @@ def ingest_once(
     run_dir.mkdir()
     settings = models.settings
     shutil.rmtree(settings.thumbnails, ignore_errors=True)  # the pipeline's cache
-    here = settings.model_copy(
-        update={"milvus_uri": str(run_dir / "milvus.db"), "catalog": run_dir / "catalog.sqlite"}
-    )
+    here = settings.model_copy(update=run_store(settings, run_dir))
     catalog, store = open_store(here)
     for space in spaces:
         store.ensure_space(space)
@@ -145,6 +160,7 @@ def ingest_once(
     report = runner.run([str(root)])
     seconds, cpu1, server1 = time.perf_counter() - t0, _own_cpu_s(pid), _tree_cpu_s(pid)
     main1 = _main_cpu_s()
+    drop_run_store(store)
     store.close()
     catalog.close()
     assert not report.failed and report.new == expected, (report.failed, report.new)
@@ -491,9 +507,7 @@ def parts_main(args: argparse.Namespace) -> None:
             shutil.rmtree(settings.thumbnails, ignore_errors=True)
             run_dir = work / f"run{r}"
             run_dir.mkdir()
-            here = settings.model_copy(
-                update={"milvus_uri": str(run_dir / "milvus.db"), "catalog": run_dir / "c.sqlite"}
-            )
+            here = settings.model_copy(update=run_store(settings, run_dir))
             catalog, store = open_store(here)
             store.ensure_space(image.space)
             runner = models.runner(catalog, store, read_workers=1, read_processes=False)
@@ -504,6 +518,7 @@ def parts_main(args: argparse.Namespace) -> None:
             report = runner.run([str(work / "lib")])
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             s1 = _tree_cpu_s(server_at["pid"])
+            drop_run_store(store)
             store.close()
             catalog.close()
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -567,6 +582,11 @@ def main() -> None:
         "--torch-threads",
         type=int,
         help="torch's intra-op threads (default: torch's own, one per core); with --null-model",
+    )
+    ap.add_argument(
+        "--milvus-uri",
+        help="with --null-model: write to this Milvus server (collections of a prefix of their "
+        "own, dropped after each run) instead of a Lite file: the pipeline's CPU without Lite's",
     )
     ap.add_argument(
         "--parts",

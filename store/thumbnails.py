@@ -133,17 +133,18 @@ class ThumbnailStore:
             self._db.close()
 
 
-_OPEN: dict[tuple[int, Path], ThumbnailStore] = {}
+_OPEN: dict[tuple[int, str], ThumbnailStore] = {}
 _OPEN_LOCK = threading.Lock()
 
 
 def thumbnail_store(cache_dir: Path) -> ThumbnailStore:
     """The cache folder's store, opened once per process (reader threads and processes, the
-    search and the API all go through here)."""
-    key = (os.getpid(), Path(cache_dir).absolute())
+    search and the API all go through here; called once per photo, so kept to a dict look-up
+    and one stat)."""
+    key = (os.getpid(), os.fspath(cache_dir))
     with _OPEN_LOCK:
         store = _OPEN.get(key)
-        if store is not None and not store.path.is_file():  # the folder was deleted
+        if store is not None and not os.path.exists(store.path):  # the folder was deleted
             store.close()
             store = None
         if store is None:
