@@ -60,6 +60,7 @@ def photo_settings(work: Path, args: argparse.Namespace, **more: Any) -> Any:
     return Settings(
         milvus_uri=server or str(work / "milvus.db"),
         collection_prefix=f"imgbench_{os.getpid()}" if server else "mmrag",
+        photo_thumbnails=getattr(args, "photo_thumbnails", "ingest"),
         catalog=work / "catalog.sqlite",
         thumbnails=work / "thumbs",
         image_model=args.model,
@@ -587,6 +588,12 @@ def main() -> None:
         "--milvus-uri",
         help="with --null-model: write to this Milvus server (collections of a prefix of their "
         "own, dropped after each run) instead of a Lite file: the pipeline's CPU without Lite's",
+    )
+    ap.add_argument(
+        "--photo-thumbnails",
+        choices=["ingest", "shown"],
+        default="ingest",
+        help="when photos' thumbnails are made (the setting photo_thumbnails)",
     )
     ap.add_argument(
         "--parts",

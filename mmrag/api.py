@@ -149,6 +149,29 @@ class Service:
         """Where a content lives (path, the folder it was ingested from), newest first."""
         return self.catalog.locations(media_id)
 
+    def photo_thumbnail(self, media_id: str) -> Path | None:
+        """A photo's thumbnail made now, where none was made at ingest (`photo_thumbnails =
+        "shown"`, or a store older than its thumbnail): only for a content the catalog knows as
+        a photo, from a file still inside its library folder and unchanged since it was
+        ingested (size and mtime), so a thumbnail is never stored under the wrong content."""
+        from mmrag.pipelines.image.pipeline import shown_thumbnail
+
+        if self.catalog.media_modality(media_id) != Modality.IMAGE:
+            return None
+        for path, root in self.locations(media_id):
+            if (opened := http_files.open_inside(path, root)) is None:
+                continue
+            try:
+                known = self.catalog.path_record(path)
+                if known is None or (known.size, known.mtime_ns) != (opened.size, opened.mtime_ns):
+                    continue
+                with os.fdopen(os.dup(opened.fd), "rb") as fp:
+                    limit = self.settings.max_image_mpx * 1_000_000
+                    return shown_thumbnail(self.settings.thumbnails, media_id, fp, limit)
+            finally:
+                opened.close()
+        return None
+
     def library(self) -> list[str]:
         """The folders an ingest over HTTP takes: the server's --library, else those ingested."""
         if self.settings.library:
@@ -344,6 +367,10 @@ def media_url(media_id: str, modality: str, start: float, page: int | None) -> s
     return f"{url}#page={page}" if page else url
 
 
+# What a photo's rows are: its picture, its labels, its printed words
+PHOTO_ROWS = frozenset({Modality.IMAGE, Modality.LABEL, Modality.OCR})
+
+
 def hit_json(hit: Hit) -> dict[str, Any]:
     """`Hit.to_json()` (what `mmrag search --json` prints) plus the URLs a page renders."""
     data = hit.to_json()
@@ -351,6 +378,8 @@ def hit_json(hit: Hit) -> dict[str, Any]:
     if hit.thumbnail:
         key = Path(hit.thumbnail).name.rsplit("_", 1)[0]  # <key>_<size>.jpg
         data["thumbnail_url"] = f"/thumbs/{key}"
+    elif hit.modality in PHOTO_ROWS:  # a photo's thumbnail, made when first asked for
+        data["thumbnail_url"] = f"/thumbs/{hit.media_id}"
     if hit.moments:
         data["moments"] = [
             m | {"media_url": media_url(hit.media_id, m["modality"], m["start"], m.get("page"))}
@@ -538,6 +567,8 @@ def create_app(
             raise HTTPException(404, "no such thumbnail")
         cache = str(settings.thumbnails)
         found = thumbnail_file(Path(cache), key)
+        if found is None and http_files.MEDIA_ID.fullmatch(key):  # a photo's, not made yet
+            found = service.photo_thumbnail(key)
         opened = http_files.open_inside(str(found), cache) if found else None
         if opened is None:
             raise HTTPException(404, "no such thumbnail")

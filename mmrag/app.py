@@ -289,7 +289,13 @@ class Models:
                 photo_spaces,
                 self.text,
                 ImageConfig(
-                    s.thumbnails, s.max_image_mpx, s.ocr, s.ocr_lang, s.device, s.jpeg_decode
+                    s.thumbnails,
+                    s.max_image_mpx,
+                    s.ocr,
+                    s.ocr_lang,
+                    s.device,
+                    s.jpeg_decode,
+                    thumbnails_at_ingest=s.photo_thumbnails == "ingest",
                 ),
             )
             found.append(self.photos)

@@ -45,16 +45,20 @@ export function hitCard(hit, onOpen) {
   card.dataset.mediaId = hit.media_id;
 
   const thumb = el("div", "thumb");
+  const noPicture = () => {
+    thumb.prepend(el("span", "kind-icon", isTimed(hit.modality) ? "▶" : "¶"));
+    thumb.classList.add("empty");
+  };
   if (hit.thumbnail_url) {
     const img = el("img");
     img.src = hit.thumbnail_url;
     img.alt = "";
     img.loading = "lazy";
     img.decoding = "async";
+    img.addEventListener("error", () => { img.remove(); noPicture(); });  // none to be had
     thumb.append(img);
   } else {
-    thumb.append(el("span", "kind-icon", isTimed(hit.modality) ? "▶" : "¶"));
-    thumb.classList.add("empty");
+    noPicture();
   }
   if (isTimed(hit.modality)) thumb.append(el("span", "badge-time", where));
   card.append(thumb);

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import struct
 import threading
@@ -79,12 +80,14 @@ class ImageDecodeError(MediaError):
 
 
 def decode_image(
-    path: Path,
+    path: Path | BinaryIO,
     max_pixels: int = 100_000_000,
     max_side: int | None = None,
     short_side: int | None = None,
 ) -> DecodedImage:
     """Decode `path` (first frame) into an upright 8-bit RGB image with its EXIF metadata.
+    `path` may be a binary file already open (the HTTP API's, checked inside the library): it
+    is read from its start and left open.
 
     Images over `max_pixels` are refused from their header, before pixels are decoded. With
     `max_side`, the returned image's longest side is at most `max_side` (JPEGs decode reduced via
@@ -94,40 +97,48 @@ def decode_image(
     Raises ImageDecodeError for anything undecodable; OSError from opening the file (missing,
     unreadable) propagates.
     """
-    path = Path(path)
     for name, side in (("max_side", max_side), ("short_side", short_side)):
         if side is not None and side < 1:
             raise ValueError(f"{name} must be >= 1, not {side}")
     if max_side is not None and short_side is not None:
         raise ValueError("give max_side or short_side, not both")
+    if not isinstance(path, str | os.PathLike):
+        path.seek(0)
+        return _decode_file(
+            path, str(getattr(path, "name", "image")), max_pixels, max_side, short_side
+        )
     with open(path, "rb") as fp:
-        head = fp.read(64)
-        if not head:
-            raise ImageDecodeError("empty file (0 bytes)")
-        if _is_heif(head):
-            _ensure_heif_opener()
-        fp.seek(0)
-        kind = "image"  # for messages until the format is known
-        try:
-            im = _open_guarded(fp, max_pixels)
-            fmt = _format_name(im)
-            kind = fmt.upper()
-            return _decode_opened(im, fmt, max_side, short_side)
-        except ImageDecodeError:
-            raise
-        except UnidentifiedImageError as e:
-            raise ImageDecodeError(
-                f"not a decodable image: cannot identify image file {path.name!r}"
-            ) from e
-        except Image.DecompressionBombError as e:  # a later frame or a crop over Pillow's limit
-            raise ImageDecodeError(f"image too large: {e} (decompression bomb guard)") from e
-        except MemoryError as e:
-            raise ImageDecodeError(f"out of memory decoding {kind}") from e
-        except Exception as e:  # decoders raise anything on hostile input; report, never crash
-            reason = str(e) or type(e).__name__
-            if "truncated" in reason.lower():
-                raise ImageDecodeError(f"truncated {kind} ({reason})") from e
-            raise ImageDecodeError(f"damaged {kind}: {reason}") from e
+        return _decode_file(fp, Path(path).name, max_pixels, max_side, short_side)
+
+
+def _decode_file(
+    fp: BinaryIO, name: str, max_pixels: int, max_side: int | None, short_side: int | None
+) -> DecodedImage:
+    head = fp.read(64)
+    if not head:
+        raise ImageDecodeError("empty file (0 bytes)")
+    if _is_heif(head):
+        _ensure_heif_opener()
+    fp.seek(0)
+    kind = "image"  # for messages until the format is known
+    try:
+        im = _open_guarded(fp, max_pixels)
+        fmt = _format_name(im)
+        kind = fmt.upper()
+        return _decode_opened(im, fmt, max_side, short_side)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError as e:
+        raise ImageDecodeError(f"not a decodable image: cannot identify image file {name!r}") from e
+    except Image.DecompressionBombError as e:  # a later frame or a crop over Pillow's limit
+        raise ImageDecodeError(f"image too large: {e} (decompression bomb guard)") from e
+    except MemoryError as e:
+        raise ImageDecodeError(f"out of memory decoding {kind}") from e
+    except Exception as e:  # decoders raise anything on hostile input; report, never crash
+        reason = str(e) or type(e).__name__
+        if "truncated" in reason.lower():
+            raise ImageDecodeError(f"truncated {kind} ({reason})") from e
+        raise ImageDecodeError(f"damaged {kind}: {reason}") from e
 
 
 def thumbnail(img: DecodedImage | Image.Image, size: int = THUMBNAIL_SIDE) -> bytes:

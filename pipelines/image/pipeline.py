@@ -13,16 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mmrag.kinds import MediaType, Modality
 from mmrag.pipelines.base import Piece, ReadResult, SpaceEncoder, pick_device, usable_spaces
-from mmrag.pipelines.image.decode import decode_image, thumbnail
+from mmrag.pipelines.image.decode import ImageDecodeError, decode_image, thumbnail
 from mmrag.pipelines.image.ocr import read_text, tesseract_available
 from mmrag.pipelines.image.pixels import PixelSpec
 from mmrag.pipelines.image.query import decode_side
 from mmrag.pipelines.image.spaces import JpegBytes, PhotoSpace
-from mmrag.store.thumbnails import THUMBNAIL_SIDE, ensure_thumbnail
+from mmrag.store.thumbnails import THUMBNAIL_SIDE, ensure_thumbnail, thumbnail_file
 
 # Photos decode reduced (JPEG draft mode: 1/2, 1/4, 1/8 scale at a fraction of the cost) to the
 # shorter side the models resize to (224-384 px) and the thumbnail needs, once; OCR needs more
@@ -38,6 +38,7 @@ class ImageConfig:
     ocr_lang: str = "eng"
     device: str = "auto"  # where JPEGs decode as tensors when jpeg_decode says so
     jpeg_decode: str = "auto"  # auto | pillow | torchvision
+    thumbnails_at_ingest: bool = True  # else made when first shown (mmrag.api)
 
 
 class ImagePipeline:
@@ -135,7 +136,7 @@ class ImagePipeline:
         PixelSpec where the space has one: picklable, so a reader process can take them)."""
         steps = {s.name: getattr(s, "pixel_steps", None) or s for s in vision}
         return PhotoPlan(
-            thumbnails=self.config.thumbnails,
+            thumbnails=self.config.thumbnails if self.config.thumbnails_at_ingest else None,
             max_pixels=self.config.max_image_mpx * 1_000_000,
             decode_side=self.decode_side(vision),
             steps=steps,
@@ -146,10 +147,11 @@ class ImagePipeline:
 
 @dataclass(frozen=True)
 class PhotoPlan:
-    """One photo's reading, model-free: where its thumbnail goes, how far it decodes, and each
-    space's pixel steps (a PixelSpec, or the space itself: then it is read in this process)."""
+    """One photo's reading, model-free: where its thumbnail goes (None: made when first shown),
+    how far it decodes, and each space's pixel steps (a PixelSpec, or the space itself: then it
+    is read in this process)."""
 
-    thumbnails: Path
+    thumbnails: Path | None
     max_pixels: int
     decode_side: int
     steps: dict[str, Any]
@@ -190,13 +192,25 @@ def read_photo(plan: PhotoPlan, path: str, media_id: str) -> ReadResult:
             img = decode_image(Path(path), max_pixels=plan.max_pixels, short_side=plan.decode_side)
     else:  # one reduction, shared by the models and the thumbnail
         img = decode_image(Path(path), max_pixels=plan.max_pixels, short_side=plan.decode_side)
-    if media_id:
+    if media_id and plan.thumbnails:
         ensure_thumbnail(plan.thumbnails, media_id, lambda: thumbnail(img))
     as_jpeg = plan.jpeg and img.meta.get("mode") in ("RGB", "L")
     arrays = {} if as_jpeg else {name: _cut(step, img.image) for name, step in plan.steps.items()}
     words = read_text(img.image, plan.ocr_lang) if plan.ocr_lang else ""
     value = PhotoRead(img.width, img.height, img.format, img.frames, img.meta, as_jpeg, words or "")
     return ReadResult(value, arrays)
+
+
+def shown_thumbnail(cache: Path, media_id: str, fp: BinaryIO, max_pixels: int) -> Path | None:
+    """A photo's thumbnail made from its open file when a hit first shows it (none was made at
+    ingest: `photo_thumbnails = "shown"`), stored as ingest stores one; its file, or None where
+    the file no longer decodes."""
+    try:
+        img = decode_image(fp, max_pixels=max_pixels, short_side=THUMBNAIL_SIDE)
+    except ImageDecodeError:
+        return None
+    ensure_thumbnail(cache, media_id, lambda: thumbnail(img))
+    return thumbnail_file(cache, media_id)
 
 
 def _cut(step: Any, image: Any) -> Any:

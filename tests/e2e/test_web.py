@@ -409,6 +409,7 @@ def test_the_page_escapes_what_the_api_says(page: Page, lib: Lib) -> None:
                             "media_id": "x",
                             "media_url": "/media/x",
                             "sources": [{"space": "<i>text</i>", "rank": 1}],
+                            "thumbnail_url": "/thumbs/" + "0" * 32,  # none to be had: 404
                         }
                     ],
                     "took_ms": 1,
@@ -425,3 +426,6 @@ def test_the_page_escapes_what_the_api_says(page: Page, lib: Lib) -> None:
     assert page.text_content(".hit .snippet") == "<b>bold</b><script>window.pwned=2</script>"
     assert page.locator(".hit b, .hit script, .hit i, .hit .snippet img").count() == 0
     assert page.evaluate("window.pwned") is None
+    # a thumbnail that cannot be had leaves the kind's icon, not a broken picture
+    until(page, "document.querySelector('.hit .thumb.empty .kind-icon') !== null")
+    assert page.locator(".hit img").count() == 0

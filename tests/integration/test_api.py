@@ -488,3 +488,40 @@ def test_search_and_status_say_when_a_snapshot_lacks_the_latest_writes(
         assert env.store.refresh_snapshots() == [env.collection]
         assert server.json("/api/search?q=high+water")["notes"] == []
         assert server.json("/api/status")["search_notes"] == []
+
+
+def test_photo_thumbnails_made_when_first_shown(tmp_path: Path, minilm) -> None:
+    """photo_thumbnails = "shown": ingest makes none; the API makes a photo's when first asked,
+    only from its unchanged file, and the searcher names it from then on."""
+    library = tmp_path / "library"
+    shutil.copytree(SAMPLES / "photos", library)
+    env = build_env(tmp_path, minilm, photo_thumbnails="shown")
+    env.with_images()
+    try:
+        report = env.ingest(library)
+        assert report.failed == [] and report.new == 8, report
+        store = thumbnail_store(env.settings.thumbnails)
+        assert store.entries() == []  # none made while ingesting
+        assert all(h.thumbnail is None for h in env.searcher().search("cat", limit=3))
+        with Served(create_app(env.settings, env.models)) as server:
+            hits = server.json("/api/search?q=cat&limit=3")["hits"]
+            cat = hits[0]
+            assert cat["path"].endswith("chelsea the cat.jpg"), hits
+            assert cat["thumbnail_url"] == f"/thumbs/{cat['media_id']}"  # found by its labels
+            first = server.call(cat["thumbnail_url"])
+            assert first.status == 200 and first.headers["content-type"] == "image/jpeg"
+            assert min(Image.open(io.BytesIO(first.body)).size) == 256
+            assert store.entries() == [(cat["media_id"], 256)]
+            assert server.call(cat["thumbnail_url"]).body == first.body  # made once
+            # a photo changed since its ingest gets none: never stored under the old content
+            coffee = env.catalog.path_record(str(library / "coffee.jpg"))
+            assert coffee is not None and coffee.media_id
+            os.utime(library / "coffee.jpg", ns=(coffee.mtime_ns + 10**9,) * 2)
+            assert server.call(f"/thumbs/{coffee.media_id}").status == 404
+            assert not store.has(coffee.media_id)
+            assert server.call("/thumbs/" + "0" * 32).status == 404  # no such content
+        # the CLI's searcher names it from now on
+        shown = env.searcher().search("cat", limit=1)[0]
+        assert shown.thumbnail and Path(shown.thumbnail).read_bytes() == first.body
+    finally:
+        env.close()
