@@ -416,6 +416,11 @@ class AskBody(BaseModel):
 
 class IngestBody(BaseModel):
     prune: bool = Field(False, description="Forget files deleted from the library folders")
+    bulk: bool = Field(
+        False,
+        description="A Milvus server imports the rows from Parquet files, as `mmrag ingest "
+        "--bulk` (refused on Milvus Lite)",
+    )
 
 
 def _error(
@@ -581,8 +586,14 @@ def create_app(
             raise HTTPException(
                 409, "no library folders: start the server with `mmrag serve --library DIR`"
             )
+        body = body or IngestBody()
+        if body.bulk:
+            from mmrag.store.bulk import LITE_REFUSAL, bulk_writer_missing
+
+            if why := LITE_REFUSAL if settings.is_lite else bulk_writer_missing():
+                raise HTTPException(409, why.replace("--bulk", "bulk", 1))
         try:
-            job = service.jobs.start(roots, prune=bool(body and body.prune))  # type: ignore[union-attr]
+            job = service.jobs.start(roots, prune=body.prune, bulk=body.bulk)  # type: ignore[union-attr]
         except Busy as exc:
             raise HTTPException(409, str(exc)) from exc
         return job.to_json()

@@ -27,6 +27,7 @@ class IngestJob:
     id: int
     roots: list[str]
     prune: bool = False
+    bulk: bool = False  # a server imports the rows from Parquet files (`mmrag ingest --bulk`)
     state: str = (
         "starting"  # starting, waiting (for another ingest of the store), running, done, failed
     )
@@ -69,11 +70,11 @@ class Jobs:
         self._lock = threading.Lock()
         self._running: IngestJob | None = None
 
-    def start(self, roots: list[str], prune: bool = False) -> IngestJob:
+    def start(self, roots: list[str], prune: bool = False, bulk: bool = False) -> IngestJob:
         with self._lock:
             if self._running is not None:
                 raise Busy(f"an ingest is running already (job {self._running.id})")
-            job = IngestJob(len(self.jobs) + 1, roots, prune)
+            job = IngestJob(len(self.jobs) + 1, roots, prune, bulk)
             self.jobs[job.id] = job
             self._running = job
         threading.Thread(
@@ -96,7 +97,7 @@ class Jobs:
                 for space in self.models.before_ingest(catalog, store):
                     _set(job, state="running", message=f"switching {space} to its new model")
                     self.models.switch(catalog, store, space, resume=False)
-                runner = self.models.runner(catalog, store)
+                runner = self.models.runner(catalog, store, bulk=job.bulk)
                 runner.pipelines = {m: _Watched(p, job) for m, p in runner.pipelines.items()}
                 report = runner.run(
                     job.roots,

@@ -440,6 +440,11 @@ def test_ingest_over_http_reports_progress_and_takes_turns(lib: Lib) -> None:
     done = _finished(lib, job["id"])
     assert done["state"] == "done" and done["files_total"] == done["files_done"] == 2
     assert done["segments"] > 0 and done["summary"]["new"] == 2 and done["failures"] == []
+    assert done["bulk"] is False
+    # bulk import needs a server: refused on Lite with the reason, and no job starts
+    refused = lib.server.call("/api/ingest", "POST", b'{"bulk": true}', json_body)
+    assert refused.status == 409 and refused.json()["error"].startswith("bulk: bulk import needs")
+    assert lib.server.json("/api/ingest")["id"] == job["id"]
     hit = lib.server.json("/api/search?q=tide+tables+high+water&limit=1")["hits"][0]
     assert hit["path"].endswith("incoming/tide-tables.md")
     again = _finished(lib, _start(lib))

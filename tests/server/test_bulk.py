@@ -250,3 +250,31 @@ def test_a_killed_bulk_ingest_leaves_pending_media_the_next_run_finishes(
     counts = env.catalog.counts()
     assert (counts["media"], counts["pending"], counts["paths"]) == (8, 0, 8)
     assert sum(_counts(env).values()) == counts["segments"]  # no row twice
+
+
+def test_an_ingest_over_http_imports_in_bulk(make_server_env, library: Path) -> None:
+    """POST /api/ingest {"bulk": true}: the job imports Parquet files as `ingest --bulk` does,
+    and its rows are a normal ingest's."""
+    from mmrag.api import create_app
+    from tests.integration.test_api import Served
+
+    normal = make_server_env("normal")
+    assert normal.ingest(library).new == 8
+    env = make_server_env("http")
+    env.settings.library = [library]
+    with Served(create_app(env.settings, env.models)) as server:
+        reply = server.call(
+            "/api/ingest", "POST", b'{"bulk": true}', {"Content-Type": "application/json"}
+        )
+        assert reply.status == 202, reply.body
+        job = reply.json()
+        assert job["bulk"] is True
+        deadline = time.monotonic() + 300
+        while (state := server.json(f"/api/ingest/{job['id']}"))["state"] not in ("done", "failed"):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.2)
+    assert state["state"] == "done", state
+    assert (state["summary"]["new"], state["failures"]) == (8, [])
+    assert _rows(env) == _rows(normal)
+    assert env.catalog.counts()["pending"] == 0
+    assert not any(Path(env.settings.bulk_folder).iterdir())  # imported files are removed
