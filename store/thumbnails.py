@@ -53,10 +53,8 @@ class ThumbnailStore:
         self.path = self.folder / DB_NAME
         self._lock = threading.Lock()
         self.folder.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
         try:
-            db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=60
-            )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: an application crash loses nothing
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -71,10 +69,14 @@ class ThumbnailStore:
             )
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
+            db.close()
             raise ValueError(
-                f"thumbnail cache {self.path} is unreadable ({exc}): move it aside (files "
-                "ingested from then on get thumbnails again; earlier hits show without one)"
+                f"thumbnail cache {self.path} is unreadable ({exc}): move it aside and ingest "
+                "again with --retry-failed (files done before it show without a thumbnail)"
             ) from exc
+        except BaseException:
+            db.close()
+            raise
         self._db = db
 
     def has(self, key: str, size: int = THUMBNAIL_SIDE) -> bool:

@@ -204,12 +204,12 @@ def read_photo(plan: PhotoPlan, path: str, media_id: str) -> ReadResult:
 def shown_thumbnail(cache: Path, media_id: str, fp: BinaryIO, max_pixels: int) -> Path | None:
     """A photo's thumbnail made from its open file when a hit first shows it (none was made at
     ingest: `photo_thumbnails = "shown"`), stored as ingest stores one; its file, or None where
-    the file no longer decodes."""
+    the file no longer decodes or the cache cannot be written."""
     try:
         img = decode_image(fp, max_pixels=max_pixels, short_side=THUMBNAIL_SIDE)
-    except ImageDecodeError:
+        ensure_thumbnail(cache, media_id, lambda: thumbnail(img))
+    except (ImageDecodeError, ValueError):  # undecodable now, or an unreadable cache
         return None
-    ensure_thumbnail(cache, media_id, lambda: thumbnail(img))
     return thumbnail_file(cache, media_id)
 
 
