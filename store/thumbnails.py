@@ -18,6 +18,7 @@ import re
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,19 +56,7 @@ class ThumbnailStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL: an application crash loses nothing
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ValueError(
-                    f"thumbnail cache {self.path} is version {version}, newer than this mmrag "
-                    f"reads ({SCHEMA_VERSION}): upgrade mmrag"
-                )
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS thumbs (key TEXT NOT NULL, size INTEGER NOT NULL, "
-                "jpeg BLOB NOT NULL, PRIMARY KEY (key, size))"
-            )
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            _set_up(db, self.path)
         except sqlite3.DatabaseError as exc:
             db.close()
             raise ValueError(
@@ -133,6 +122,38 @@ class ThumbnailStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _set_up(db: sqlite3.Connection, path: Path) -> None:
+    """WAL and the table, in one write transaction that waits its turn: reader processes open
+    a new cache at once, and a schema change outside one fails at once with "database is
+    locked" rather than waiting (seen in CI)."""
+    for attempt in range(100):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05)
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL: an application crash loses nothing
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"thumbnail cache {path} is version {version}, newer than this mmrag reads "
+                f"({SCHEMA_VERSION}): upgrade mmrag"
+            )
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS thumbs (key TEXT NOT NULL, size INTEGER NOT NULL, "
+            "jpeg BLOB NOT NULL, PRIMARY KEY (key, size))"
+        )
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 _OPEN: dict[tuple[int, str], ThumbnailStore] = {}

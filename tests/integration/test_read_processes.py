@@ -55,7 +55,7 @@ def test_processes_give_the_rows_threads_give_and_a_broken_jpeg_fails_alone(
     procs, by_procs = _ingest(tmp_path / "procs", minilm, lib, processes=True)
     try:
         for report in (by_threads, by_procs):
-            assert report.new == len(PHOTOS)
+            assert report.new == len(PHOTOS), report.failed
             assert len(report.failed) == 1, report.failed
             path, reason = report.failed[0]
             assert path.endswith(BROKEN) and reason.startswith("truncated"), reason
