@@ -96,7 +96,8 @@ class ThumbnailStore:
     def entries(self) -> list[tuple[str, int]]:
         """Every (key, size) held, in key order."""
         with self._lock:
-            return [(k, int(n)) for k, n in self._db.execute("SELECT key, size FROM thumbs")]
+            rows = self._db.execute("SELECT key, size FROM thumbs ORDER BY key, size")
+            return [(k, int(n)) for k, n in rows]
 
     def count(self) -> int:
         with self._lock:
@@ -126,8 +127,8 @@ class ThumbnailStore:
 
 def _set_up(db: sqlite3.Connection, path: Path) -> None:
     """WAL and the table, in one write transaction that waits its turn: reader processes open
-    a new cache at once, and a schema change outside one fails at once with "database is
-    locked" rather than waiting (seen in CI)."""
+    a new cache at once, and a schema change outside one can fail at once with "database is
+    locked" rather than wait (the likely cause of one CI failure, not reproduced here)."""
     for attempt in range(100):
         try:
             db.execute("PRAGMA journal_mode=WAL")
