@@ -407,10 +407,16 @@ def wait_for_idle(pid: int | None, limit_s: float = 600, quiet: float = 0.05) ->
     return round(time.perf_counter() - t0, 1)
 
 
-def snapshot_update(store: Any, coll: str, ids: list[str]) -> float:
+def snapshot_update(
+    store: Any, coll: str, ids: list[str], keep: Path, rounds: int = 2
+) -> dict[str, list]:
     """Seconds to bring the snapshots up to date after one file's rows are written again (what
     an ingest that adds or changes a file pays at its end): rows read back and written as
-    they are."""
+    they are. Alternately as a rewrite of the whole snapshot (LAYER_MIN_ROWS set past the
+    size: the build before deltas) and as a delta over it (as a build makes past
+    LAYER_MIN_ROWS; forced here at any size), `rounds` times; the store is left with a
+    delta, and the last rewrite's snapshot is kept in `keep` (its files linked)."""
+    from mmrag.store import lite_index
     from mmrag.store.schema import OUTPUT_FIELDS, Segment
 
     found = store.client.get(coll, ids=ids, output_fields=[*OUTPUT_FIELDS, "vector"])
@@ -418,10 +424,41 @@ def snapshot_update(store: Any, coll: str, ids: list[str]) -> float:
         Segment(**{k: r[k] for k in OUTPUT_FIELDS}, vector=np.asarray(r["vector"], np.float32))
         for r in found
     ]
-    store.upsert(coll, again)
-    t0 = time.perf_counter()
-    assert store.refresh_snapshots() == [coll]
-    return round(time.perf_counter() - t0, 2)
+    default = lite_index.LAYER_MIN_ROWS
+    out: dict[str, list] = {"rewrite": [], "delta": []}
+    try:
+        for _ in range(rounds):
+            for way, least in (("rewrite", 1 << 62), ("delta", 0)):
+                lite_index.LAYER_MIN_ROWS = least
+                store.upsert(coll, again)
+                t0 = time.perf_counter()
+                assert store.refresh_snapshots() == [coll]
+                out[way].append(round(time.perf_counter() - t0, 2))
+                snap = store.snapshots.current(coll)
+                assert snap.layered == (way == "delta")
+                if way == "rewrite":
+                    shutil.rmtree(keep, ignore_errors=True)
+                    shutil.copytree(snap.folder, keep, copy_function=os.link)
+    finally:
+        lite_index.LAYER_MIN_ROWS = default
+    return out
+
+
+def snapshot_order(folder: Path) -> dict[str, int]:
+    """Each live row's place in a snapshot (a layered one: its base's live rows, then its
+    delta's): how the snapshot ranks tied rows."""
+    from mmrag.store import lite_index
+
+    order: dict[str, int] = {}
+    dead = set(lite_index._dead_rows(folder).tolist())
+    for part in (folder, folder / "delta"):
+        if not (part / "rows.sqlite").is_file():
+            continue
+        with sqlite3.connect(part / "rows.sqlite") as db:
+            for idx, sid in db.execute("SELECT idx, id FROM rows ORDER BY idx"):
+                if part != folder or idx not in dead:
+                    order[sid] = len(order)
+    return order
 
 
 def percentiles(times: list[float]) -> tuple[float, float]:
@@ -449,6 +486,7 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
     from mmrag.kinds import QueryKind
     from mmrag.search.query import SearchSpace
     from mmrag.settings import Settings
+    from mmrag.store import lite_index
     from mmrag.store.schema import Space
 
     if args.keep:
@@ -571,7 +609,35 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
                 with milvus_only(store):
                     overlaps[variant].append(recall(found, runs[mode](i)))
     memory = peak_rss_mib(store._lease.pid if store._lease else None)
-    update_s = snapshot_update(store, text_coll, text_ids[:PER_MEDIA])
+    whole_folder = home / "whole-snapshot"
+    update_s = snapshot_update(store, text_coll, text_ids[:PER_MEDIA], whole_folder)
+    # The text modes again, on the snapshot with a delta (one file's rows in it, their old
+    # rows dead: BM25 weighs its postings at search time) and on the last rewrite's (the same
+    # rows), query by query in turn; ties ranked in the new order (the same in both).
+    delta_snap = store.snapshots.current(text_coll)
+    whole = lite_index.Snapshot(whole_folder, delta_snap.stamp)
+    order = snapshot_order(delta_snap.folder)
+    assert order == snapshot_order(whole_folder)
+    bm25.rank = np.array([order[i] for i in text_ids], dtype=np.int64)
+    modes = [m for m in ("hybrid", "dense") if m in args.modes]
+    again: dict[tuple[str, str], list[float]] = {(m, w): [] for m in modes for w in ("d", "w")}
+    again_recall: dict[tuple[str, str], list[float]] = {k: [] for k in again}
+    real_current = store.snapshots.current
+    try:
+        for i in range(len(qs)):
+            for mode, way in again:
+                chosen = whole if way == "w" else delta_snap
+                store.snapshots.current = lambda name, s=chosen: (
+                    s if name == text_coll else real_current(name)
+                )
+                t = time.perf_counter()
+                found = runs[mode](i)
+                if i >= args.warmup:
+                    again[mode, way].append(time.perf_counter() - t)
+                    again_recall[mode, way].append(recall(found, truth[mode](i)))
+    finally:
+        store.snapshots.current = real_current
+        whole.close()
     results = []
     for variant, mode in variants.items():
         p50, p95 = percentiles(timed[variant])
@@ -592,6 +658,22 @@ def run_size(size: int, args, base, base_vectors, cache: Path) -> tuple[list[dic
             "index_wait_s": index_s,
             "snapshot_build_s": snapshot_s,
             "snapshot_update_s": update_s,
+            **(
+                {
+                    f"{label}_{k}": v
+                    for way, label in (("d", "with_delta"), ("w", "whole_again"))
+                    for k, v in zip(
+                        ("p50_ms", "p95_ms", "recall_at_10"),
+                        (
+                            *percentiles(again[mode, way]),
+                            round(statistics.mean(again_recall[mode, way]), 3),
+                        ),
+                        strict=True,
+                    )
+                }
+                if (mode, "d") in again and again[mode, "d"] and variant[1] != "before"
+                else {}
+            ),
             "idle_wait_s": idle_s,
             "peak_rss": memory,
         }

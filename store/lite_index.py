@@ -25,6 +25,12 @@ Milvus's row count; a write that says nothing, or a count that differs, means re
 BM25 statistics cover the whole collection, where Milvus Lite keeps them per segment, so
 scores can differ from Lite's once it holds several segments (rows and order otherwise agree).
 
+Past LAYER_MIN_ROWS, a build that replays writes does not rewrite the snapshot: it links the
+previous snapshot's files (its base), marks the base rows deleted or replaced since as dead, and
+writes only the rows written since as a small delta, until those changes pass LAYER_SHARE of the
+base; then a rewrite folds them in. Searches over base and delta give the rows and scores a
+rewrite would (BM25 weighs postings with the live rows' statistics at search time).
+
 Searches whose filter is not one this module reads (`modality == "x"`, `media_id in [...]`,
 joined by `and`) or that group by another field go to Milvus too.
 """
@@ -62,6 +68,13 @@ _CLAUSE = re.compile(
 )
 _AND = re.compile(r"and\s+")
 _VECTOR_FILES = ("vectors", "media", "modality", "post_docs", "post_w")
+# A build below this many rows rewrites the snapshot whole (seconds at most); above it, writes
+# since the last build become a delta over the snapshot's files, until what they changed passes
+# LAYER_SHARE of its rows (then a rewrite folds them in). A 1M-row rewrite takes ~36 s.
+LAYER_MIN_ROWS = 20_000
+LAYER_SHARE = 0.1
+_LAYER_FILES = ("rows.sqlite", *(f"{n}.npy" for n in (*_VECTOR_FILES, "dl", "post_key")))
+WEIGHT_TABLE = 1 << 22  # (tf, dl) cells a layered snapshot tabulates BM25 weights for, at most
 
 
 # Past this many rows in one collection, `status` says a Milvus server would serve the store
@@ -352,13 +365,18 @@ class Snapshots:
         tmp = self.folder / f".{collection}@{stamp}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         try:
             since = self._since(collection, stamp) if count else None
-            batches: Iterator[list[dict]] | None = None
+            written: int | None = None
             if since is not None and since.replayed:
-                batches = _replayed(since.base, self._replay_log(collection, since.old, stamp))
+                log = self._replay_log(collection, since.old, stamp)
+                if since.base is not None:
+                    written = _layered(tmp, since.base, log, dim, full_text)
+                if written is None:
+                    written = _write(tmp, _replayed(since.base, log), dim, full_text)
             elif since is not None and since.touched is not None and read_touched:
                 assert since.base is not None
-                batches = _merged(since.base, since.touched, read_touched)
-            if batches is None or _write(tmp, batches, dim, full_text) != count():
+                merged = _merged(since.base, since.touched, read_touched)
+                written = _write(tmp, merged, dim, full_text)
+            if written is None or written != count():
                 shutil.rmtree(tmp, ignore_errors=True)
                 _write(tmp, read(), dim, full_text)
             if self.stamp(collection) != stamp:
@@ -491,10 +509,25 @@ def _paired(kinds: dict[int, tuple[str, str | None]]) -> bool:
     return True
 
 
-def _replayed(base: Path | None, log: Any, batch: int = 5000) -> Iterator[list[dict]]:
-    """The snapshot's rows (none: `base` None) with the journaled writes applied, as Milvus
-    applied them: an upsert replaces a row by id, a delete by media or id removes rows."""
-    latest: dict[str, tuple[int, int] | None] = {}  # id -> the upsert it holds, None: deleted
+@dataclass
+class _Replay:
+    """What the journaled writes did to a snapshot's rows: whether its rows still count
+    (`keep_base`: no write emptied the collection), the media whose rows were deleted, and
+    each id written since (the upsert it holds as (gen, seq), None: deleted)."""
+
+    keep_base: bool
+    gone: set[str]
+    latest: dict[str, tuple[int, int] | None]
+
+    def kept(self, rows: list[dict]) -> list[dict]:
+        """Those of a snapshot's rows no write since replaced or deleted."""
+        return [r for r in rows if r["media_id"] not in self.gone and r["id"] not in self.latest]
+
+
+def _replay_plan(base: Path | None, log: Any) -> _Replay:
+    """Apply the journal's deletes and upserts (as Milvus applied them: an upsert replaces a
+    row by id, a delete by media or id removes rows) to what a snapshot holds."""
+    latest: dict[str, tuple[int, int] | None] = {}
     of_media: dict[str, set[str]] = {}  # media -> journaled ids
     gone: set[str] = set()  # media whose snapshot rows were deleted
     keep_base = base is not None
@@ -513,18 +546,94 @@ def _replayed(base: Path | None, log: Any, batch: int = 5000) -> Iterator[list[d
         else:
             latest[key] = (gen, seq)
             of_media.setdefault(media, set()).add(key)
-    if keep_base:
-        assert base is not None
-        for rows in _snapshot_rows(base, batch):
-            yield [r for r in rows if r["media_id"] not in gone and r["id"] not in latest]
+    return _Replay(keep_base, gone, latest)
+
+
+def _upserted(plan: _Replay, log: Any, batch: int) -> Iterator[list[dict]]:
+    """The journal's upserted rows that hold (no later write replaced or deleted them)."""
     out: list[dict] = []
     for gen, seq, _, key, _, fields, vector in log(True):
-        if latest.get(key) == (gen, seq):
+        if plan.latest.get(key) == (gen, seq):
             out.append({**json.loads(fields), "vector": np.frombuffer(vector, np.float32)})
             if len(out) >= batch:
                 yield out
                 out = []
     yield out
+
+
+def _replayed(base: Path | None, log: Any, batch: int = 5000) -> Iterator[list[dict]]:
+    """The snapshot's rows (none: `base` None) with the journaled writes applied."""
+    plan = _replay_plan(base, log)
+    if plan.keep_base:
+        assert base is not None
+        for rows in _snapshot_rows(base, batch):
+            yield plan.kept(rows)
+    yield from _upserted(plan, log, batch)
+
+
+def _layered(tmp: Path, base: Path, log: Any, dim: int, full_text: bool) -> int | None:
+    """The journaled writes as a delta over `base`'s rows, without rewriting them: its files
+    linked (the same inodes), the rows deleted or replaced since marked dead (`dead.npy`), and
+    a small snapshot of the rows written since (`delta/`). Returns the rows it holds; None,
+    writing nothing, where a rewrite serves better: a small base, one older than deltas, a
+    write that emptied the collection, or changes past LAYER_SHARE of the base (so searches
+    never pay for a large delta and dead rows, and a delta's rewrite stays small)."""
+    if not all((base / name).is_file() for name in _LAYER_FILES):
+        return None
+    plan = _replay_plan(base, log)
+    layer = _Layer(base)
+    try:
+        if not plan.keep_base or layer.rows < LAYER_MIN_ROWS:
+            return None
+        was_dead = set(_dead_rows(base).tolist())
+        dead = was_dead | layer.rows_of(sorted(plan.gone), sorted(plan.latest))
+        fresh = sum(1 for v in plan.latest.values() if v is not None)
+        old_delta = base / "delta"
+        held = 0
+        if old_delta.is_dir():
+            held = sum(len(plan.kept(r)) for r in _layer_rows(old_delta, 5000, None, False))
+        if len(dead) + held + fresh > LAYER_SHARE * layer.rows:
+            return None
+        dead_terms = Counter(_dead_terms(base)) if full_text else Counter()
+        for text in layer.texts(sorted(dead - was_dead)) if full_text else ():
+            dead_terms.update(set(tokens(text)))
+    finally:
+        layer.close()
+    tmp.mkdir(parents=True)
+    try:
+        for name in _LAYER_FILES:
+            os.link(base / name, tmp / name)
+    except OSError:  # a file system without hard links: rewrite it whole
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    np.save(tmp / "dead.npy", np.asarray(sorted(dead), dtype=np.int64))
+    (tmp / "dead_terms.json").write_text(json.dumps(dead_terms))  # BM25's df of the dead rows
+    kept = (plan.kept(r) for r in _layer_rows(old_delta, 5000, None)) if old_delta.is_dir() else ()
+    n = _write(tmp / "delta", _chain(kept, _upserted(plan, log, 5000)), dim, full_text)
+    info = {"rows": layer.rows - len(dead) + n, "dim": dim, "full_text": int(full_text),
+            "format": FORMAT, "base": layer.rows, "dead": len(dead), "delta": n}  # fmt: skip
+    for name in ("dead.npy", "dead_terms.json"):
+        with open(tmp / name, "rb") as f:
+            os.fsync(f.fileno())
+    (tmp / "done").write_text(json.dumps(info))
+    return info["rows"]
+
+
+def _chain(*parts: Iterable[list[dict]]) -> Iterator[list[dict]]:
+    for part in parts:
+        yield from part
+
+
+def _dead_terms(folder: Path) -> dict[str, int]:
+    """term -> how many of a layered snapshot's dead rows hold it (its BM25 df among them)."""
+    path = folder / "dead_terms.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _dead_rows(folder: Path) -> np.ndarray:
+    """The base rows a layered snapshot no longer holds (none in a whole one)."""
+    path = folder / "dead.npy"
+    return np.load(path) if path.is_file() else np.zeros(0, np.int64)
 
 
 def _alive(tmp_name: str) -> bool:
@@ -555,9 +664,20 @@ def _merged(
 
 
 def _snapshot_rows(folder: Path, batch: int) -> Iterator[list[dict]]:
-    """A snapshot's rows, in its order, as Milvus gives them (`vector` included)."""
+    """A snapshot's rows, in its order, as Milvus gives them (`vector` included): a layered
+    one's live base rows, then its delta's."""
+    yield from _layer_rows(folder, batch, _dead_rows(folder))
+    if (folder / "delta").is_dir():
+        yield from _layer_rows(folder / "delta", batch, None)
+
+
+def _layer_rows(
+    folder: Path, batch: int, dead: np.ndarray | None, vectors: bool = True
+) -> Iterator[list[dict]]:
+    """One layer's rows in order, less the `dead` row numbers (with vectors unless not)."""
     db = sqlite3.connect(f"file:{folder / 'rows.sqlite'}?mode=ro", uri=True)
-    vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+    matrix = np.load(folder / "vectors.npy", mmap_mode="r")
+    skip = set(dead.tolist()) if dead is not None and len(dead) else None
     try:
         cursor = db.execute(
             'SELECT idx, id, media_id, modality, "start", "end", page, text, meta FROM rows '
@@ -567,11 +687,13 @@ def _snapshot_rows(folder: Path, batch: int) -> Iterator[list[dict]]:
             # one read of the batch's vectors (rows are numbered 0..n-1 in order): a view of
             # the memory map per row cost more than the rest of the row
             first = found[0][0]
-            block = np.array(vectors[first : found[-1][0] + 1])
+            block = np.array(matrix[first : found[-1][0] + 1]) if vectors else None
             yield [
                 {"id": sid, "media_id": m, "modality": mod, "start": start, "end": end,
-                 "page": page, "text": text, "meta": json.loads(meta), "vector": block[i - first]}
+                 "page": page, "text": text, "meta": json.loads(meta),
+                 "vector": block[i - first] if block is not None else None}
                 for i, sid, m, mod, start, end, page, text, meta in found
+                if skip is None or i not in skip
             ]  # fmt: skip
     finally:
         db.close()
@@ -623,13 +745,16 @@ def _write(folder: Path, batches: Iterator[list[dict]], dim: int, full_text: boo
     del vectors
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     matrix /= np.where(norms > 0, norms, 1.0)  # cosine: unit rows, as Milvus compares
-    docs, weights = _bm25_postings(db, postings, lengths) if full_text else ([], [])
+    docs, keys, weights = _bm25_postings(db, postings, lengths) if full_text else ([], [], [])
     db.executemany("INSERT INTO media VALUES (?, ?)", [(c, m) for m, c in media_codes.items()])
     db.executemany(
         "INSERT INTO modalities VALUES (?, ?)", [(c, m) for m, c in modality_codes.items()]
     )
     info = {"rows": n, "dim": dim, "full_text": int(full_text), "format": FORMAT}
     db.executemany("INSERT INTO info VALUES (?, ?)", [(k, str(v)) for k, v in info.items()])
+    # a delta marks the rows it replaces by id; made once the rows are in (a sort, not an
+    # insert per row)
+    db.execute("CREATE INDEX rows_id ON rows(id)")
     db.execute("COMMIT")
     db.close()
     arrays = {
@@ -638,6 +763,9 @@ def _write(folder: Path, batches: Iterator[list[dict]], dim: int, full_text: boo
         "modality": np.asarray(modality_col, dtype=np.int16),
         "post_docs": np.asarray(docs, dtype=np.int32),
         "post_w": np.asarray(weights, dtype=np.float64),  # BM25 in double, as Lite sums it
+        # what the weights are made of, for a delta's statistics (`Snapshot.bm25`)
+        "post_key": np.asarray(keys, dtype=np.int64),
+        "dl": np.asarray(lengths if full_text else np.zeros(n), dtype=np.int32),
     }
     for name, values in arrays.items():
         np.save(folder / f"{name}.npy", values)
@@ -665,17 +793,18 @@ class _Postings:
 
 def _bm25_postings(
     db: sqlite3.Connection, postings: _Postings, lengths: list[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Postings as one array of rows and one of each row's BM25 term weight (IDF aside, which
-    depends on the term only): tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl)). Grouped by term
-    in the order terms were first seen, each term's rows in order."""
-    dl = np.asarray(lengths, dtype=np.float64)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Postings as one array of rows, one of keys and one of each row's BM25 term weight
+    (`_bm25_weights`; IDF aside, which depends on the term only). Grouped by term in the order
+    terms were first seen, each term's rows in order. A key is tf * span + dl: what a weight is
+    made of, so a layered snapshot weighs postings by its own average length from a table of
+    keys (`_Layer.weigher`) instead of reading each row's length."""
+    dl = np.asarray(lengths, dtype=np.int64)
     n_docs = len(lengths)  # Milvus Lite counts empty texts too
-    avgdl = float(dl.mean()) if n_docs and dl.sum() > 0 else 1.0
     term = np.asarray(postings.term, dtype=np.int32)
     order = np.argsort(term, kind="stable")
     docs = np.asarray(postings.row, dtype=np.int32)[order]
-    tfs = np.asarray(postings.tf, dtype=np.float64)[order]
+    tfs = np.asarray(postings.tf, dtype=np.int64)[order]
     ends = np.cumsum(np.bincount(term, minlength=len(postings.terms)))
     db.executemany(
         "INSERT INTO terms VALUES (?, ?, ?, ?)",
@@ -684,18 +813,30 @@ def _bm25_postings(
             for (name, df, end) in zip(postings.terms, np.diff(ends, prepend=0), ends, strict=True)
         ),
     )
-    norm = BM25_K1 * (1.0 - BM25_B + BM25_B * dl[docs] / avgdl) if len(docs) else 0.0
-    weights = tfs * (BM25_K1 + 1.0) / (tfs + norm)
-    db.execute("INSERT INTO info VALUES ('docs', ?)", (str(n_docs),))
-    return docs, weights
+    span = int(dl.max()) + 1 if n_docs else 1
+    keys = tfs * span + dl[docs]
+    weights = _bm25_weights(tfs, dl[docs], _avgdl(float(dl.sum()), n_docs))
+    found = {"docs": n_docs, "key_span": span, "keys": int(keys.max()) + 1 if len(keys) else 0}
+    db.executemany("INSERT INTO info VALUES (?, ?)", [(k, str(v)) for k, v in found.items()])
+    return docs, keys, weights
 
 
-class Snapshot:
-    """One collection's snapshot, opened read-only (arrays memory-mapped)."""
+def _avgdl(total: float, docs: int) -> float:
+    return total / docs if docs and total > 0 else 1.0
 
-    def __init__(self, folder: Path, stamp: str) -> None:
-        self.folder = folder
-        self.stamp = stamp
+
+def _bm25_weights(tf: np.ndarray, dl: np.ndarray, avgdl: float) -> np.ndarray:
+    """tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl)) per posting: one formula at build and
+    search time, so a delta's scores equal a rewrite's to the bit."""
+    tf = np.asarray(tf, dtype=np.float64)
+    norm = BM25_K1 * (1.0 - BM25_B + BM25_B * np.asarray(dl, np.float64) / avgdl)
+    return tf * (BM25_K1 + 1.0) / (tf + norm)
+
+
+class _Layer:
+    """One written set of snapshot files (`_write`): rows in SQLite, the rest memory-mapped."""
+
+    def __init__(self, folder: Path) -> None:
         self._db = sqlite3.connect(
             f"file:{folder / 'rows.sqlite'}?mode=ro", uri=True, check_same_thread=False
         )
@@ -703,17 +844,134 @@ class Snapshot:
         a = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in _VECTOR_FILES}
         self.vectors, self.media, self.modality = a["vectors"], a["media"], a["modality"]
         self.post_docs, self.post_w = a["post_docs"], a["post_w"]
-        info = dict(self._db.execute("SELECT key, value FROM info").fetchall())
+        extra = {n: folder / f"{n}.npy" for n in ("post_key", "dl")}
+        self.post_key, self.dl = (
+            np.load(p, mmap_mode="r") if p.is_file() else None for p in extra.values()
+        )
+        info = dict(self.all("SELECT key, value FROM info"))
         self.rows = int(info["rows"])
         self.docs = int(info.get("docs", self.rows))
         self.full_text = info["full_text"] == "1"
+        self._span, self._keys = int(info.get("key_span", 1)), int(info.get("keys", 0))
+
+    def weigher(self, avgdl: float) -> Any:
+        """A function of (start, stop): those postings' BM25 weights at this average length,
+        from a table of every (tf, dl) key this layer holds where that is small (it is for
+        texts of a few hundred words), else from the keys."""
+        assert self.post_key is not None
+        keys, span = self.post_key, self._span
+        if self._keys <= WEIGHT_TABLE:
+            k = np.arange(self._keys, dtype=np.int64)
+            table = _bm25_weights(k // span, k % span, avgdl)
+            return lambda start, stop: table[keys[start:stop]]
+        return lambda start, stop: _bm25_weights(
+            keys[start:stop] // span, keys[start:stop] % span, avgdl
+        )
 
     def close(self) -> None:
         self._db.close()
 
-    def _all(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def all(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
+
+    def keyed(self, sql: str, keys: Sequence[str | int]) -> list[tuple]:
+        """`sql` (with `IN ({})`) for the keys, 500 at a time."""
+        out: list[tuple] = []
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            out += self.all(sql.format(",".join("?" * len(part))), tuple(part))
+        return out
+
+    def rows_of(self, media_ids: list[str], ids: list[str]) -> set[int]:
+        """The row numbers of these media's rows and of these rows."""
+        codes = [c for (c,) in self.keyed("SELECT code FROM media WHERE id IN ({})", media_ids)]
+        found = set(np.flatnonzero(np.isin(self.media, codes)).tolist()) if codes else set()
+        found.update(i for (i,) in self.keyed("SELECT idx FROM rows WHERE id IN ({})", ids))
+        return found
+
+    def texts(self, idx: list[int]) -> list[str]:
+        return [t for (t,) in self.keyed("SELECT text FROM rows WHERE idx IN ({})", idx)]
+
+    def terms(self, names: list[str]) -> dict[str, tuple[int, int, int]]:
+        """term -> (start, stop, df) in the postings, for the terms this layer holds."""
+        found = self.keyed("SELECT term, start, stop, df FROM terms WHERE term IN ({})", names)
+        return {t: (start, stop, df) for t, start, stop, df in found}
+
+    def fields(self, idx: list[int]) -> dict[int, tuple]:
+        return {
+            r[0]: r
+            for r in self.all(
+                'SELECT idx, id, media_id, modality, "start", "end", page, text, meta '
+                f"FROM rows WHERE idx IN ({','.join('?' * len(idx))})",
+                tuple(idx),
+            )
+        }
+
+
+class Snapshot:
+    """One collection's snapshot, opened read-only (arrays memory-mapped).
+
+    A layered one is a base (another snapshot's files, linked), the base rows dead since and a
+    delta of the rows written since; its row numbers run through the base (dead rows masked),
+    then the delta. BM25 statistics cover the live rows of both, as a rewrite's would."""
+
+    def __init__(self, folder: Path, stamp: str) -> None:
+        self.folder = folder
+        self.stamp = stamp
+        self.base = _Layer(folder)
+        self.delta = _Layer(folder / "delta") if (folder / "delta").is_dir() else None
+        dead = _dead_rows(folder)
+        self._dead_df = _dead_terms(folder)
+        layers = [self.base] if self.delta is None else [self.base, self.delta]
+        self._layers = [(layer, sum(x.rows for x in layers[:i])) for i, layer in enumerate(layers)]
+        self.size = sum(layer.rows for layer in layers)  # row numbers, dead ones included
+        self.rows = self.size - len(dead)
+        self.dead = dead  # base row numbers no longer held (a layered snapshot's)
+        self.live: np.ndarray | None = None
+        if len(dead):
+            self.live = np.ones(self.size, bool)
+            self.live[dead] = False
+        self.full_text = self.base.full_text
+        self.layered = self.delta is not None or self.live is not None
+        self._modalities = {n: c for c, n in self.base.all("SELECT code, name FROM modalities")}
+        self._delta_media: dict[str, int] = {}  # media the base lacks -> their codes here
+        self.media, self.modality = self.base.media, self.base.modality
+        if self.delta is not None:
+            self._join_codes(self.delta)
+        self.docs, self.avgdl = self.base.docs, 0.0
+        if self.layered and self.full_text:  # statistics of the live rows, as a rewrite's
+            lengths = [layer.dl for layer, _ in self._layers]
+            total = sum(float(np.sum(x, dtype=np.int64)) for x in lengths)
+            total -= float(np.sum(self.base.dl[dead], dtype=np.int64)) if len(dead) else 0.0
+            self.docs, self.avgdl = self.rows, _avgdl(total, self.rows)
+        self._weighers = (
+            {at: layer.weigher(self.avgdl) for layer, at in self._layers}
+            if self.layered and self.full_text
+            else {}
+        )
+
+    def _join_codes(self, delta: _Layer) -> None:
+        """The delta's media and modality codes in the base's numbering (new ones after it)."""
+        (n_media,) = self.base.all("SELECT COUNT(*) FROM media")[0]
+        own = dict(delta.all("SELECT code, id FROM media"))
+        sql = "SELECT id, code FROM media WHERE id IN ({})"
+        known = dict(self.base.keyed(sql, [*own.values()]))
+        media = np.zeros(max(own, default=-1) + 1, np.int32)
+        for code, mid in own.items():
+            if mid not in known:
+                known[mid] = self._delta_media[mid] = n_media + len(self._delta_media)
+            media[code] = known[mid]
+        names = dict(delta.all("SELECT code, name FROM modalities"))
+        modality = np.zeros(max(names, default=-1) + 1, np.int16)
+        for code, name in names.items():
+            modality[code] = self._modalities.setdefault(name, len(self._modalities))
+        self.media = np.concatenate([self.base.media, media[delta.media]])
+        self.modality = np.concatenate([self.base.modality, modality[delta.modality]])
+
+    def close(self) -> None:
+        for layer, _ in self._layers:
+            layer.close()
 
     # -- filters ---------------------------------------------------------------------------
 
@@ -721,24 +979,21 @@ class Snapshot:
         """Rows the filter keeps (None: all)."""
         keep: np.ndarray | None = None
         if f.modality is not None:
-            code = self._all("SELECT code FROM modalities WHERE name = ?", (f.modality,))
-            keep = self.modality == code[0][0] if code else np.zeros(self.rows, bool)
+            code = self._modalities.get(f.modality)
+            keep = self.modality == code if code is not None else np.zeros(self.size, bool)
         if f.media is not None:
             codes = self._codes(sorted(f.media))
-            found = np.isin(self.media, codes) if codes else np.zeros(self.rows, bool)
+            found = np.isin(self.media, codes) if codes else np.zeros(self.size, bool)
             keep = found if keep is None else keep & found
+        if self.live is not None:
+            keep = self.live if keep is None else keep & self.live
         return keep
 
     def _codes(self, media_ids: list[str]) -> list[int]:
-        out: list[int] = []
-        for i in range(0, len(media_ids), 500):
-            part = media_ids[i : i + 500]
-            marks = ",".join("?" * len(part))
-            out += [
-                c
-                for (c,) in self._all(f"SELECT code FROM media WHERE id IN ({marks})", tuple(part))
-            ]
-        return out
+        found = self.base.keyed("SELECT code FROM media WHERE id IN ({})", media_ids)
+        return [c for (c,) in found] + [
+            self._delta_media[m] for m in media_ids if m in self._delta_media
+        ]
 
     # -- searches (each returns ranked (row index, score) pairs) ---------------------------
 
@@ -750,14 +1005,19 @@ class Snapshot:
         keeps few rows reads only theirs."""
         q = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        kept = np.flatnonzero(keep) if keep is not None else None
-        if kept is not None and len(kept) * SPARSE_KEEP < self.rows:
-            scores = np.full((len(q), self.rows), -np.inf, np.float32)
-            scores[:, kept] = q @ self.vectors[kept].T
+        kept = None if keep is None or keep is self.live else np.flatnonzero(keep)
+        if kept is not None and len(kept) * SPARSE_KEEP < self.size:
+            scores = np.full((len(q), self.size), -np.inf, np.float32)
+            for layer, at in self._layers:
+                part = kept[(kept >= at) & (kept < at + layer.rows)]
+                scores[:, part] = q @ layer.vectors[part - at].T
         else:
-            scores = q @ self.vectors.T if self.rows else np.zeros((len(q), 0), np.float32)
-            if keep is not None:
-                scores[:, ~keep] = -np.inf
+            parts = [q @ layer.vectors.T for layer, _ in self._layers]
+            scores = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+            if kept is not None:
+                scores[:, ~keep] = -np.inf  # type: ignore[operator]
+            elif len(self.dead):  # no filter: only the dead rows go
+                scores[:, self.dead] = -np.inf
         return [self._top_groups(s, limit) if group else _top(s, limit) for s in scores]
 
     def _top_groups(self, scores: np.ndarray, limit: int) -> list[tuple[int, float]]:
@@ -777,20 +1037,37 @@ class Snapshot:
             depth *= 4
 
     def bm25(self, text: str, limit: int, keep: np.ndarray | None) -> list[tuple[int, float]]:
-        """Exact BM25 over the whole collection (Milvus Lite's formula and tokens)."""
+        """Exact BM25 over the whole collection (Milvus Lite's formula and tokens). A layered
+        snapshot weighs its postings with the live rows' statistics at search time."""
         counts = Counter(tokens(text))
         if not counts or not self.full_text:
             return []
-        marks = ",".join("?" * len(counts))
-        found = self._all(
-            f"SELECT term, start, stop, df FROM terms WHERE term IN ({marks})", tuple(counts)
-        )
-        acc = np.zeros(self.rows, dtype=np.float64)
-        for term, start, stop, df in found:
+        names = sorted(counts)
+        acc = np.zeros(self.size, dtype=np.float64)
+        found = [(layer, at, layer.terms(names)) for layer, at in self._layers]
+        for term in names:
+            legs, df = [], 0
+            for layer, at, terms in found:
+                if term not in terms:
+                    continue
+                start, stop, n = terms[term]
+                docs = layer.post_docs[start:stop]
+                if not self.layered:
+                    legs.append((docs, layer.post_w[start:stop]))
+                    df += n
+                    continue
+                weights = self._weighers[at](start, stop)
+                df += n - self._dead_df.get(term, 0) if at == 0 else n
+                legs.append((docs + at if at else docs, weights))
+            if not df:
+                continue
             idf = math.log((self.docs - df + 0.5) / (df + 0.5) + 1.0)
-            acc[self.post_docs[start:stop]] += (idf * counts[term]) * self.post_w[start:stop]
-        if keep is not None:
+            for docs, weights in legs:
+                acc[docs] += (idf * counts[term]) * weights
+        if keep is not None and keep is not self.live:
             acc[~keep] = 0.0
+        elif len(self.dead):  # no filter: only the dead rows go
+            acc[self.dead] = 0.0
         hit = np.flatnonzero(acc > 0)
         return [(int(hit[i]), s) for i, s in _top(acc[hit], limit)]
 
@@ -825,15 +1102,11 @@ class Snapshot:
         """The rows (Milvus's output fields) of ranked (row index, score) pairs, with "score"."""
         if not ranked:
             return []
-        marks = ",".join("?" * len(ranked))
-        found = {
-            r[0]: r
-            for r in self._all(
-                f'SELECT idx, id, media_id, modality, "start", "end", page, text, meta '
-                f"FROM rows WHERE idx IN ({marks})",
-                tuple(i for i, _ in ranked),
-            )
-        }
+        found: dict[int, tuple] = {}
+        for layer, at in self._layers:
+            idx = [i - at for i, _ in ranked if at <= i < at + layer.rows]
+            if idx:
+                found.update((i + at, r) for i, r in layer.fields(idx).items())
         out = []
         for i, score in ranked:
             _, sid, media_id, modality, start, end, page, text, meta = found[i]

@@ -53,6 +53,17 @@ def test_search_latency_benchmark_writes_results(tmp_path: Path) -> None:
     # the snapshot answers exactly: its truth is the fusion the settings name (minmax)
     assert recall["hybrid"] >= 0.95 and recall["dense"] >= 0.95, recall
     assert "| segments | mode |" in done.stdout  # the table
+    # one file written again: brought up to date by a rewrite and by a delta, alternately; the
+    # text modes timed again over the delta, as exact as over the whole snapshot
+    by_mode = {r["mode"]: r for r in rows}
+    assert {k: len(v) for k, v in by_mode["hybrid"]["snapshot_update_s"].items()} == {
+        "rewrite": 2,
+        "delta": 2,
+    }
+    for mode in ("hybrid", "dense"):
+        for way in ("with_delta", "whole_again"):
+            assert by_mode[mode][f"{way}_recall_at_10"] == recall[mode], by_mode[mode]
+            assert 0 < by_mode[mode][f"{way}_p50_ms"] <= by_mode[mode][f"{way}_p95_ms"]
 
     # the kept store again: the same rows drawn, not written; the same exact answers
     again = bench(tmp_path, out, "--keep", str(tmp_path / "kept"), "--no-milvus")

@@ -404,3 +404,92 @@ def test_minmax_hybrid_builds_only_the_rows_it_keeps(
     assert fast == [{**r, "score": pytest.approx(r["score"])} for r in slow]
     with milvus_only(store):
         assert store.snapshot_legs(name, vector, text, MINMAX_DEPTH) is None  # Milvus answers
+
+
+def test_writes_to_a_large_snapshot_become_a_delta_that_answers_as_a_rewrite(
+    store: MilvusStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past LAYER_MIN_ROWS a build links the snapshot's files and writes only the rows written
+    since (and which old rows are dead): the same rows and scores as a rewrite, BM25's
+    statistics included, layer upon layer, until the changes pass LAYER_SHARE."""
+    monkeypatch.setattr(lite_index, "LAYER_MIN_ROWS", 100)
+    name, segments = filled(store)
+    store.refresh_snapshots()
+    assert store.snapshots is not None
+    first = store.snapshots.current(name)
+    assert first is not None and not first.layered
+    inode = (first.folder / "vectors.npy").stat().st_ino
+    reads = full_reads(store, monkeypatch)
+    changed = changed_files(store, name)
+    some = quote("m003") + ", " + quote("new") + ", " + quote("m005")
+    exprs = ["", 'modality == "transcript"', f"media_id in [{some}]", 'modality == "none"']
+    q = np.stack([changed[0].vector, changed[5].vector, segments[40].vector])
+    texts = ["copper amber", "harbour lantern violin", "glacier glacier orbit", "nothing"]
+
+    def answers() -> list[list[dict]]:
+        out: list[list[dict]] = []
+        for expr in exprs:
+            out += store.search_dense(name, q, 12, expr)
+            out += store.search_dense(name, q, 6, expr, group_by="media_id")
+            out += store.search_bm25(name, texts, 15, expr)
+            for fusion in ("weighted", "rrf"):
+                out.append(store.search_hybrid(name, q[1], texts[1], 10, expr, fusion))
+        legs = store.snapshot_legs(name, q[0], texts[0], 30)
+        assert legs is not None
+        dense, bm25, build = legs
+        return [*out, build(dense), build(bm25)]
+
+    def rewritten() -> list[list[dict]]:
+        store.snapshots.bump(name)  # type: ignore[union-attr]  # says nothing: a full rewrite
+        store.refresh_snapshots()
+        snap = store.snapshots.current(name)  # type: ignore[union-attr]
+        assert snap is not None and not snap.layered
+        return answers()
+
+    def exactly(a: list[list[dict]], b: list[list[dict]]) -> None:
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert [r["id"] for r in x] == [r["id"] for r in y]  # the same order, ties too
+            # cosines are float32 sums, of another length per layer: equal to float32 precision
+            assert x == [{**r, "score": pytest.approx(r["score"], abs=1e-6)} for r in y]
+
+    assert store.refresh_snapshots() == [name]
+    assert reads == []  # replayed: nothing read back from Milvus
+    snap = store.snapshots.current(name)
+    assert snap is not None and snap.layered
+    assert (snap.folder / "vectors.npy").stat().st_ino == inode  # linked, not rewritten
+    assert (snap.base.rows, snap.delta.rows) == (240, 8)  # type: ignore[union-attr]
+    assert snap.rows == store.count(name) == 240 - 6 + 8 - 2
+    layered = answers()
+    assert layered[0] and any(r["media_id"] == "new" for hits in layered for r in hits)
+    with milvus_only(store):  # Milvus Lite keeps BM25 statistics per segment: dense only
+        for a, b in zip(layered[:3], store.search_dense(name, q, 12), strict=True):
+            same(a, b)
+    exactly(layered, rewritten())
+
+    # a layer on a layer: the delta written again, dead rows gathered, from a whole base
+    base = store.snapshots.current(name)
+    assert base is not None
+    inode = (base.folder / "vectors.npy").stat().st_ino
+    store.upsert(name, changed_files(store, name)[:2])  # the same writes again, and two more
+    store.delete_media(name, ["m020"])
+    store.refresh_snapshots()
+    again = store.snapshots.current(name)
+    assert again is not None and again.layered and again.rows == store.count(name)
+    assert (again.folder / "vectors.npy").stat().st_ino == inode
+    store.delete_media(name, ["new", "m021"])
+    store.refresh_snapshots()
+    third = store.snapshots.current(name)
+    assert third is not None and third.layered and third.rows == store.count(name)
+    dead = lite_index._dead_rows(third.folder)
+    # m005's 4 rows and new's 4 (both written again), m020's 6, m021's 6; m005's 4 in the delta
+    assert (third.delta.rows, len(dead)) == (4, 4 + 4 + 6 + 6)  # type: ignore[union-attr]
+    exactly(answers(), rewritten())
+
+    # changes past LAYER_SHARE of the base: folded into a rewrite
+    monkeypatch.setattr(lite_index, "LAYER_SHARE", 0.01)
+    store.delete_media(name, ["m022", "m023"])
+    store.refresh_snapshots()
+    whole = store.snapshots.current(name)
+    assert whole is not None and not whole.layered and whole.rows == store.count(name)
+    assert reads == [""] * 2  # the two rewrites asked for; every other build replayed
