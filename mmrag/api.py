@@ -44,7 +44,7 @@ from starlette.requests import ClientDisconnect
 
 from mmrag import http_files
 from mmrag.jobs import Busy, Jobs
-from mmrag.kinds import MediaType, Modality, QueryKind
+from mmrag.kinds import IngestBackend, MediaType, Modality, QueryKind
 from mmrag.settings import Settings, absolute
 
 if TYPE_CHECKING:
@@ -421,6 +421,11 @@ class IngestBody(BaseModel):
         description="A Milvus server imports the rows from Parquet files, as `mmrag ingest "
         "--bulk` (refused on Milvus Lite)",
     )
+    backend: IngestBackend = Field(
+        IngestBackend.LOCAL,
+        description="ray: decode and embed on the Ray cluster of the server's settings "
+        "(ray_address; else a local one for the run), as `mmrag ingest --backend ray`",
+    )
 
 
 def _error(
@@ -592,8 +597,17 @@ def create_app(
 
             if why := LITE_REFUSAL if settings.is_lite else bulk_writer_missing():
                 raise HTTPException(409, why.replace("--bulk", "bulk", 1))
+        if body.backend == IngestBackend.RAY:
+            from mmrag.ingest.ray_backend import RayUnavailable, require_ray
+
+            try:
+                require_ray()
+            except RayUnavailable as exc:
+                raise HTTPException(409, f"backend ray: {exc}") from exc
         try:
-            job = service.jobs.start(roots, prune=body.prune, bulk=body.bulk)  # type: ignore[union-attr]
+            job = service.jobs.start(  # type: ignore[union-attr]
+                roots, prune=body.prune, bulk=body.bulk, backend=body.backend
+            )
         except Busy as exc:
             raise HTTPException(409, str(exc)) from exc
         return job.to_json()

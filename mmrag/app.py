@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mmrag.kinds import Modality
+from mmrag.kinds import IngestBackend, Modality
 from mmrag.registry import QUERY_DECODERS, SPACES, SpaceSpec, spaces_writing
 from mmrag.settings import Settings, fallback_model
 
@@ -393,15 +393,16 @@ class Models:
         self,
         catalog: Catalog,
         store: MilvusStore,
-        backend: str = "local",
+        backend: IngestBackend | str = IngestBackend.LOCAL,
         address: str | None = None,
         bulk: bool = False,
         **options: Any,
     ) -> IngestRunner:
         """An ingest runner over every pipeline; options override the settings' sizes.
-        `backend` "ray": decoding and models on a Ray cluster (`address`, else a local one for
-        the run; ingest/ray_backend.py), the catalog and the writes here. `bulk`: rows go to
-        Parquet files a Milvus server imports (store/bulk.py; StoreError on Milvus Lite)."""
+        `backend` ray: decoding and models on a Ray cluster (`address`, else the settings'
+        ray_address, else a local one for the run; ingest/ray_backend.py), the catalog and the
+        writes here. `bulk`: rows go to Parquet files a Milvus server imports (store/bulk.py;
+        StoreError on Milvus Lite)."""
         from mmrag.ingest.runner import IngestRunner, ingest_lock_path
         from mmrag.ingest.workers import reads_in_processes
 
@@ -418,13 +419,14 @@ class Models:
         }
         if bulk:  # rows imported from Parquet files by the server (store/bulk.py)
             sizes["bulk"] = self.bulk_import(catalog, store)
-        if backend == "ray":
+        if backend == IngestBackend.RAY:
             from mmrag.ingest.ray_backend import RayIngestRunner
 
+            cluster = address or s.ray_address or None
             return RayIngestRunner(
-                catalog, store, self.pipelines, settings=s, address=address, **(sizes | options)
+                catalog, store, self.pipelines, settings=s, address=cluster, **(sizes | options)
             )
-        if backend != "local" or address:
+        if backend != IngestBackend.LOCAL or address:
             raise ValueError(f"backend {backend!r}: local or ray (an address is for ray)")
         return IngestRunner(catalog, store, self.pipelines, **(sizes | options))
 

@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mmrag.client import find_server, llm_label
-from mmrag.kinds import QueryKind
+from mmrag.kinds import IngestBackend, QueryKind
 from mmrag.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -158,10 +158,12 @@ def ingest(
             help="local: reader threads and the models here; ray: decoding and the models on a "
             'Ray cluster, the catalog and writes here (pip install "mmrag\\[ray]")'
         ),
-    ] = "local",
+    ] = IngestBackend.LOCAL.value,
     address: Annotated[
         str | None,
-        typer.Option(help="The Ray cluster to use (ray.init address; default: a local one)"),
+        typer.Option(
+            help="The Ray cluster to use (ray.init address; default: ray_address, else a local one)"
+        ),
     ] = None,
     bulk: Annotated[
         bool,
@@ -209,11 +211,11 @@ def ingest(
 
 def _check_backend(backend: str, address: str | None) -> None:
     """Refuse a backend that cannot run, before the store opens: one line saying why."""
-    if backend not in ("local", "ray"):
-        _fail(f"--backend {backend}: local or ray")
-    if address and backend != "ray":
+    if backend not in tuple(IngestBackend):
+        _fail(f"--backend {backend}: {' or '.join(IngestBackend)}")
+    if address and backend != IngestBackend.RAY:
         _fail("--address is a Ray cluster's: use it with --backend ray")
-    if backend == "ray":
+    if backend == IngestBackend.RAY:
         from mmrag.ingest.ray_backend import RayUnavailable, require_ray
 
         try:
@@ -240,7 +242,7 @@ def _run_ingest(
     prune,
     retry_failed,
     quiet,
-    backend: str = "local",
+    backend: IngestBackend | str = IngestBackend.LOCAL,
     address: str | None = None,
     bulk: bool = False,
 ):

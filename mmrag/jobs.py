@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mmrag.kinds import IngestBackend
+
 if TYPE_CHECKING:
     from mmrag.app import Models
     from mmrag.settings import Settings
@@ -28,6 +30,7 @@ class IngestJob:
     roots: list[str]
     prune: bool = False
     bulk: bool = False  # a server imports the rows from Parquet files (`mmrag ingest --bulk`)
+    backend: str = "local"  # an IngestBackend: ray decodes and embeds on the settings' cluster
     state: str = (
         "starting"  # starting, waiting (for another ingest of the store), running, done, failed
     )
@@ -70,11 +73,17 @@ class Jobs:
         self._lock = threading.Lock()
         self._running: IngestJob | None = None
 
-    def start(self, roots: list[str], prune: bool = False, bulk: bool = False) -> IngestJob:
+    def start(
+        self,
+        roots: list[str],
+        prune: bool = False,
+        bulk: bool = False,
+        backend: IngestBackend = IngestBackend.LOCAL,
+    ) -> IngestJob:
         with self._lock:
             if self._running is not None:
                 raise Busy(f"an ingest is running already (job {self._running.id})")
-            job = IngestJob(len(self.jobs) + 1, roots, prune, bulk)
+            job = IngestJob(len(self.jobs) + 1, roots, prune, bulk, str(backend))
             self.jobs[job.id] = job
             self._running = job
         threading.Thread(
@@ -97,7 +106,8 @@ class Jobs:
                 for space in self.models.before_ingest(catalog, store):
                     _set(job, state="running", message=f"switching {space} to its new model")
                     self.models.switch(catalog, store, space, resume=False)
-                runner = self.models.runner(catalog, store, bulk=job.bulk)
+                # the ray backend joins the settings' ray_address (never a client's)
+                runner = self.models.runner(catalog, store, job.backend, bulk=job.bulk)
                 runner.pipelines = {m: _Watched(p, job) for m, p in runner.pipelines.items()}
                 report = runner.run(
                     job.roots,

@@ -60,6 +60,13 @@ _TIMED = frozenset(
 )
 
 
+class IngestBackend(StrEnum):
+    """Where an ingest decodes and embeds (the catalog and the writes stay with its driver)."""
+
+    LOCAL = "local"  # reader threads or processes and the models in this process
+    RAY = "ray"  # Ray Data and actors on a Ray cluster (ingest/ray_backend.py)
+
+
 class QueryKind(StrEnum):
     """What a user searches with."""
 

@@ -285,6 +285,13 @@ class Settings(BaseSettings):
         description="Models of spaces registered without a field of their own: {space: model}",
     )
 
+    ray_address: str = Field(
+        "",
+        description="The Ray cluster an ingest on the ray backend joins (ray.init address, "
+        "e.g. ray://head:10001): `ingest --backend ray` without --address, and POST "
+        "/api/ingest {backend: ray}; empty: a local cluster for the run",
+    )
+
     # `mmrag ingest --bulk` (a Milvus server): rows go to Parquet files the server imports
     bulk_folder: Path | None = Field(
         None,

@@ -1,11 +1,14 @@
-"""`mmrag ingest --backend ray`: a real local Ray cluster (2 CPUs), real decoders, the offline
-models and real Milvus Lite. The Ray-built store must hold what the local runner writes."""
+"""`mmrag ingest --backend ray` and `POST /api/ingest {"backend": "ray"}`: a real local Ray
+cluster (2 CPUs, one for the module), real decoders, the offline models and real Milvus Lite.
+The Ray-built store must hold what the local runner writes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mmrag.api import create_app
 from mmrag.kinds import Modality
 from mmrag.pipelines.text.encoder import TextEncoder
 from tests.conftest import REPO, Env, build_env
+from tests.integration.test_api import Served
 
 LIBRARY = REPO / "data" / "library"
 DOCS = ["docs/kitchen", "docs/home/heat-pump-manual.pdf", "docs/home/dog-training.html"]
@@ -23,10 +28,10 @@ PHOTOS = ["chelsea the cat.jpg", "coffee.jpg", "rocket launch.jpg"]
 FIELDS = ["id", "media_id", "modality", "start", "end", "page", "text", "vector"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
-    """A local cluster of 2 CPUs for this test (its files in a temp folder, removed after);
-    the backend joins it rather than starting its own."""
+    """A local cluster of 2 CPUs for this module's tests (its files in a temp folder, removed
+    after); the backend joins it rather than starting its own."""
     ray = pytest.importorskip("ray")
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths
     ray.init(
@@ -152,6 +157,49 @@ def test_ray_backend_writes_what_the_local_runner_writes(
         remote.close()
 
 
+def test_an_ingest_over_http_runs_on_the_ray_backend(
+    ray_cluster: Any, tmp_path: Path, minilm: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmrag.ingest.ray_backend import RayIngestRunner
+
+    sent: list[int] = []  # files the Ray backend took (it sends those needing work to Ray)
+    real = RayIngestRunner._read_and_encode
+
+    def spy(self: RayIngestRunner, files: list, *args: Any) -> None:
+        sent.append(len(files))
+        return real(self, files, *args)
+
+    monkeypatch.setattr(RayIngestRunner, "_read_and_encode", spy)
+    lib = library(tmp_path)
+    env = build_env(tmp_path / "api", minilm, ocr=False, library=[lib]).with_images()
+    total = len([p for p in lib.rglob("*") if p.is_file()])
+    json_body = {"Content-Type": "application/json"}
+    try:
+        with Served(create_app(env.settings, env.models)) as server:
+            wrong = server.call("/api/ingest", "POST", b'{"backend": "spark"}', json_body)
+            assert wrong.status == 422 and "backend" in wrong.body.decode(), wrong.body
+            started = server.call("/api/ingest", "POST", b'{"backend": "ray"}', json_body)
+            assert started.status == 202, started.body
+            job = started.json()
+            assert job["backend"] == "ray" and job["roots"] == [str(lib)]
+            deadline = time.monotonic() + 300
+            while (done := server.json(f"/api/ingest/{job['id']}"))["state"] not in (
+                "done",
+                "failed",
+            ):
+                assert time.monotonic() < deadline, done
+                time.sleep(0.2)
+            assert done["state"] == "done", done["message"]
+            assert done["failures"] == [] and done["files_done"] == done["files_total"] == total
+            assert (done["summary"]["new"], done["summary"]["reused"]) == (total - 1, 1)
+            assert done["segments"] == done["summary"]["segments"] > 0
+            assert sent == [total]  # read and embedded by the Ray backend
+            found = json.loads(server.call("/api/search?q=simmer+red+lentils&limit=3").body)
+            assert Path(found["hits"][0]["path"]).name == "red-lentil-soup.txt", found
+    finally:
+        env.close()
+
+
 def test_without_ray_the_backend_says_how_to_install_it(
     env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -164,3 +212,13 @@ def test_without_ray_the_backend_says_how_to_install_it(
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines == ['error: the ray backend needs Ray: pip install "mmrag[ray]"'], result.output
+    env.settings.library = [tmp_path]
+    with Served(create_app(env.settings, env.models)) as server:
+        body = b'{"backend": "ray"}'
+        refused = server.call("/api/ingest", "POST", body, {"Content-Type": "application/json"})
+        assert refused.status == 409, refused.body
+        assert (
+            refused.json()["error"]
+            == 'backend ray: the ray backend needs Ray: pip install "mmrag[ray]"'
+        )
+        assert server.json("/api/ingest") == {"state": "idle"}  # no job started
