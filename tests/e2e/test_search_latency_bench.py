@@ -83,3 +83,36 @@ def test_search_latency_benchmark_refuses_bad_sizes(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "--sizes" in done.stderr and "10k" in done.stderr
+
+
+def test_snapshot_update_benchmark_brings_a_snapshot_up_to_date_both_ways(tmp_path: Path) -> None:
+    """benchmarks/snapshot_update.py past LAYER_MIN_ROWS: a rewrite and a delta each time,
+    and the two snapshots' answers checked equal by the script itself (it exits 1 if not)."""
+    out = tmp_path / "update.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "snapshot_update.py"),
+            "--rows",
+            "25000",
+            "--rounds",
+            "1",
+            "--queries",
+            "4",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(out.read_text())
+    assert found["rows"] == 25000 and {"cpu", "cores"} <= found["machine"].keys()
+    assert {k: len(v) for k, v in found["update_s"].items()} == {"rewrite": 1, "delta": 1}
+    assert set(found["search_p50_ms"]) == {
+        f"{search} / {way}"
+        for search in ("dense", "bm25", "hybrid legs")
+        for way in ("rewrite", "delta")
+    }
