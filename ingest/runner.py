@@ -40,6 +40,7 @@ from filelock import FileLock, Timeout
 
 from mmrag.ingest.detect import HEAD_BYTES, MediaKind, UnsupportedContent, detect_kind
 from mmrag.ingest.scan import FoundFile, ScanProblem, content_hash, scan
+from mmrag.ingest.workers import DEPTH
 from mmrag.kinds import MediaType
 from mmrag.pipelines.base import (
     MediaError,
@@ -522,8 +523,8 @@ class IngestRunner:
         # Files read ahead of the model: a whole batch, so it never waits for readers to fill one
         window = self.embed_batch + 4 * self.read_workers + 4
         with self._reader_processes() as procs:
-            # with processes, a thread per process waits on it, another hashes the next file
-            threads = self.read_workers * (2 if procs else 1)
+            # with processes, a thread for each file a process holds, another hashes the next
+            threads = self.read_workers * (DEPTH + 1 if procs else 1)
             self._read_in(files, window, threads, report, writes, tick, writer_error)
 
     @contextmanager

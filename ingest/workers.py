@@ -8,11 +8,15 @@ file to a process of its own: `ReadProcesses.call(fn, *args)` runs `fn(*args)` i
 worker and returns what it returned, with the arrays it names (`ReadResult.arrays`) copied
 through that worker's shared-memory slot rather than pickled through the pipe.
 
-- Bounded: one slot per worker (`slot_bytes`), and a caller waits for an idle worker, so at
-  most `processes` files are in flight here (backpressure on the reader threads); a result whose
-  arrays do not fit its slot comes back pickled instead.
-- A worker that dies (killed, a decoder's segfault) fails the file it had, with one line
-  (`ReaderDied`, a MediaError), and is replaced; the run goes on.
+- Bounded: each worker holds at most DEPTH files (its slot split in as many parts,
+  `slot_bytes`), and a caller waits for a free place, so at most DEPTH x `processes` files are
+  in flight here (backpressure on the reader threads); a result whose arrays do not fit its
+  part comes back pickled instead. With the next file already in its pipe when it finishes one,
+  a worker does not sleep and wake between files (a wake-up cost ~0.15 ms of kernel time a
+  photo on a VM: docs/benchmarks.md).
+- A worker that dies (killed, a decoder's segfault) fails the file it was on, with one line
+  (`ReaderDied`, a MediaError), and is replaced; a file queued behind it runs in another
+  worker; the run goes on.
 - Workers start from a forkserver that has imported the decoders and torch once, so a worker
   costs a fork, not seconds of imports; the model never loads there (one instance per device,
   in the main process). Each worker runs torch on one thread.
@@ -26,7 +30,9 @@ import pickle
 import queue
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing import connection, get_context
 from multiprocessing.shared_memory import SharedMemory
@@ -39,7 +45,8 @@ from mmrag.pipelines.base import MediaError, ReadResult, collecting_warnings, me
 # What a forkserver imports once, so every worker forked from it starts warm (the pipelines
 # name theirs: `reader_modules`).
 PRELOAD = ["mmrag.pipelines.base", "numpy"]
-SLOT_BYTES = 8 << 20  # one photo's model inputs: 224-384 px squares, a few spaces
+SLOT_BYTES = 8 << 20  # DEPTH photos' model inputs: 224-384 px squares, a few spaces
+DEPTH = 2  # files a worker holds at once: the one it is on, and the next
 
 
 # auto: processes from this many cores. On 2 cores they measured no faster than threads (the
@@ -60,6 +67,10 @@ class ReaderDied(MediaError):
     """The reader process decoding a file ended without an answer (killed, crashed)."""
 
 
+class _NotRun(Exception):
+    """A file sent to a worker that died before it began it: it runs in another."""
+
+
 @dataclass(frozen=True)
 class _Placed:
     """Where one array lies in a slot: its offset, shape, dtype, and whether it was a tensor."""
@@ -70,8 +81,9 @@ class _Placed:
     tensor: bool
 
 
-def _worker_main(conn: Any, slot_name: str) -> None:
-    """A worker: take (fn, args) from the pipe, run it, put the arrays in the slot, answer."""
+def _worker_main(conn: Any, slot_name: str, part_bytes: int) -> None:
+    """A worker: take (part, fn, args) from the pipe, run it, put the arrays in that part of
+    the slot, answer; in order."""
     import torch
 
     torch.set_num_threads(1)  # one core per worker; the model's threads are the main process's
@@ -84,13 +96,13 @@ def _worker_main(conn: Any, slot_name: str) -> None:
                 return
             if task is None:
                 return
-            fn, args = task
+            part, fn, args = task
             try:
                 with collecting_warnings() as warnings:
                     out = fn(*args)
                 placed: dict[str, _Placed] = {}
                 if isinstance(out, ReadResult):
-                    placed, spilled = _place(out.arrays, slot.buf)
+                    placed, spilled = _place(out.arrays, slot.buf, part * part_bytes, part_bytes)
                     out = ReadResult(out.value, spilled)
                 answer: tuple = ("ok", out, placed, warnings)
             except BaseException as exc:  # reported to the caller, who fails the file
@@ -107,16 +119,19 @@ def _dumps(obj: Any) -> bytes:
     return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
 
 
-def _place(arrays: dict[str, Any], buf: memoryview) -> tuple[dict[str, _Placed], dict[str, Any]]:
-    """Copy arrays into the slot while they fit; those that do not are returned to be pickled."""
+def _place(
+    arrays: dict[str, Any], buf: memoryview, base: int, size: int
+) -> tuple[dict[str, _Placed], dict[str, Any]]:
+    """Copy arrays into buf[base : base + size] while they fit; those that do not are
+    returned to be pickled."""
     placed: dict[str, _Placed] = {}
     spilled: dict[str, Any] = {}
-    offset = 0
+    offset = base
     for key, value in arrays.items():
         tensor = not isinstance(value, np.ndarray)
         a = np.ascontiguousarray(value.numpy() if tensor else value)
         end = offset + a.nbytes
-        if end > len(buf):
+        if end > base + size:
             spilled[key] = value
             continue
         np.frombuffer(buf, np.uint8, a.nbytes, offset)[:] = a.reshape(-1).view(np.uint8)
@@ -152,11 +167,17 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 class _Worker:
+    """One reader process, the files sent to it (in order) and a thread taking its answers."""
+
     def __init__(self, ctx: Any, slot_bytes: int) -> None:
+        self.part_bytes = slot_bytes // DEPTH // 64 * 64
         self.slot = SharedMemory(create=True, size=slot_bytes)
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
-            target=_worker_main, args=(child, self.slot.name), daemon=True, name="mmrag-reader"
+            target=_worker_main,
+            args=(child, self.slot.name, self.part_bytes),
+            daemon=True,
+            name="mmrag-reader",
         )
         try:
             self.process.start()
@@ -167,29 +188,64 @@ class _Worker:
             raise
         finally:
             child.close()
+        self.dead = False  # set by the answers' thread once the process is gone
+        self.retired = False  # replaced (ReadProcesses)
+        self._lock = threading.Lock()
+        self._pending: deque[tuple[int, Future]] = deque()  # (slot part, its caller's answer)
+        self._sent = 0
+        self._answers = threading.Thread(
+            target=self._receive, daemon=True, name="mmrag-reader-answers"
+        )
+        self._answers.start()
 
     def call(self, fn: Callable[..., Any], args: tuple) -> Any:
-        try:
-            self.conn.send_bytes(_dumps((fn, args)))
-        except OSError:  # it died before it was asked (a broken pipe)
-            raise ReaderDied(f"the reader process decoding it died ({self._death()})") from None
-        ready = connection.wait([self.conn, self.process.sentinel])
-        answer = None
-        if self.conn in ready:
+        """fn(*args) in this worker, after the files sent before it. _NotRun where the process
+        was gone before it was asked."""
+        future: Future = Future()
+        with self._lock:
+            part = self._sent % DEPTH
+            entry = (part, future)
+            self._pending.append(entry)
             try:
-                answer = pickle.loads(self.conn.recv_bytes())
-            except (EOFError, OSError):
-                answer = None
-        if answer is None:
-            raise ReaderDied(f"the reader process decoding it died ({self._death()})")
-        status, out, placed, warnings = answer
+                self.conn.send_bytes(_dumps((part, fn, args)))
+            except (OSError, ValueError):  # it died before it was asked (a broken pipe)
+                self._pending.remove(entry)
+                self.dead = True
+                raise _NotRun() from None
+            self._sent += 1
+        status, out, warnings = future.result()
         for message in warnings:
             media_warning(message)
         if status == "error":
             raise out
-        if isinstance(out, ReadResult) and placed:
-            out = ReadResult(out.value, {**_take(placed, self.slot.buf), **out.arrays})
         return out
+
+    def _receive(self) -> None:
+        """Hand each answer to its caller, in order, the arrays taken out of their part before
+        that part can be sent again; when the process ends, fail the file it was on and send
+        back those queued behind it."""
+        while True:
+            try:
+                ready = connection.wait([self.conn, self.process.sentinel])
+                answer = pickle.loads(self.conn.recv_bytes()) if self.conn in ready else None
+            except (EOFError, OSError, ValueError):
+                answer = None
+            if answer is None:
+                break
+            status, out, placed, warnings = answer
+            with self._lock:
+                _, future = self._pending.popleft()
+            if isinstance(out, ReadResult) and placed:
+                out = ReadResult(out.value, {**_take(placed, self.slot.buf), **out.arrays})
+            future.set_result((status, out, warnings))
+        self.dead = True
+        with self._lock:
+            pending, self._pending = list(self._pending), deque()
+        if pending:
+            died = ReaderDied(f"the reader process decoding it died ({self._death()})")
+            pending[0][1].set_exception(died)
+            for _, future in pending[1:]:
+                future.set_exception(_NotRun())
 
     def _death(self) -> str:
         self.process.join(timeout=5)
@@ -208,20 +264,22 @@ class _Worker:
     def close(self) -> None:
         try:
             if self.process.is_alive():
-                self.conn.send_bytes(_dumps(None))
+                with self._lock:
+                    self.conn.send_bytes(_dumps(None))
                 self.process.join(timeout=5)
         except (OSError, ValueError):
             pass
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout=5)
+        self._answers.join(timeout=5)
         self.conn.close()
         self.slot.close()
         self.slot.unlink()
 
 
 class ReadProcesses:
-    """`processes` reader processes; `call` runs a picklable function in an idle one."""
+    """`processes` reader processes; `call` runs a picklable function in one with room."""
 
     def __init__(
         self, processes: int, slot_bytes: int = SLOT_BYTES, preload: tuple[str, ...] = ()
@@ -233,47 +291,63 @@ class ReadProcesses:
         self._ctx = get_context("forkserver")
         self._ctx.set_forkserver_preload([*PRELOAD, *preload])
         self._slot_bytes = slot_bytes
-        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._room: queue.Queue[_Worker] = queue.Queue()  # a worker once per free place
         self._all: list[_Worker] = []
         self._lock = threading.Lock()
         self._closed = False
         try:
             for _ in range(processes):
-                self._idle.put(self._start())
+                self._start()
         except BaseException:
             self.close()
             raise
 
-    def _start(self) -> _Worker:
+    def _start(self) -> None:
         worker = _Worker(self._ctx, self._slot_bytes)
         with self._lock:
             self._all.append(worker)
-        return worker
+        for _ in range(DEPTH):
+            self._room.put(worker)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """fn(*args) in a worker (waits for an idle one). ReaderDied if the worker dies with
-        it; the worker is then replaced. fn's own exceptions are raised here."""
-        if self._closed:
-            raise RuntimeError("the reader processes are closed")
-        worker = self._idle.get()
-        try:
-            return worker.call(fn, args)
-        finally:
-            if not worker.alive:
-                self._retire(worker)
-                worker = self._start()
-            self._idle.put(worker)
+        """fn(*args) in a worker (waits for room in one). ReaderDied if the worker dies with
+        it; the worker is then replaced, and a file queued behind it runs in another. fn's own
+        exceptions are raised here."""
+        while True:
+            if self._closed:
+                raise RuntimeError("the reader processes are closed")
+            worker = self._room.get()
+            if worker.retired:
+                continue  # a place in a worker that was replaced
+            if worker.dead:
+                self._replace(worker)
+                continue
+            try:
+                return worker.call(fn, args)
+            except _NotRun:
+                continue
+            finally:
+                if worker.dead:
+                    self._replace(worker)
+                elif not worker.retired:
+                    self._room.put(worker)
+
+    def _replace(self, worker: _Worker) -> None:
+        """A dead worker's successor (once, whoever notices first)."""
+        with self._lock:
+            if worker.retired:
+                return
+            worker.retired = True
+            if worker in self._all:
+                self._all.remove(worker)
+        worker.close()
+        if not self._closed:
+            self._start()
 
     def pids(self) -> list[int]:
         """The live workers' process ids (tests kill one; benchmarks count their CPU time)."""
         with self._lock:
             return [w.process.pid for w in self._all if w.alive and w.process.pid]
-
-    def _retire(self, worker: _Worker) -> None:
-        with self._lock:
-            if worker in self._all:
-                self._all.remove(worker)
-        worker.close()
 
     def close(self) -> None:
         """Stop every worker and free its slot."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,8 @@ def test_a_reader_process_killed_mid_file_fails_only_that_file(
 
     def killing(self: Any, fn: Any, args: tuple) -> Any:
         if str(args[1]).endswith(victim):  # read_photo(plan, path, media_id)
-            pid = self.process.pid
-            killed.append(pid)
-            threading.Timer(0.05, os.kill, (pid, signal.SIGKILL)).start()
-            fn, args = _sleep_then_read, (fn, *args)  # still decoding when the signal lands
+            killed.append(self.process.pid)
+            fn, args = _die_reading, (fn, *args)  # as a decoder's crash on this file would
         return call(self, fn, args)
 
     monkeypatch.setattr(workers._Worker, "call", killing)
@@ -106,6 +105,11 @@ def test_a_reader_process_killed_mid_file_fails_only_that_file(
         assert (again.new, again.failed) == (1, [])
     finally:
         env.close()
+
+
+def _die_reading(fn: Any, *args: Any) -> Any:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return fn(*args)
 
 
 def _sleep_then_read(fn: Any, *args: Any) -> Any:
@@ -147,7 +151,37 @@ def test_arrays_come_back_whole_through_the_slot_or_pickled() -> None:
         with pytest.raises(MediaError, match=r"x\.png: not a photo"):
             procs.call(refuse, "x.png")
         (pid,) = procs.pids()
-        os.kill(pid, signal.SIGKILL)
-        with pytest.raises(ReaderDied):  # the dead one answers no more
+        threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
+        with pytest.raises(ReaderDied):  # killed while on it
             procs.call(_sleep_then_read, big_pixels, (1, 1, 3))
         assert procs.call(big_pixels, (2, 2, 3)).value == {"shape": (2, 2, 3)}  # replaced
+        (other,) = procs.pids()
+        assert other != pid
+        os.kill(other, signal.SIGKILL)  # between files: the next file runs in its successor
+        deadline = time.monotonic() + 10
+        while other in procs.pids():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert procs.call(big_pixels, (2, 2, 3)).value == {"shape": (2, 2, 3)}
+        assert procs.pids() and other not in procs.pids()
+
+
+def test_a_file_queued_behind_one_that_kills_its_reader_runs_in_another() -> None:
+    """A worker holds DEPTH files: the one it is on fails with it, the next is sent again."""
+    assert workers.DEPTH >= 2
+    with ReadProcesses(1) as procs:
+        (pid,) = procs.pids()
+        found: dict[str, Any] = {}
+
+        def second() -> None:
+            time.sleep(0.1)  # sent while the first is being read
+            found["second"] = procs.call(big_pixels, (3, 3, 3))
+
+        behind = threading.Thread(target=second)
+        behind.start()
+        threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
+        with pytest.raises(ReaderDied, match="killed by SIGKILL"):
+            procs.call(_sleep_then_read, big_pixels, (1, 1, 3))
+        behind.join(timeout=30)
+        assert found["second"].value == {"shape": (3, 3, 3)}
+        assert pid not in procs.pids()
