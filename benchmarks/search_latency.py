@@ -449,16 +449,8 @@ def snapshot_order(folder: Path) -> dict[str, int]:
     delta's): how the snapshot ranks tied rows."""
     from mmrag.store import lite_index
 
-    order: dict[str, int] = {}
-    dead = set(lite_index._dead_rows(folder).tolist())
-    for part in (folder, folder / "delta"):
-        if not (part / "rows.sqlite").is_file():
-            continue
-        with sqlite3.connect(part / "rows.sqlite") as db:
-            for idx, sid in db.execute("SELECT idx, id FROM rows ORDER BY idx"):
-                if part != folder or idx not in dead:
-                    order[sid] = len(order)
-    return order
+    rows = lite_index._snapshot_rows(folder, 5000, vectors=False)
+    return {r["id"]: i for i, r in enumerate(r for batch in rows for r in batch)}
 
 
 def percentiles(times: list[float]) -> tuple[float, float]:

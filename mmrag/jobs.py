@@ -30,7 +30,7 @@ class IngestJob:
     roots: list[str]
     prune: bool = False
     bulk: bool = False  # a server imports the rows from Parquet files (`mmrag ingest --bulk`)
-    backend: str = "local"  # an IngestBackend: ray decodes and embeds on the settings' cluster
+    backend: IngestBackend = IngestBackend.LOCAL  # ray: decodes and embeds on ray_address
     state: str = (
         "starting"  # starting, waiting (for another ingest of the store), running, done, failed
     )
@@ -83,7 +83,7 @@ class Jobs:
         with self._lock:
             if self._running is not None:
                 raise Busy(f"an ingest is running already (job {self._running.id})")
-            job = IngestJob(len(self.jobs) + 1, roots, prune, bulk, str(backend))
+            job = IngestJob(len(self.jobs) + 1, roots, prune, bulk, backend)
             self.jobs[job.id] = job
             self._running = job
         threading.Thread(

@@ -590,8 +590,11 @@ def _layered(tmp: Path, base: Path, log: Any, dim: int, full_text: bool) -> int 
         fresh = sum(1 for v in plan.latest.values() if v is not None)
         old_delta = base / "delta"
         held = 0
-        if old_delta.is_dir():
-            held = sum(len(plan.kept(r)) for r in _layer_rows(old_delta, 5000, None, False))
+        if old_delta.is_dir():  # its rows' ids alone: the rows themselves are read once, below
+            delta = _Layer(old_delta)
+            ids = delta.all("SELECT id, media_id FROM rows")
+            delta.close()
+            held = sum(1 for sid, m in ids if m not in plan.gone and sid not in plan.latest)
         if len(dead) + held + fresh > LAYER_SHARE * layer.rows:
             return None
         dead_terms = Counter(_dead_terms(base)) if full_text else Counter()
@@ -663,12 +666,12 @@ def _merged(
         yield fresh
 
 
-def _snapshot_rows(folder: Path, batch: int) -> Iterator[list[dict]]:
-    """A snapshot's rows, in its order, as Milvus gives them (`vector` included): a layered
-    one's live base rows, then its delta's."""
-    yield from _layer_rows(folder, batch, _dead_rows(folder))
+def _snapshot_rows(folder: Path, batch: int, vectors: bool = True) -> Iterator[list[dict]]:
+    """A snapshot's rows, in its order, as Milvus gives them (`vector` included unless not):
+    a layered one's live base rows, then its delta's."""
+    yield from _layer_rows(folder, batch, _dead_rows(folder), vectors)
     if (folder / "delta").is_dir():
-        yield from _layer_rows(folder / "delta", batch, None)
+        yield from _layer_rows(folder / "delta", batch, None, vectors)
 
 
 def _layer_rows(

@@ -11,21 +11,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def bench(tmp_path: Path, out: Path, *more: str) -> subprocess.CompletedProcess:
+def script(tmp_path: Path, name: str, *args: str) -> subprocess.CompletedProcess:
+    """benchmarks/<name> run as a user runs it; it must exit 0."""
     done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "search_latency.py"),
-            "--sizes",
-            "2000",
-            "--queries",
-            "5",
-            "--warmup",
-            "1",
-            "--json",
-            str(out),
-            *more,
-        ],
+        [sys.executable, str(REPO / "benchmarks" / name), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -33,6 +22,11 @@ def bench(tmp_path: Path, out: Path, *more: str) -> subprocess.CompletedProcess:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done
+
+
+def bench(tmp_path: Path, out: Path, *more: str) -> subprocess.CompletedProcess:
+    sizes = ("--sizes", "2000", "--queries", "5", "--warmup", "1")
+    return script(tmp_path, "search_latency.py", *sizes, "--json", str(out), *more)
 
 
 def test_search_latency_benchmark_writes_results(tmp_path: Path) -> None:
@@ -89,25 +83,8 @@ def test_snapshot_update_benchmark_brings_a_snapshot_up_to_date_both_ways(tmp_pa
     """benchmarks/snapshot_update.py past LAYER_MIN_ROWS: a rewrite and a delta each time,
     and the two snapshots' answers checked equal by the script itself (it exits 1 if not)."""
     out = tmp_path / "update.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "snapshot_update.py"),
-            "--rows",
-            "25000",
-            "--rounds",
-            "1",
-            "--queries",
-            "4",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    small = ("--rows", "25000", "--rounds", "1", "--queries", "4")
+    script(tmp_path, "snapshot_update.py", *small, "--json", str(out))
     found = json.loads(out.read_text())
     assert found["rows"] == 25000 and {"cpu", "cores"} <= found["machine"].keys()
     assert {k: len(v) for k, v in found["update_s"].items()} == {"rewrite": 1, "delta": 1}
