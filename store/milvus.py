@@ -651,7 +651,8 @@ def _by_size(rows: list[dict[str, Any]], limit: int) -> Iterator[list[dict[str, 
     part: list[dict[str, Any]] = []
     size = 0
     for row in rows:
-        cost = 256 + 2 * len(row.get("text") or "") + 4 * len(row.get("vector") or [])
+        vector = row.get("vector")  # a list from Milvus, an array from a segment
+        cost = 256 + 2 * len(row.get("text") or "") + 4 * (0 if vector is None else len(vector))
         if part and size + cost > limit:
             yield part
             part, size = [], 0

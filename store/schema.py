@@ -77,7 +77,9 @@ class Segment:
             "page": int(self.page),
             "text": _fit_bytes(self.text, TEXT_MAX_BYTES),
             "meta": self.meta,
-            "vector": self.vector.astype(np.float32).tolist(),
+            # float32 as it is: pymilvus lists it once for the request, and the snapshot's
+            # journal takes its bytes (a list here was listed, then made an array again)
+            "vector": np.ascontiguousarray(self.vector, dtype=np.float32),
         }
 
 

@@ -60,31 +60,43 @@ class PixelSpec:
             out = F.center_crop(out, list(self.crop))
         return out.permute(1, 2, 0)
 
-    def normalise(
-        self,
-        pixels: torch.Tensor,
-        device: str,
-        dtype: torch.dtype,
-        out: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def normalise(self, pixels: torch.Tensor, device: str, dtype: torch.dtype) -> torch.Tensor:
         """uint8 batch x height x width x 3 -> the model's float input, NCHW in channels-last
-        memory (a view of the batch: no transposing copy); into `out` (float32, the batch's
-        shape, on `device`) where given."""
+        memory (a view of the batch: no transposing copy)."""
         import torch
 
         x = pixels.to(device, non_blocking=True)
+        scale, shift = self._affine(x.device)
+        with one_torch_thread(x.device.type == "cpu"):
+            return torch.addcmul(shift, x.to(torch.float32), scale).permute(0, 3, 1, 2).to(dtype)
+
+    def normalise_rows(
+        self, rows: list[torch.Tensor], out: torch.Tensor, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """uint8 pictures (height x width x 3, on the CPU) -> the model's float input, each
+        normalised straight into its place in `out` (float32, channels-last, len(rows) long):
+        no stacked uint8 copy, and each picture's floats are still in the cache when written,
+        where stacking first and then normalising the whole batch went over 19 MB twice (0.15
+        against 0.26 ms per picture on one thread)."""
+        import torch
+
+        scale, shift = self._affine(out.device)
+        with one_torch_thread():
+            for row, place in zip(rows, out, strict=True):
+                # uint8 times float32 is float32: one pass, no float copy of the pixels first
+                torch.addcmul(shift, row, scale, out=place)
+        return out.permute(0, 3, 1, 2).to(dtype)
+
+    def _affine(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x / 255 - mean) / std as x * scale + shift, per channel (one multiply-add over the
+        channels-last pixels: a third less CPU than three passes; equal to 1e-6)."""
+        import torch
+
         mean = torch.tensor(self.mean, dtype=torch.float64)
         std = torch.tensor(self.std, dtype=torch.float64)
-        # (x / 255 - mean) / std as one multiply-add over the channels-last pixels (a third
-        # less CPU than three passes; equal to 1e-6)
-        scale = (1 / (255 * std)).to(torch.float32).to(x.device)
-        shift = (-mean / std).to(torch.float32).to(x.device)
-        with one_torch_thread(x.device.type == "cpu"):
-            if out is None:
-                out = torch.addcmul(shift, x.to(torch.float32), scale)
-            else:  # uint8 times float32 is float32: no float copy of the pixels first
-                torch.mul(x, scale, out=out).add_(shift)
-            return out.permute(0, 3, 1, 2).to(dtype)
+        scale = (1 / (255 * std)).to(torch.float32).to(device)
+        shift = (-mean / std).to(torch.float32).to(device)
+        return scale, shift
 
     def batch(self, images: list[Image.Image], device: str, dtype: torch.dtype) -> torch.Tensor:
         """Pillow images -> one model input (the query side: no reader threads)."""
@@ -104,7 +116,7 @@ class PixelSpec:
 
 
 class ReusedBatch(threading.local):
-    """A model thread's batch memory on the CPU, kept from one batch to the next.
+    """A model thread's float batch memory on the CPU, kept from one batch to the next.
 
     A new float batch (19 MB for 32 pictures of 224 px) is fresh memory each time, and the
     kernel then faults in and zeroes it a 4 KB page at a time: in the pipeline that was most of
@@ -113,19 +125,16 @@ class ReusedBatch(threading.local):
     the next one, which the runner does only after the model has read it."""
 
     def __init__(self) -> None:
-        self.pixels: torch.Tensor | None = None
         self.floats: torch.Tensor | None = None
 
-    def take(self, rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 memory for `rows` stacked, and float32 memory of the same shape."""
+    def take(self, rows: list[torch.Tensor]) -> torch.Tensor:
+        """float32 memory for `rows` stacked."""
         import torch
 
         n, shape = len(rows), (len(rows), *rows[0].shape)
-        if self.pixels is None or self.pixels.shape[1:] != shape[1:] or len(self.pixels) < n:
-            self.pixels = torch.empty(shape, dtype=torch.uint8)
+        if self.floats is None or self.floats.shape[1:] != shape[1:] or len(self.floats) < n:
             self.floats = torch.empty(shape, dtype=torch.float32)
-        assert self.floats is not None
-        return self.pixels[:n], self.floats[:n]
+        return self.floats[:n]
 
 
 @contextmanager

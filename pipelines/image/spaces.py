@@ -66,10 +66,8 @@ class _TorchPhotoSpace(LazySpace):
                 rows[i] = enc.pixels.of_tensor(chw)
             rows = [r.to(enc.device) for r in rows]
         if enc.device == "cpu" and rows[0].device.type == "cpu":  # memory kept between batches
-            pixels, floats = self.__dict__.setdefault("_reused", ReusedBatch()).take(rows)
-            with one_torch_thread():  # a copy: no pool to wake
-                torch.stack(rows, out=pixels)
-            return enc.pixels.normalise(pixels, enc.device, enc.dtype, out=floats)
+            floats = self.__dict__.setdefault("_reused", ReusedBatch()).take(rows)
+            return enc.pixels.normalise_rows(rows, floats, enc.dtype)
         with one_torch_thread(rows[0].device.type == "cpu"):
             stacked = torch.stack(rows)
         return enc.pixels.normalise(stacked, enc.device, enc.dtype)

@@ -186,6 +186,11 @@ def test_pixels_are_what_torchvision_feeds_its_own_models() -> None:
     one_level = 1 / 255 / min(spec.std) + 1e-5
     torch.testing.assert_close(batch, want, atol=one_level, rtol=0)
     assert float(((batch - want).abs() > 1e-5).float().mean()) < 0.01
+    # Ingest normalises each picture into kept batch memory: the same numbers as the query side
+    kept = torch.full((4, 224, 224, 3), float("nan"))
+    rows = spec.normalise_rows([spec.of_image(i) for i in imgs], kept, torch.float32)
+    assert rows.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(rows, batch)
 
 
 def test_to_rgb_composites_transparency_over_white() -> None:
