@@ -12,7 +12,8 @@ nothing already done.
 Workers build their models from the same Settings (`Models.build`), each loading what it uses;
 no loaded model is pickled. They read the files at the driver's paths, so on a cluster of
 several machines the library sits on a shared filesystem, and mmrag (with its models) is
-installed on every node.
+installed on every node. The store's files stay on the driver's machine: the thumbnails a worker
+makes come back with its file and the driver stores them (`held_thumbnails`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from mmrag.settings import Settings
 from mmrag.store.catalog import Catalog
 from mmrag.store.milvus import MilvusStore
 from mmrag.store.schema import Space
+from mmrag.store.thumbnails import held_thumbnails, thumbnail_store
 
 INSTALL = 'the ray backend needs Ray: pip install "mmrag[ray]"'
 # What workers need to find the same models as the driver (offline packs, caches, hub and
@@ -129,9 +131,11 @@ class RayIngestRunner(IngestRunner):
         if not leaders:
             return  # nothing to embed: no cluster needed
         with ray_session(self.address):
-            for media_id, outcome, spaces, notes in self._remote(list(leaders.values())):
+            for media_id, outcome, spaces, notes, thumbs in self._remote(list(leaders.values())):
                 if writer_error:
                     return
+                if thumbs:  # stored here before the writer can mark the file done
+                    thumbnail_store(self.settings.thumbnails).put_many(thumbs)
                 self._landed.update(spaces)
                 self._remote_notes = _unique([*self._remote_notes, *notes])
                 if isinstance(outcome, _Job):
@@ -142,10 +146,13 @@ class RayIngestRunner(IngestRunner):
                 for other in [leaders[media_id], *followers.pop(media_id, [])]:
                     self._dispatch(_alike(outcome, other), report, writes, tick)
 
-    def _remote(self, plans: list[_Plan]) -> Iterator[tuple[str, Any, dict[str, Space], list[str]]]:
+    def _remote(
+        self, plans: list[_Plan]
+    ) -> Iterator[tuple[str, Any, dict[str, Space], list[str], Any]]:
         """Ray Data over the plans: decode in one actor pool, embed in another. Yields, as each
         file lands (in no particular order), its content id, its outcome (a _Job with every
-        vector, or a _Fail...), the spaces its models wrote to and what they said of themselves."""
+        vector, or a _Fail...), the spaces its models wrote to, what they said of themselves
+        and the thumbnails made of it ({(key, size): JPEG}, for this machine's cache)."""
         import ray
 
         ray.data.DataContext.get_current().enable_progress_bars = False  # the CLI draws its own
@@ -236,8 +243,9 @@ class _Preparer:
         for blob in rows["plan"]:
             plan: _Plan = pickle.loads(blob)
             pipeline = self.pipelines[plan.kind.media]
-            outcome = prepare_planned(pipeline, plan, lambda _message: None)
-            out.append(pickle.dumps((plan.media_id, outcome, self.models.model_notes())))
+            with held_thumbnails() as thumbs:  # the store's cache is the driver's
+                outcome = prepare_planned(pipeline, plan, lambda _message: None)
+            out.append(pickle.dumps((plan.media_id, outcome, self.models.model_notes(), thumbs)))
         return {"out": np.array(out, dtype=object)}
 
 
@@ -253,13 +261,13 @@ class _Embedder:
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         done = [pickle.loads(b) for b in rows["out"]]
-        jobs = [outcome for _, outcome, _ in done if isinstance(outcome, _Job)]
+        jobs = [outcome for _, outcome, *_ in done if isinstance(outcome, _Job)]
         embed_jobs(jobs, self.encoders, self.batch)
         # every space the files' rows go to (a long recording's were embedded while decoded)
         used = {piece.space for job in jobs for piece in job.pieces}
         spaces = {name: self.encoders[name].space for name in used}
-        notes = _unique([*(n for *_, said in done for n in said), *self.models.model_notes()])
-        out = [pickle.dumps((media, outcome, spaces, notes)) for media, outcome, _ in done]
+        notes = _unique([*(n for _, _, said, _ in done for n in said), *self.models.model_notes()])
+        out = [pickle.dumps((m, outcome, spaces, notes, thumbs)) for m, outcome, _, thumbs in done]
         return {"out": np.array(out, dtype=object)}
 
 

@@ -19,7 +19,8 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 # Thumbnails shown with hits fill a 256 px square cell (shorter side 256, as Immich's do): a
@@ -92,6 +93,25 @@ class ThumbnailStore:
                 "INSERT OR IGNORE INTO thumbs (key, size, jpeg) VALUES (?, ?, ?)",
                 (key, int(size), jpeg),
             )
+
+    def put_many(self, thumbnails: Mapping[tuple[str, int], bytes]) -> None:
+        """Store {(key, size): JPEG} in one transaction (those the cache has already stay)."""
+        rows = []
+        for (key, size), jpeg in thumbnails.items():
+            if not jpeg:
+                raise ValueError(f"thumbnail {key!r} is empty")
+            thumbnail_path(self.folder, key, size)  # the key must make a safe file name
+            rows.append((key, int(size), jpeg))
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO thumbs (key, size, jpeg) VALUES (?, ?, ?)", rows
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def entries(self) -> list[tuple[str, int]]:
         """Every (key, size) held, in key order."""
@@ -176,10 +196,43 @@ def thumbnail_store(cache_dir: Path) -> ThumbnailStore:
         return store
 
 
+_held: dict[tuple[str, int], bytes] | None = None
+_held_lock = threading.Lock()
+
+
+@contextmanager
+def held_thumbnails() -> Iterator[dict[tuple[str, int], bytes]]:
+    """Thumbnails this process makes meanwhile go into the dict yielded, {(key, size): JPEG},
+    not into a cache: a Ray worker, maybe on another machine than the store (whose cache it
+    cannot reach, and whose SQLite file must not sit on a network filesystem), hands them back
+    with its file, and the driver stores them before the file is marked done. One holder at a
+    time per process."""
+    global _held
+    held: dict[tuple[str, int], bytes] = {}
+    with _held_lock:
+        if _held is not None:
+            raise RuntimeError("thumbnails are already held in this process")
+        _held = held
+    try:
+        yield held
+    finally:
+        with _held_lock:
+            _held = None
+
+
 def ensure_thumbnail(
     cache_dir: Path, key: str, make: Callable[[], bytes], size: int = THUMBNAIL_SIDE
 ) -> None:
-    """Store `make()`'s JPEG under `key` unless the cache has it (made once per content)."""
+    """Store `make()`'s JPEG under `key` unless the cache has it (made once per content), or
+    keep it where thumbnails are held (`held_thumbnails`)."""
+    with _held_lock:
+        held = _held
+    if held is not None:
+        if (key, int(size)) not in held:
+            jpeg = make()
+            with _held_lock:
+                held.setdefault((key, int(size)), jpeg)
+        return
     store = thumbnail_store(cache_dir)
     if not store.has(key, size):
         store.put(key, make(), size)

@@ -5,6 +5,7 @@ The Ray-built store must hold what the local runner writes."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -19,6 +20,7 @@ import pytest
 from mmrag.api import create_app
 from mmrag.kinds import Modality
 from mmrag.pipelines.text.encoder import TextEncoder
+from mmrag.store.thumbnails import ThumbnailStore, thumbnail_store
 from tests.conftest import REPO, Env, build_env
 from tests.integration.test_api import Served
 
@@ -30,21 +32,34 @@ FIELDS = ["id", "media_id", "modality", "start", "end", "page", "text", "vector"
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
-    """A local cluster of 2 CPUs for this module's tests (its files in a temp folder, removed
-    after); the backend joins it rather than starting its own."""
+    """A Ray cluster of two nodes on this machine, one CPU each, for this module's tests (its
+    files in a temp folder, removed after). The decoding actor and the embedding actor take a
+    CPU each, so they run on different nodes: what they hand each other and the driver crosses
+    object stores, as on several machines. The backend joins it rather than starting its own."""
     ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths
-    ray.init(
-        num_cpus=2,
-        object_store_memory=300 * 1024 * 1024,
-        include_dashboard=False,
-        log_to_driver=False,
-        _temp_dir=temp,
-    )
+    # The cluster's address file goes under RAY_TMPDIR, not the machine's /tmp/ray
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp
+    node = {"num_cpus": 1, "object_store_memory": 150 * 1024 * 1024, "temp_dir": f"{temp}/ray"}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     try:
-        yield ray
+        cluster.add_node(**node)
+        ray.init(address=cluster.address, log_to_driver=False)
+        try:
+            nodes = [n for n in ray.nodes() if n["Alive"]]
+            assert [n["Resources"].get("CPU") for n in nodes] == [1.0, 1.0], nodes
+            yield ray
+        finally:
+            ray.shutdown()
     finally:
-        ray.shutdown()
+        cluster.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -79,9 +94,22 @@ def rows(env: Env) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+def thumbnails(env: Env) -> dict[tuple[str, int], bytes]:
+    store = thumbnail_store(env.settings.thumbnails)
+    return {(key, size): store.get(key, size) or b"" for key, size in store.entries()}
+
+
 def test_ray_backend_writes_what_the_local_runner_writes(
-    ray_cluster: Any, tmp_path: Path, minilm: TextEncoder
+    ray_cluster: Any, tmp_path: Path, minilm: TextEncoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    stored: list[tuple[str, int]] = []  # the thumbnails the driver stores, from every run
+    put_many = ThumbnailStore.put_many
+
+    def spy(self: ThumbnailStore, held: dict[tuple[str, int], bytes]) -> None:
+        stored.extend(held)
+        put_many(self, held)
+
+    monkeypatch.setattr(ThumbnailStore, "put_many", spy)
     lib = library(tmp_path)
     local, remote = with_photos(tmp_path / "local", minilm), with_photos(tmp_path / "ray", minilm)
     try:
@@ -117,6 +145,9 @@ def test_ray_backend_writes_what_the_local_runner_writes(
         assert got.new + got.reused + got.unchanged == total
         assert 0 < got.segments < expected.segments
         assert ticks == {"file": total, "segments": got.segments}
+        # every thumbnail came back from the cluster and was stored here, as the local run's
+        assert set(stored) == set(thumbnails(local)), "thumbnails come back to the driver"
+        assert thumbnails(remote) == thumbnails(local)
         # decoded and embedded on the cluster: the driver loaded no photo model of its own
         assert remote.models.spaces["image"].unavailable is None
         assert remote.models.spaces["image"]._encoder is None

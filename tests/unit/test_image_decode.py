@@ -32,6 +32,7 @@ from mmrag.pipelines.image.decode import (
 )
 from mmrag.store.thumbnails import (
     ensure_thumbnail,
+    held_thumbnails,
     thumbnail_file,
     thumbnail_path,
     thumbnail_store,
@@ -554,6 +555,35 @@ def test_ensure_thumbnail_stores_once_and_a_shown_one_becomes_a_file(
     assert first.stat().st_mtime_ns == 1_000_000_000
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temp files left
     assert thumbnail_file(tmp_path, "0123456789abcdef") is None  # none stored
+
+
+def test_held_thumbnails_stay_out_of_the_cache_until_stored_together(
+    tmp_path: Path, chelsea: Image.Image
+) -> None:
+    """A Ray worker's thumbnails come back with its file; the driver stores them in one go."""
+    with held_thumbnails() as held:
+        ensure_thumbnail(tmp_path / "worker", "cafe01", lambda: thumbnail(_decoded(chelsea)))
+        ensure_thumbnail(tmp_path / "worker", "cafe01", lambda: b"a second one")
+        ensure_thumbnail(tmp_path / "worker", "cafe02", lambda: b"\xff\xd8 page", size=512)
+        with pytest.raises(RuntimeError, match="already held"), held_thumbnails():
+            pass
+    assert not (tmp_path / "worker").exists()  # nothing written where the worker runs
+    assert sorted(held) == [("cafe01", 256), ("cafe02", 512)]
+    assert held["cafe01", 256][:2] == b"\xff\xd8"  # the first one made stays
+
+    store = thumbnail_store(tmp_path / "driver")
+    store.put("cafe01", b"\xff\xd8 made before")
+    store.put_many(held)
+    assert store.entries() == [("cafe01", 256), ("cafe02", 512)]
+    assert store.get("cafe01") == b"\xff\xd8 made before"  # what the cache had stays
+    assert store.get("cafe02", 512) == b"\xff\xd8 page"
+    with pytest.raises(ValueError, match="not a plain hash"):
+        store.put_many({("ok1", 256): b"\xff\xd8", ("../etc", 256): b"\xff\xd8"})
+    with pytest.raises(ValueError, match="'ok2' is empty"):
+        store.put_many({("ok2", 256): b""})
+    assert store.count() == 2  # a refused batch stores none of its thumbnails
+    ensure_thumbnail(tmp_path / "driver", "cafe03", lambda: b"\xff\xd8")  # not held any more
+    assert store.count() == 3
 
 
 def test_a_shown_thumbnail_replaces_an_empty_file(tmp_path: Path, chelsea: Image.Image) -> None:
