@@ -187,6 +187,14 @@ def test_typing_a_query_shows_thumbnails_and_saves_the_screenshot(page: Page, li
     thumbs = page.eval_on_selector_all(".hit img", "imgs => imgs.map(i => i.src)")
     assert len(thumbs) >= 2 and all("/thumbs/" in src for src in thumbs)
     assert "garden tour.mp4" in names(page)  # the video's moment showing a cat has a frame too
+    # every picture fills the same 4:3 box, a square photo's as a wide one's (cropped to fit)
+    boxes = page.eval_on_selector_all(
+        ".thumb:has(img)",
+        "els => els.map(e => [e.getBoundingClientRect().width, e.getBoundingClientRect().height,"
+        " e.querySelector('img').naturalWidth / e.querySelector('img').naturalHeight])",
+    )
+    assert any(abs(ratio - 1) < 0.05 for *_, ratio in boxes), boxes  # a square one is shown
+    assert all(abs(h - w * 3 / 4) <= 1 for w, h, _ in boxes), boxes
     assert page.locator("#notes").is_hidden()  # the store is indexed: nothing to say
     page.locator("#q").blur()
     save_screenshot(page.screenshot())
