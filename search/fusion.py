@@ -9,6 +9,7 @@ become one result whose score adds up, so agreement between spaces ranks it high
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any
 
 from mmrag.kinds import Modality
@@ -109,23 +110,34 @@ def merge_moments(rows: list[dict], gap: float = 0.5) -> list[dict]:
 
 
 def fuse_minmax(
-    dense: list[dict], lexical: list[dict], dense_weight: float, limit: int
+    dense: list[dict],
+    lexical: list[dict],
+    dense_weight: float,
+    limit: int,
+    kept_media: Container[str] | None = None,
 ) -> list[dict]:
     """Hybrid search's `minmax` fusion of one space's dense and BM25 rows (`minmax_fused`), a
-    row taking the fields of its first appearance, dense first."""
+    row taking the fields of its first appearance, dense first. `kept_media`: the media a
+    filter checked after ranking keeps, whose rows alone set each leg's scale."""
     rows: dict[str, dict] = {}
     for row in (*dense, *lexical):
         rows.setdefault(row["id"], row)
+    scaled_by = None
+    if kept_media is not None:
+        scaled_by = {key for key, row in rows.items() if row["media_id"] in kept_media}
     ranked = minmax_fused(
         [
             ([(r["id"], r["score"]) for r in dense], dense_weight),
             ([(r["id"], r["score"]) for r in lexical], 1.0 - dense_weight),
-        ]
+        ],
+        scaled_by,
     )
     return [{**rows[key], "score": score} for key, score in ranked[:limit]]
 
 
-def minmax_fused(legs: list[tuple[list[tuple[Any, float]], float]]) -> list[tuple[Any, float]]:
+def minmax_fused(
+    legs: list[tuple[list[tuple[Any, float]], float]], scaled_by: Container[Any] | None = None
+) -> list[tuple[Any, float]]:
     """(key, score) lists, each with its weight, fused by `minmax`, best first: each leg's
     scores scaled by the best and the `MINMAX_DEPTH`-th of its list to [0, 1] (rows further
     down go below 0), then summed by weight (`dense_weight * dense + (1 - dense_weight) *
@@ -134,15 +146,21 @@ def minmax_fused(legs: list[tuple[list[tuple[Any, float]], float]]) -> list[tupl
     page or reranking asked. Keys, not rows, so a store's snapshot fuses row numbers and builds
     only the rows kept.
 
+    `scaled_by`: the keys a filter checked after ranking keeps. Each leg is then scaled by its
+    best and `MINMAX_DEPTH`-th of those alone, so their scores are what a search of those rows
+    alone gives (a listed filter's, or a library holding only those files); the others are
+    scored on the same scale, to be dropped by the caller.
+
     Milvus's weighted ranker maps a cosine through (1 + cos) / 2 and BM25 through atan: a model
     whose cosines crowd together (E5: 0.75-0.90) then barely separates its hits, and any BM25
     match, even of a stop word in a question asked in another language, outweighs it. Scaled,
     each leg spans the same range. Measured on data/eval (benchmarks/fusion_study.py)."""
     fused: dict[Any, float] = {}
     for pairs, weight in legs:
-        if not pairs:
-            continue
-        top = [score for _, score in pairs[:MINMAX_DEPTH]]
+        counted = pairs if scaled_by is None else [p for p in pairs if p[0] in scaled_by]
+        if not counted:
+            continue  # nothing kept in this leg: it adds nothing to a kept row
+        top = [score for _, score in counted[:MINMAX_DEPTH]]
         low, high = min(top), max(top)
         for key, score in pairs:
             scaled = (score - low) / (high - low) if high > low else 1.0

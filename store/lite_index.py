@@ -992,6 +992,15 @@ class Snapshot:
             keep = self.live if keep is None else keep & self.live
         return keep
 
+    def media_ids(self, rows: Sequence[int]) -> list[str]:
+        """Each row's media id, by row number (a caller checks ranked rows against a filter
+        before it builds them)."""
+        codes = self.media[np.asarray(rows, np.int64)].tolist()
+        wanted = sorted(set(codes))
+        names = dict(self.base.keyed("SELECT code, id FROM media WHERE code IN ({})", wanted))
+        names.update((c, m) for m, c in self._delta_media.items())  # media new in the delta
+        return [names[c] for c in codes]
+
     def _codes(self, media_ids: list[str]) -> list[int]:
         found = self.base.keyed("SELECT code FROM media WHERE id IN ({})", media_ids)
         return [c for (c,) in found] + [

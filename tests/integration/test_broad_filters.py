@@ -91,3 +91,28 @@ def test_narrow_glob_returns_only_its_files(env: Env, monkeypatch: pytest.Monkey
     assert sorted(Path(h.path).name for h in hits) == ["bread1.txt", "bread3.txt"]
     assert seen and all(seen)  # two media: named to Milvus
     assert env.searcher().search(QUERY, "hybrid", 5, Filters(path_glob="*.md")) == []
+
+
+@pytest.mark.parametrize("snapshot", [True, False], ids=["snapshot", "milvus"])
+def test_a_broad_filter_fuses_its_hits_as_the_listed_filter_does(
+    env: Env, monkeypatch: pytest.MonkeyPatch, snapshot: bool
+) -> None:
+    """Min-max fusion scales each leg by its own rows. A listed filter's legs hold only its
+    media; a broad one's are checked after ranking, so each leg is scaled over the rows the
+    filter keeps, not over every file's: the same hits with the same scores either way."""
+    library(env)
+    if not snapshot:
+        monkeypatch.setattr(env.store, "snapshots", None)  # Milvus Lite answers
+    assert env.settings.hybrid_fusion == "minmax"
+    glob = Filters(path_glob="*/match/*")
+    listed = env.searcher().search(QUERY, "hybrid", 5, glob)
+    unfiltered = env.searcher().search(QUERY, "hybrid", 16)
+    name_at_most(monkeypatch, 4)  # 8 of 16 media: broad here
+    seen = sent_ids(env, monkeypatch)
+    broad = env.searcher().search(QUERY, "hybrid", 5, glob)
+    assert seen and not any(seen)  # checked after ranking, no media named
+    assert [(h.segment_id, h.score) for h in broad] == [(h.segment_id, h.score) for h in listed]
+    assert broad[0].score == 1.0  # the best kept row tops both legs' scale
+    # scaled over every file's rows, as before, the kept rows would have scored lower
+    whole = {h.segment_id: h.score for h in unfiltered}
+    assert all(whole[h.segment_id] < h.score for h in broad), (whole, broad)

@@ -394,7 +394,7 @@ def test_minmax_hybrid_builds_only_the_rows_it_keeps(
     monkeypatch.setattr(snap, "hits", lambda ranked: built.append(len(ranked)) or real(ranked))
     legs = store.snapshot_legs(name, vector, text, MINMAX_DEPTH)
     assert legs is not None
-    dense_rows, bm25_rows, build = legs
+    dense_rows, bm25_rows, build = legs.dense, legs.bm25, legs.hits
     assert len(dense_rows) == MINMAX_DEPTH and bm25_rows  # row numbers, no rows built yet
     assert built == []
     fast = build(minmax_fused([(dense_rows, 0.7), (bm25_rows, 0.3)])[:10])
@@ -436,7 +436,9 @@ def test_writes_to_a_large_snapshot_become_a_delta_that_answers_as_a_rewrite(
                 out.append(store.search_hybrid(name, q[1], texts[1], 10, expr, fusion))
         legs = store.snapshot_legs(name, q[0], texts[0], 30)
         assert legs is not None
-        dense, bm25, build = legs
+        dense, bm25, build, media_ids = legs
+        ranked = build([*dense, *bm25])  # each row's media, base and delta, as built
+        assert media_ids([r for r, _ in (*dense, *bm25)]) == [r["media_id"] for r in ranked]
         return [*out, build(dense), build(bm25)]
 
     def rewritten() -> list[list[dict]]:

@@ -48,3 +48,21 @@ def test_the_scaling_is_set_by_the_first_minmax_depth_rows_so_k_changes_no_score
     assert deeper == shallow
     last = fuse_minmax(deep, [], 1.0, MINMAX_DEPTH + 50)[-1]
     assert last["id"] == f"r{MINMAX_DEPTH + 49}" and last["score"] < 0  # below the scaled range
+
+
+def test_a_filter_checked_after_ranking_scales_each_leg_over_the_rows_it_keeps() -> None:
+    dense = _rows({"a": 0.9, "b": 0.8, "c": 0.6, "d": 0.5, "e": 0.2})
+    bm25 = _rows({"e": 9.0, "c": 4.0, "a": 2.0, "b": 1.0})
+    kept = {"b", "c", "d"}  # the media a filter keeps
+    fused = fuse_minmax(dense, bm25, 0.7, 10, kept_media=kept)
+    alone = fuse_minmax(
+        [r for r in dense if r["media_id"] in kept],
+        [r for r in bm25 if r["media_id"] in kept],
+        0.7,
+        10,
+    )
+    assert [(r["id"], r["score"]) for r in fused if r["media_id"] in kept] == [
+        (r["id"], pytest.approx(r["score"])) for r in alone
+    ]
+    assert [r["id"] for r in alone] == ["b", "c", "d"]
+    assert fuse_minmax(dense, bm25, 0.7, 10, kept_media=set()) == []  # nothing kept to scale by
