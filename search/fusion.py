@@ -115,28 +115,32 @@ def fuse_minmax(
     dense_weight: float,
     limit: int,
     kept_media: Container[str] | None = None,
+    kept_depth: int = MINMAX_DEPTH,
 ) -> list[dict]:
     """Hybrid search's `minmax` fusion of one space's dense and BM25 rows (`minmax_fused`), a
     row taking the fields of its first appearance, dense first. `kept_media`: the media a
-    filter checked after ranking keeps, whose rows alone set each leg's scale."""
+    filter checked after ranking keeps (see `minmax_fused`'s `kept`)."""
     rows: dict[str, dict] = {}
     for row in (*dense, *lexical):
         rows.setdefault(row["id"], row)
-    scaled_by = None
+    kept = None
     if kept_media is not None:
-        scaled_by = {key for key, row in rows.items() if row["media_id"] in kept_media}
+        kept = {key for key, row in rows.items() if row["media_id"] in kept_media}
     ranked = minmax_fused(
         [
             ([(r["id"], r["score"]) for r in dense], dense_weight),
             ([(r["id"], r["score"]) for r in lexical], 1.0 - dense_weight),
         ],
-        scaled_by,
+        kept,
+        kept_depth,
     )
     return [{**rows[key], "score": score} for key, score in ranked[:limit]]
 
 
 def minmax_fused(
-    legs: list[tuple[list[tuple[Any, float]], float]], scaled_by: Container[Any] | None = None
+    legs: list[tuple[list[tuple[Any, float]], float]],
+    kept: Container[Any] | None = None,
+    kept_depth: int = MINMAX_DEPTH,
 ) -> list[tuple[Any, float]]:
     """(key, score) lists, each with its weight, fused by `minmax`, best first: each leg's
     scores scaled by the best and the `MINMAX_DEPTH`-th of its list to [0, 1] (rows further
@@ -146,10 +150,11 @@ def minmax_fused(
     page or reranking asked. Keys, not rows, so a store's snapshot fuses row numbers and builds
     only the rows kept.
 
-    `scaled_by`: the keys a filter checked after ranking keeps. Each leg is then scaled by its
-    best and `MINMAX_DEPTH`-th of those alone, so their scores are what a search of those rows
-    alone gives (a listed filter's, or a library holding only those files); the others are
-    scored on the same scale, to be dropped by the caller.
+    `kept`: the keys a filter checked after ranking keeps, in legs fetched deeper than the
+    filter's own would be. Each leg then counts the first `kept_depth` of them (the depth a
+    search of those rows alone is fetched at) and is scaled by their best and
+    `MINMAX_DEPTH`-th, so they score as a search naming the filter's files gives; the other
+    keys are scored on that scale, for the caller to drop.
 
     Milvus's weighted ranker maps a cosine through (1 + cos) / 2 and BM25 through atan: a model
     whose cosines crowd together (E5: 0.75-0.90) then barely separates its hits, and any BM25
@@ -157,12 +162,18 @@ def minmax_fused(
     each leg spans the same range. Measured on data/eval (benchmarks/fusion_study.py)."""
     fused: dict[Any, float] = {}
     for pairs, weight in legs:
-        counted = pairs if scaled_by is None else [p for p in pairs if p[0] in scaled_by]
+        counted, beyond = pairs, set()
+        if kept is not None:
+            mine = [key for key, _ in pairs if key in kept]
+            counted = [p for p in pairs if p[0] in kept][:kept_depth]
+            beyond = set(mine[kept_depth:])  # past the filter's own depth: not in its leg
         if not counted:
             continue  # nothing kept in this leg: it adds nothing to a kept row
         top = [score for _, score in counted[:MINMAX_DEPTH]]
         low, high = min(top), max(top)
         for key, score in pairs:
+            if key in beyond:
+                continue
             scaled = (score - low) / (high - low) if high > low else 1.0
             fused[key] = fused.get(key, 0.0) + weight * scaled
     return sorted(fused.items(), key=lambda kv: kv[1], reverse=True)

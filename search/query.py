@@ -496,26 +496,27 @@ class Searcher:
         if self.fusion == "minmax":  # fused here: each leg scaled over its own list
 
             def both(k: int, s: Scope) -> list[list[dict]]:
-                # The same scaling whatever k. A filter checked after ranking scales each leg
-                # over the rows it keeps, as a listed filter's legs hold no others: deeper by
-                # its share, so MINMAX_DEPTH of them are there.
-                deep = max(k, min(MAX_DEPTH, MINMAX_DEPTH * s.widen) if s.keep else MINMAX_DEPTH)
+                # The same scaling whatever k. A filter checked after ranking fuses its rows as
+                # a search naming its files would (legs of those rows alone, as deep as the
+                # limit asked or MINMAX_DEPTH): its legs go deeper by its share to hold them.
+                own = max(k // s.widen, MINMAX_DEPTH)
+                deep = max(k, min(MAX_DEPTH, own * s.widen) if s.keep else MINMAX_DEPTH)
                 w = self.dense_weight
                 if legs := self.store.snapshot_legs(name, vector, query, deep, s.expr, s.media):
-                    scaled_by = None
+                    kept = None
                     if s.keep is not None:
                         rows = list(dict.fromkeys(r for r, _ in (*legs.dense, *legs.bm25)))
                         media = legs.media_ids(rows)
-                        kept = s.keep(dict.fromkeys(media))
-                        scaled_by = {r for r, m in zip(rows, media, strict=True) if m in kept}
-                    fused = minmax_fused([(legs.dense, w), (legs.bm25, 1.0 - w)], scaled_by)
+                        ok = s.keep(dict.fromkeys(media))
+                        kept = {r for r, m in zip(rows, media, strict=True) if m in ok}
+                    fused = minmax_fused([(legs.dense, w), (legs.bm25, 1.0 - w)], kept, own)
                     return [legs.hits(fused[:k])]  # rows built for the k kept only
                 dense = self.store.search_dense(name, vector[None], deep, s.expr, media=s.media)
                 lexical = self.store.search_bm25(name, [query], deep, s.expr, media=s.media)
-                kept = None
+                ok = None
                 if s.keep is not None:
-                    kept = s.keep(dict.fromkeys(r["media_id"] for r in (*dense[0], *lexical[0])))
-                return [fuse_minmax(dense[0], lexical[0], w, k, kept)]
+                    ok = s.keep(dict.fromkeys(r["media_id"] for r in (*dense[0], *lexical[0])))
+                return [fuse_minmax(dense[0], lexical[0], w, k, ok, own)]
 
             return self._shown(both, limit, scope)[0]
         return self._shown(

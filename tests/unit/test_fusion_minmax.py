@@ -66,3 +66,21 @@ def test_a_filter_checked_after_ranking_scales_each_leg_over_the_rows_it_keeps()
     ]
     assert [r["id"] for r in alone] == ["b", "c", "d"]
     assert fuse_minmax(dense, bm25, 0.7, 10, kept_media=set()) == []  # nothing kept to scale by
+
+
+def test_kept_rows_past_the_filters_own_depth_count_as_absent_from_that_leg() -> None:
+    """A listed filter's legs are fetched `kept_depth` deep: a kept row further down in a
+    deeper leg counts 0 there (absent), not below 0 (scaled)."""
+    dense = _rows({"a": 0.9, "b": 0.8, "c": 0.6, "d": 0.5, "e": 0.2})
+    bm25 = _rows({"e": 9.0, "d": 6.0, "c": 4.0, "a": 2.0, "b": 1.0})
+    kept = {"b", "c", "d"}
+    fused = fuse_minmax(dense, bm25, 0.7, 10, kept_media=kept, kept_depth=2)
+    own = (
+        [r for r in dense if r["media_id"] in kept][:2],
+        [r for r in bm25 if r["media_id"] in kept][:2],
+    )
+    alone = fuse_minmax(*own, 0.7, 10)
+    assert [(r["id"], r["score"]) for r in fused if r["media_id"] in kept] == [
+        (r["id"], pytest.approx(r["score"])) for r in alone
+    ]
+    assert {r["id"]: r["score"] for r in alone}["b"] == pytest.approx(0.7)  # absent from BM25's
