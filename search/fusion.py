@@ -164,9 +164,9 @@ def minmax_fused(
     for pairs, weight in legs:
         counted, beyond = pairs, set()
         if kept is not None:
-            mine = [key for key, _ in pairs if key in kept]
-            counted = [p for p in pairs if p[0] in kept][:kept_depth]
-            beyond = set(mine[kept_depth:])  # past the filter's own depth: not in its leg
+            mine = [pair for pair in pairs if pair[0] in kept]
+            counted = mine[:kept_depth]
+            beyond = {key for key, _ in mine[kept_depth:]}  # past the filter's own leg's depth
         if not counted:
             continue  # nothing kept in this leg: it adds nothing to a kept row
         top = [score for _, score in counted[:MINMAX_DEPTH]]

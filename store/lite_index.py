@@ -939,6 +939,7 @@ class Snapshot:
         self.layered = self.delta is not None or self.live is not None
         self._modalities = {n: c for c, n in self.base.all("SELECT code, name FROM modalities")}
         self._delta_media: dict[str, int] = {}  # media the base lacks -> their codes here
+        self._delta_names: dict[int, str] | None = None  # the other way, made when first asked
         self.media, self.modality = self.base.media, self.base.modality
         if self.delta is not None:
             self._join_codes(self.delta)
@@ -998,7 +999,10 @@ class Snapshot:
         codes = self.media[np.asarray(rows, np.int64)].tolist()
         wanted = sorted(set(codes))
         names = dict(self.base.keyed("SELECT code, id FROM media WHERE code IN ({})", wanted))
-        names.update((c, m) for m, c in self._delta_media.items())  # media new in the delta
+        if len(names) < len(wanted):  # media new in the delta
+            if self._delta_names is None:
+                self._delta_names = {c: m for m, c in self._delta_media.items()}
+            names.update((c, self._delta_names[c]) for c in wanted if c not in names)
         return [names[c] for c in codes]
 
     def _codes(self, media_ids: list[str]) -> list[int]:

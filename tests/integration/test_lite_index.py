@@ -434,7 +434,7 @@ def test_writes_to_a_large_snapshot_become_a_delta_that_answers_as_a_rewrite(
             out += store.search_bm25(name, texts, 15, expr)
             for fusion in ("weighted", "rrf"):
                 out.append(store.search_hybrid(name, q[1], texts[1], 10, expr, fusion))
-        legs = store.snapshot_legs(name, q[0], texts[0], 30)
+        legs = store.snapshot_legs(name, changed[4].vector, texts[0], 30)  # a new file's row
         assert legs is not None
         dense, bm25, build, media_ids = legs
         ranked = build([*dense, *bm25])  # each row's media, base and delta, as built
@@ -464,6 +464,7 @@ def test_writes_to_a_large_snapshot_become_a_delta_that_answers_as_a_rewrite(
     assert snap.rows == store.count(name) == 240 - 6 + 8 - 2
     layered = answers()
     assert layered[0] and any(r["media_id"] == "new" for hits in layered for r in hits)
+    assert any(r["media_id"] == "new" for r in layered[-2])  # a media the delta alone holds
     with milvus_only(store):  # Milvus Lite keeps BM25 statistics per segment: dense only
         for a, b in zip(layered[:3], store.search_dense(name, q, 12), strict=True):
             same(a, b)
