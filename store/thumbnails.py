@@ -19,7 +19,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +30,7 @@ DB_NAME = "thumbnails.sqlite"
 SCHEMA_VERSION = 1
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_INSERT = "INSERT OR IGNORE INTO thumbs (key, size, jpeg) VALUES (?, ?, ?)"  # the first one stays
 
 
 def thumbnail_path(cache_dir: Path, media_id: str, size: int = THUMBNAIL_SIDE) -> Path:
@@ -89,10 +90,7 @@ class ThumbnailStore:
             raise ValueError(f"thumbnail {key!r} is empty")
         thumbnail_path(self.folder, key, size)  # the key must make a safe file name
         with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO thumbs (key, size, jpeg) VALUES (?, ?, ?)",
-                (key, int(size), jpeg),
-            )
+            self._db.execute(_INSERT, (key, int(size), jpeg))
 
     def put_many(self, thumbnails: Mapping[tuple[str, int], bytes]) -> None:
         """Store {(key, size): JPEG} in one transaction (those the cache has already stay)."""
@@ -103,15 +101,7 @@ class ThumbnailStore:
             thumbnail_path(self.folder, key, size)  # the key must make a safe file name
             rows.append((key, int(size), jpeg))
         with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO thumbs (key, size, jpeg) VALUES (?, ?, ?)", rows
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self._insert([rows])
 
     def entries(self) -> list[tuple[str, int]]:
         """Every (key, size) held, in key order."""
@@ -128,17 +118,20 @@ class ThumbnailStore:
         with self._lock:
             rows = self._db.execute("SELECT key, size, jpeg FROM thumbs")
             with other._lock:
-                other._db.execute("BEGIN")
-                try:
-                    while batch := rows.fetchmany(500):
-                        other._db.executemany(
-                            "INSERT OR IGNORE INTO thumbs (key, size, jpeg) VALUES (?, ?, ?)", batch
-                        )
-                    other._db.execute("COMMIT")
-                except BaseException:
-                    other._db.execute("ROLLBACK")
-                    raise
+                other._insert(iter(lambda: rows.fetchmany(500), []))
         return other.count()
+
+    def _insert(self, batches: Iterable[list[tuple[str, int, bytes]]]) -> None:
+        """(key, size, JPEG) rows in one transaction, those held already kept (the caller
+        holds the lock)."""
+        self._db.execute("BEGIN")
+        try:
+            for batch in batches:
+                self._db.executemany(_INSERT, batch)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
