@@ -15,7 +15,6 @@ from mmrag.search.fusion import (
     DENSE_WEIGHT,
     HYBRID_FUSION,
     MINMAX_DEPTH,
-    fuse_minmax,
     fuse_ranked,
     join_sources,
     merge_moments,
@@ -24,7 +23,7 @@ from mmrag.search.fusion import (
 )
 from mmrag.search.rerank import TEXT_MODALITIES, Reranker
 from mmrag.store.catalog import Box, Catalog, MediaFacts, MediaWhere, PathRecord
-from mmrag.store.schema import quote
+from mmrag.store.schema import RankedLegs, quote
 from mmrag.store.thumbnails import thumbnail_file
 
 if TYPE_CHECKING:  # pymilvus is slow to import; the store is opened (and imports it) elsewhere
@@ -495,28 +494,32 @@ class Searcher:
             )[0]
         if self.fusion == "minmax":  # fused here: each leg scaled over its own list
 
-            def both(k: int, s: Scope) -> list[list[dict]]:
+            def both(k: int, s: Scope, own: int = 0) -> list[list[dict]]:
                 # The same scaling whatever k. A filter checked after ranking fuses its rows as
-                # a search naming its files would (legs of those rows alone, as deep as the
-                # limit asked or MINMAX_DEPTH): its legs go deeper by its share to hold them.
-                own = max(k // s.widen, MINMAX_DEPTH)
-                deep = max(k, min(MAX_DEPTH, own * s.widen) if s.keep else MINMAX_DEPTH)
+                # a search naming its files would: legs of its rows alone, as deep as the limit
+                # asked or MINMAX_DEPTH (`own`). Its legs go deeper by its share to hold them,
+                # 4 times deeper while they do not, and past MAX_DEPTH its files are named.
                 w = self.dense_weight
-                if legs := self.store.snapshot_legs(name, vector, query, deep, s.expr, s.media):
+                own = own or max(k // s.widen, MINMAX_DEPTH)
+                deep = own if s.keep is None else max(k, min(MAX_DEPTH, own * s.widen))
+                while True:
+                    dense, bm25, build, media_of = self._minmax_legs(name, vector, query, deep, s)
                     kept = None
                     if s.keep is not None:
-                        rows = list(dict.fromkeys(r for r, _ in (*legs.dense, *legs.bm25)))
-                        media = legs.media_ids(rows)
+                        keys = list(dict.fromkeys(key for key, _ in (*dense, *bm25)))
+                        media = media_of(keys)
                         ok = s.keep(dict.fromkeys(media))
-                        kept = {r for r, m in zip(rows, media, strict=True) if m in ok}
-                    fused = minmax_fused([(legs.dense, w), (legs.bm25, 1.0 - w)], kept, own)
-                    return [legs.hits(fused[:k])]  # rows built for the k kept only
-                dense = self.store.search_dense(name, vector[None], deep, s.expr, media=s.media)
-                lexical = self.store.search_bm25(name, [query], deep, s.expr, media=s.media)
-                ok = None
-                if s.keep is not None:
-                    ok = s.keep(dict.fromkeys(r["media_id"] for r in (*dense[0], *lexical[0])))
-                return [fuse_minmax(dense[0], lexical[0], w, k, ok, own)]
+                        kept = {key for key, m in zip(keys, media, strict=True) if m in ok}
+                        if any(
+                            len(leg) >= deep and sum(key in kept for key, _ in leg) < own
+                            for leg in (dense, bm25)
+                        ):
+                            if deep < MAX_DEPTH:
+                                deep = min(MAX_DEPTH, 4 * deep)
+                                continue
+                            return both(k, s.listed(s.keep(None)), own)
+                    fused = minmax_fused([(dense, w), (bm25, 1.0 - w)], kept, own)
+                    return [build(fused[:k])]  # rows built for the k kept only
 
             return self._shown(both, limit, scope)[0]
         return self._shown(
@@ -528,6 +531,23 @@ class Searcher:
             limit,
             scope,
         )[0]
+
+    def _minmax_legs(self, name: str, vector: Any, query: str, depth: int, s: Scope) -> RankedLegs:
+        """A hybrid search's dense and BM25 legs as ranked (key, score) pairs, `depth` deep:
+        the snapshot's row numbers where it answers, else Milvus's rows keyed by segment id."""
+        if legs := self.store.snapshot_legs(name, vector, query, depth, s.expr, s.media):
+            return legs
+        dense = self.store.search_dense(name, vector[None], depth, s.expr, media=s.media)[0]
+        lexical = self.store.search_bm25(name, [query], depth, s.expr, media=s.media)[0]
+        rows: dict[str, dict] = {}
+        for row in (*dense, *lexical):  # a row takes the fields of its first appearance
+            rows.setdefault(row["id"], row)
+        return RankedLegs(
+            [(r["id"], r["score"]) for r in dense],
+            [(r["id"], r["score"]) for r in lexical],
+            lambda ranked: [{**rows[key], "score": score} for key, score in ranked],
+            lambda keys: [rows[key]["media_id"] for key in keys],
+        )
 
     def _dense(
         self, kind: QueryKind, space: SearchSpace, vectors: Any, limit: int, scope: Scope

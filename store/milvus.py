@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker, WeightedRanker
@@ -31,6 +31,7 @@ from mmrag.store.schema import (
     MODEL_PROPERTY,
     OUTPUT_FIELDS,
     STORE_PROPERTY,
+    RankedLegs,
     Segment,
     Space,
     StoreError,
@@ -112,17 +113,6 @@ class Capabilities:
 _NO_BM25 = re.compile(r"function|bm25|sparse|analyzer|\b104\b", re.IGNORECASE)
 _NO_INVERTED = re.compile(r"INVERTED.*(not|expected)|expected=Trie", re.IGNORECASE)
 LITE = Capabilities("lite")  # Milvus Lite 3.x has everything mmrag uses
-
-
-class SnapshotLegs(NamedTuple):
-    """A snapshot's dense and BM25 (row, score) lists, for a fusion done by the caller: it
-    builds only the rows it keeps (`hits`: rows as `search_dense` gives them), and may check
-    rows' media against a filter first (`media_ids`, by row number)."""
-
-    dense: list[tuple[int, float]]
-    bm25: list[tuple[int, float]]
-    hits: Callable[[list[tuple[int, float]]], list[dict]]
-    media_ids: Callable[[Sequence[int]], list[str]]
 
 
 class MilvusStore:
@@ -592,7 +582,7 @@ class MilvusStore:
         depth: int,
         expr: str = "",
         media: frozenset[str] | None = None,
-    ) -> SnapshotLegs | None:
+    ) -> RankedLegs | None:
         """From the collection's search snapshot: its dense and BM25 (row, score) lists, each
         `depth` deep, for a fusion done by the caller. None where Milvus answers."""
         fast = self._snapshot(collection, expr, media)
@@ -600,7 +590,7 @@ class MilvusStore:
             return None
         snap, keep = fast
         dense, bm25 = snap.dense(vector[None], depth, keep)[0], snap.bm25(text, depth, keep)
-        return SnapshotLegs(dense, bm25, snap.hits, snap.media_ids)
+        return RankedLegs(dense, bm25, snap.hits, snap.media_ids)
 
     def search_hybrid(
         self,

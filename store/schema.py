@@ -10,9 +10,10 @@ by a newer mmrag is refused on open rather than misread.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -81,6 +82,18 @@ class Segment:
             # journal takes its bytes (a list here was listed, then made an array again)
             "vector": np.ascontiguousarray(self.vector, dtype=np.float32),
         }
+
+
+class RankedLegs(NamedTuple):
+    """A hybrid search's dense and BM25 legs as ranked (key, score) pairs, for a fusion done by
+    the caller: it builds only the rows it keeps (`hits`: rows as `search_dense` gives them) and
+    may check the keys' media against a filter first (`media_ids`). Keys are a snapshot's row
+    numbers, or Milvus's segment ids."""
+
+    dense: list[tuple[Any, float]]
+    bm25: list[tuple[Any, float]]
+    hits: Callable[[list[tuple[Any, float]]], list[dict]]
+    media_ids: Callable[[Sequence[Any]], list[str]]
 
 
 def _fit_bytes(text: str, limit: int) -> str:

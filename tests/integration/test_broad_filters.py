@@ -116,3 +116,19 @@ def test_a_broad_filter_fuses_its_hits_as_the_listed_filter_does(
     # scaled over every file's rows, as before, the kept rows would have scored lower
     whole = {h.segment_id: h.score for h in unfiltered}
     assert all(whole[h.segment_id] < h.score for h in broad), (whole, broad)
+
+
+def test_legs_too_shallow_for_a_broad_filters_rows_name_its_files(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deepest legs allowed hold too few of the filter's rows to scale by: its files are
+    named, and the hits and scores are the listed filter's."""
+    library(env)
+    glob = Filters(path_glob="*/match/*")
+    listed = env.searcher().search(QUERY, "hybrid", 5, glob)
+    name_at_most(monkeypatch, 4)
+    monkeypatch.setattr(query, "MAX_DEPTH", 4)  # 4 rows a leg: the other/ files' at most
+    seen = sent_ids(env, monkeypatch)
+    broad = env.searcher().search(QUERY, "hybrid", 5, glob)
+    assert [(h.segment_id, h.score) for h in broad] == [(h.segment_id, h.score) for h in listed]
+    assert seen[0] is False and seen[-1] is True  # checked first, then named
