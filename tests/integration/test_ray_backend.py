@@ -5,7 +5,6 @@ The Ray-built store must hold what the local runner writes."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -40,26 +39,25 @@ def ray_cluster() -> Iterator[Any]:
     from ray.cluster_utils import Cluster
 
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths
-    # The cluster's address file goes under RAY_TMPDIR, not the machine's /tmp/ray
-    saved = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = temp
     node = {"num_cpus": 1, "object_store_memory": 150 * 1024 * 1024, "temp_dir": f"{temp}/ray"}
-    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     try:
-        cluster.add_node(**node)
-        ray.init(address=cluster.address, log_to_driver=False)
-        try:
-            nodes = [n for n in ray.nodes() if n["Alive"]]
-            assert [n["Resources"].get("CPU") for n in nodes] == [1.0, 1.0], nodes
-            yield ray
-        finally:
-            ray.shutdown()
+        with pytest.MonkeyPatch.context() as env:
+            # the cluster's address file goes under RAY_TMPDIR, not the machine's /tmp/ray
+            env.setenv("RAY_TMPDIR", temp)
+            head = {**node, "include_dashboard": False}
+            cluster = Cluster(initialize_head=True, head_node_args=head)
+            try:
+                cluster.add_node(**node)
+                ray.init(address=cluster.address, log_to_driver=False)
+                try:
+                    nodes = [n for n in ray.nodes() if n["Alive"]]
+                    assert [n["Resources"].get("CPU") for n in nodes] == [1.0, 1.0], nodes
+                    yield ray
+                finally:
+                    ray.shutdown()
+            finally:
+                cluster.shutdown()
     finally:
-        cluster.shutdown()
-        if saved is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = saved
         shutil.rmtree(temp, ignore_errors=True)
 
 
