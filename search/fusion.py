@@ -13,6 +13,7 @@ from collections.abc import Container
 from typing import Any
 
 from mmrag.kinds import Modality
+from mmrag.store.schema import RankedLegs
 
 RRF_K = 60  # the constant of Cormack et al.; dampens the weight of the very first ranks
 MINMAX_DEPTH = 100  # rows of each leg that `minmax` fusion scales by
@@ -109,32 +110,18 @@ def merge_moments(rows: list[dict], gap: float = 0.5) -> list[dict]:
     return sorted(out, key=lambda r: r["score"], reverse=True)
 
 
-def fuse_minmax(
-    dense: list[dict],
-    lexical: list[dict],
-    dense_weight: float,
-    limit: int,
-    kept_media: Container[str] | None = None,
-    kept_depth: int = MINMAX_DEPTH,
-) -> list[dict]:
-    """Hybrid search's `minmax` fusion of one space's dense and BM25 rows (`minmax_fused`), a
-    row taking the fields of its first appearance, dense first. `kept_media`: the media a
-    filter checked after ranking keeps (see `minmax_fused`'s `kept`)."""
+def legs_of_rows(dense: list[dict], lexical: list[dict]) -> RankedLegs:
+    """A dense and a BM25 search's ranked rows (Milvus's) as legs for `minmax_fused`, keyed by
+    segment id; a fused row takes the fields of its first appearance, dense first."""
     rows: dict[str, dict] = {}
     for row in (*dense, *lexical):
         rows.setdefault(row["id"], row)
-    kept = None
-    if kept_media is not None:
-        kept = {key for key, row in rows.items() if row["media_id"] in kept_media}
-    ranked = minmax_fused(
-        [
-            ([(r["id"], r["score"]) for r in dense], dense_weight),
-            ([(r["id"], r["score"]) for r in lexical], 1.0 - dense_weight),
-        ],
-        kept,
-        kept_depth,
+    return RankedLegs(
+        [(r["id"], r["score"]) for r in dense],
+        [(r["id"], r["score"]) for r in lexical],
+        lambda ranked: [{**rows[key], "score": score} for key, score in ranked],
+        lambda keys: [rows[key]["media_id"] for key in keys],
     )
-    return [{**rows[key], "score": score} for key, score in ranked[:limit]]
 
 
 def minmax_fused(

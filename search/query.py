@@ -17,6 +17,7 @@ from mmrag.search.fusion import (
     MINMAX_DEPTH,
     fuse_ranked,
     join_sources,
+    legs_of_rows,
     merge_moments,
     minmax_fused,
     place,
@@ -503,23 +504,15 @@ class Searcher:
                 own = own or max(k // s.widen, MINMAX_DEPTH)
                 deep = own if s.keep is None else max(k, min(MAX_DEPTH, own * s.widen))
                 while True:
-                    dense, bm25, build, media_of = self._minmax_legs(name, vector, query, deep, s)
-                    kept = None
-                    if s.keep is not None:
-                        keys = list(dict.fromkeys(key for key, _ in (*dense, *bm25)))
-                        media = media_of(keys)
-                        ok = s.keep(dict.fromkeys(media))
-                        kept = {key for key, m in zip(keys, media, strict=True) if m in ok}
-                        if any(
-                            len(leg) >= deep and sum(key in kept for key, _ in leg) < own
-                            for leg in (dense, bm25)
-                        ):
-                            if deep < MAX_DEPTH:
-                                deep = min(MAX_DEPTH, 4 * deep)
-                                continue
-                            return both(k, s.listed(s.keep(None)), own)
-                    fused = minmax_fused([(dense, w), (bm25, 1.0 - w)], kept, own)
-                    return [build(fused[:k])]  # rows built for the k kept only
+                    legs = self._minmax_legs(name, vector, query, deep, s)
+                    kept = None if s.keep is None else _kept_keys(legs, s.keep)
+                    if kept is not None and _short_of_kept(legs, kept, own, deep):
+                        if deep < MAX_DEPTH:
+                            deep = min(MAX_DEPTH, 4 * deep)
+                            continue
+                        return both(k, s.listed(s.keep(None)), own)
+                    fused = minmax_fused([(legs.dense, w), (legs.bm25, 1.0 - w)], kept, own)
+                    return [legs.hits(fused[:k])]  # rows built for the k kept only
 
             return self._shown(both, limit, scope)[0]
         return self._shown(
@@ -538,15 +531,8 @@ class Searcher:
         if legs := self.store.snapshot_legs(name, vector, query, depth, s.expr, s.media):
             return legs
         dense = self.store.search_dense(name, vector[None], depth, s.expr, media=s.media)[0]
-        lexical = self.store.search_bm25(name, [query], depth, s.expr, media=s.media)[0]
-        rows: dict[str, dict] = {}
-        for row in (*dense, *lexical):  # a row takes the fields of its first appearance
-            rows.setdefault(row["id"], row)
-        return RankedLegs(
-            [(r["id"], r["score"]) for r in dense],
-            [(r["id"], r["score"]) for r in lexical],
-            lambda ranked: [{**rows[key], "score": score} for key, score in ranked],
-            lambda keys: [rows[key]["media_id"] for key in keys],
+        return legs_of_rows(
+            dense, self.store.search_bm25(name, [query], depth, s.expr, media=s.media)[0]
         )
 
     def _dense(
@@ -701,6 +687,23 @@ class Searcher:
         key = (row.get("meta") or {}).get("thumb") or row["media_id"]
         thumb = thumbnail_file(self.thumbnails, key)
         return str(thumb) if thumb else None
+
+
+def _kept_keys(legs: RankedLegs, keep: Matching) -> set[Any]:
+    """The keys of both legs whose media a filter checked after ranking keeps."""
+    keys = list(dict.fromkeys(key for key, _ in (*legs.dense, *legs.bm25)))
+    media = legs.media_ids(keys)
+    ok = keep(dict.fromkeys(media))
+    return {key for key, m in zip(keys, media, strict=True) if m in ok}
+
+
+def _short_of_kept(legs: RankedLegs, kept: set[Any], own: int, deep: int) -> bool:
+    """Whether a leg fetched `deep` (and not exhausted) holds fewer than `own` kept rows: too
+    few to scale by as the filter's own search would."""
+    return any(
+        len(leg) >= deep and sum(key in kept for key, _ in leg) < own
+        for leg in (legs.dense, legs.bm25)
+    )
 
 
 def _widen_for(share: float | None) -> int:

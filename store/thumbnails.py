@@ -86,11 +86,7 @@ class ThumbnailStore:
 
     def put(self, key: str, jpeg: bytes, size: int = THUMBNAIL_SIDE) -> None:
         """Store a thumbnail unless one is there (the first one made for a content stays)."""
-        if not jpeg:
-            raise ValueError(f"thumbnail {key!r} is empty")
-        thumbnail_path(self.folder, key, size)  # the key must make a safe file name
-        with self._lock:
-            self._db.execute(_INSERT, (key, int(size), jpeg))
+        self.put_many({(key, size): jpeg})
 
     def put_many(self, thumbnails: Mapping[tuple[str, int], bytes]) -> None:
         """Store {(key, size): JPEG} in one transaction (those the cache has already stay)."""

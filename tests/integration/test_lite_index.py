@@ -379,14 +379,15 @@ def test_minmax_hybrid_builds_only_the_rows_it_keeps(
 ) -> None:
     """`minmax` fuses the snapshot's row numbers and builds the `limit` rows kept, with the
     same rows and scores as fusing the two legs' built rows (100 deep each)."""
-    from mmrag.search.fusion import MINMAX_DEPTH, fuse_minmax, minmax_fused
+    from mmrag.search.fusion import MINMAX_DEPTH, legs_of_rows, minmax_fused
 
     name, segments = filled(store)
     store.refresh_snapshots()
     vector, text = segments[7].vector, "harbour lantern amber"
     dense = store.search_dense(name, vector[None], MINMAX_DEPTH)[0]
     lexical = store.search_bm25(name, [text], MINMAX_DEPTH)[0]
-    slow = fuse_minmax(dense, lexical, 0.7, 10)
+    built_rows = legs_of_rows(dense, lexical)  # Milvus's rows, as the searcher fuses them
+    slow = built_rows.hits(minmax_fused([(built_rows.dense, 0.7), (built_rows.bm25, 0.3)])[:10])
     snap = store.snapshots.current(name)  # type: ignore[union-attr]
     assert snap is not None
     built: list[int] = []

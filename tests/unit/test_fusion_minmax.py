@@ -5,11 +5,28 @@ from __future__ import annotations
 
 import pytest
 
-from mmrag.search.fusion import MINMAX_DEPTH, fuse_minmax
+from mmrag.search.fusion import MINMAX_DEPTH, legs_of_rows, minmax_fused
 
 
 def _rows(scores: dict[str, float]) -> list[dict]:
     return [{"id": i, "media_id": i, "score": s} for i, s in scores.items()]
+
+
+def fuse_minmax(
+    dense: list[dict],
+    bm25: list[dict],
+    dense_weight: float,
+    limit: int,
+    kept_media: set[str] | None = None,
+    kept_depth: int = MINMAX_DEPTH,
+) -> list[dict]:
+    """The searcher's min-max fusion of two legs of rows (as it fuses Milvus's), `limit` kept."""
+    legs = legs_of_rows(dense, bm25)
+    kept = None
+    if kept_media is not None:
+        kept = {r["id"] for r in (*dense, *bm25) if r["media_id"] in kept_media}
+    pairs = [(legs.dense, dense_weight), (legs.bm25, 1.0 - dense_weight)]
+    return legs.hits(minmax_fused(pairs, kept, kept_depth)[:limit])
 
 
 def test_each_leg_is_scaled_over_its_own_list_then_weighted() -> None:
