@@ -88,7 +88,9 @@ def _settings(ctx: typer.Context, **more: object) -> Settings:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    """Print `error: <message>` and exit. The message is shown as written: a path, a setting's
+    form or an extra's name in brackets ([draft].pdf, [/prefix], [ray]) is not markup."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -221,7 +223,7 @@ def _check_backend(backend: str, address: str | None) -> None:
         try:
             require_ray()
         except RayUnavailable as exc:
-            _fail(escape(str(exc)))  # [ray] is not markup
+            _fail(str(exc))
 
 
 def _check_bulk(settings: Settings) -> None:
@@ -231,7 +233,7 @@ def _check_bulk(settings: Settings) -> None:
     if settings.is_lite:
         _fail(LITE_REFUSAL)
     if missing := bulk_writer_missing():
-        _fail(escape(missing))  # [bulk-writer] is not markup
+        _fail(missing)
 
 
 def _run_ingest(
@@ -1117,7 +1119,7 @@ def eval_(
         _fail("--queries and --qrels are both needed (or --self to build queries from the library)")
     if plot is not None:
         if why := eval_report.plot_available():
-            _fail(escape(why))
+            _fail(why)
         if not plot.parent.is_dir():
             _fail(f"--plot {plot}: folder {plot.parent} does not exist")
     settings = _settings(ctx)
@@ -1140,7 +1142,7 @@ def eval_(
         try:
             given = model_eval.Labels(load_queries(queries), load_qrels(qrels))  # type: ignore[arg-type]
         except EvalInputError as exc:
-            _fail(escape(str(exc)))
+            _fail(str(exc))
         labels, notes = model_eval.judged_files(given, files, library)
         if not any(q["id"] in labels.qrels for q in labels.queries):
             _fail(f"{qrels}: judges none of the queries in {queries}")
@@ -1377,7 +1379,7 @@ def serve(
     except ImportError as exc:
         _fail(
             f"mmrag serve needs FastAPI and uvicorn ({exc.name} is missing): "
-            + escape("pip install 'mmrag[serve]'")
+            "pip install 'mmrag[serve]'"
         )
     from mmrag.pipelines.model_resolver import ModelNotAvailable
     from mmrag.store.schema import StoreError
@@ -1389,7 +1391,7 @@ def serve(
     try:
         api.serve(settings, say=lambda line: err.print(escape(line), highlight=False))
     except (api.ServeError, StoreError, ModelNotAvailable, OSError, ValueError) as exc:
-        _fail(escape(str(exc)))
+        _fail(str(exc))
 
 
 def main() -> None:

@@ -84,6 +84,8 @@ def test_an_empty_query_says_so(env: Env) -> None:
 def test_an_example_file_is_named_once_and_a_folder_is_called_a_folder(env: Env, flag: str) -> None:
     missing = env.root / "nowhere.jpg"
     refused(search(env, flag, str(missing)), f"{flag} {missing}: no such file")
+    odd = env.root / "[draft] trip [/b].jpg"  # brackets in a path are not markup: shown as named
+    refused(search(env, flag, str(odd)), f"{flag} {odd}: no such file")
     folder = env.root / "holiday"
     folder.mkdir()
     refused(search(env, flag, str(folder)), f"{flag} {folder}: is a folder, not a file")
