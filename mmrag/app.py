@@ -442,6 +442,7 @@ class Models:
             s.milvus_token,
             rows=s.bulk_rows,
             timeout_s=s.bulk_timeout_s,
+            bucket=s.bulk_target(),
         )
 
     def searcher(self, catalog: Catalog, store: MilvusStore) -> Searcher:

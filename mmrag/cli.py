@@ -171,8 +171,9 @@ def ingest(
         bool,
         typer.Option(
             "--bulk",
-            help="A Milvus server imports the rows from Parquet files (bulk_folder, bulk_rows) "
-            "instead of taking them a batch at a time; files are done once imported",
+            help="A Milvus server imports the rows from Parquet files (bulk_folder, or "
+            "bulk_bucket for a server on MinIO/S3; bulk_rows) instead of taking them a batch "
+            "at a time; files are done once imported",
         ),
     ] = False,
 ) -> None:
@@ -234,6 +235,11 @@ def _check_bulk(settings: Settings) -> None:
         _fail(LITE_REFUSAL)
     if missing := bulk_writer_missing():
         _fail(missing)
+    if (bucket := settings.bulk_target()) is not None:
+        try:
+            bucket.check()
+        except OSError as exc:
+            _fail(str(exc))
 
 
 def _run_ingest(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from mmrag.search.fusion import DENSE_WEIGHT, HYBRID_FUSION
+from mmrag.store.bucket import BulkBucket
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -299,6 +300,18 @@ class Settings(BaseSettings):
         "this same path (Milvus with local storage: on the server's machine, or a shared "
         "mount); default: a `bulk` folder beside the catalog",
     )
+    bulk_bucket: str = Field(
+        "",
+        description="A server on MinIO/S3 imports from its own bucket: `ingest --bulk` uploads "
+        "its files there, as http(s)://host:port/bucket[/prefix] (docker-compose.yml: "
+        "http://127.0.0.1:9000/a-bucket); empty: the server opens them in bulk_folder",
+    )
+    bulk_access_key: str = Field(
+        "", description="bulk_bucket's access key; empty: AWS_ACCESS_KEY_ID (or none)"
+    )
+    bulk_secret_key: str = Field(
+        "", description="bulk_bucket's secret key; empty: AWS_SECRET_ACCESS_KEY (or none)"
+    )
     bulk_rows: int = Field(
         50_000, ge=1, description="Rows `ingest --bulk` gathers before it imports them"
     )
@@ -322,6 +335,20 @@ class Settings(BaseSettings):
         description="Larger documents (and files of no known kind) are reported before they are "
         "read; photos, recordings and videos are bounded by max_image_mpx and max_media_hours",
     )
+
+    @field_validator("bulk_bucket")
+    @classmethod
+    def _bucket_url(cls, url: str) -> str:
+        """Refuse a bucket URL that cannot work now, not when an ingest reaches its import."""
+        if url.strip():
+            BulkBucket.parse(url)  # ValueError: what is wrong, and the form it takes
+        return url.strip()
+
+    def bulk_target(self) -> BulkBucket | None:
+        """The bucket `ingest --bulk` uploads to, keys included; None: `bulk_folder`."""
+        if not self.bulk_bucket:
+            return None
+        return BulkBucket.parse(self.bulk_bucket, self.bulk_access_key, self.bulk_secret_key)
 
     @model_validator(mode="before")
     @classmethod

@@ -3,8 +3,8 @@
 Row upserts go through the server's write path (its log, growing segments, indexing later) a
 batch at a time; an import turns whole files into sealed, indexed segments, Milvus's way for
 large loads. `BulkImport` gathers the rows the runner would upsert, writes them with pymilvus's
-`LocalBulkWriter` (Parquet, the collection's own schema: a BM25 output field is left to the
-server), has the server import each file (`do_bulk_insert`, which Milvus 2.3 takes over gRPC, one
+bulk writer (Parquet, the collection's own schema: a BM25 output field is left to the server),
+has the server import each file (`do_bulk_insert`, which Milvus 2.3 takes over gRPC, one
 Parquet file per task), waits for every task to complete and for the imported segments to be
 searchable (`refresh_load`), and only then returns. The runner marks a media done only after that
 return, so a failed or cut-short import leaves it pending and the next run deletes and rewrites
@@ -12,10 +12,13 @@ its rows, as it does after a crash. (Measured on the PyPI Milvus 2.3.5 server, 2
 50k rows of 384-d: indexed 85-105 s after the start by import, 106-115 s by upserts, whose calls
 return sooner, at ~40 s: on par there.)
 
-Where the server reads the files: Milvus with local storage (`common.storageType: local`, as
-the PyPI `milvus` server runs) opens an import file by its path on the server's machine, so the
-folder must be one the server sees at the same path (this machine, or a shared mount). A server
-on MinIO/S3 reads object keys in its bucket instead, which this module does not write.
+Where the server reads the files depends on its storage:
+- local storage (`common.storageType: local`, as the PyPI `milvus` server runs): it opens an
+  import file by its path on its own machine, so `bulk_folder` must be a folder the server sees
+  at the same path (this machine, or a shared mount);
+- MinIO/S3 (docker-compose.yml, any cluster): it reads object keys in its own bucket, so the
+  files are staged in `bulk_folder` and uploaded to `bulk_bucket` (store/bucket.py), and the
+  keys are imported, then removed.
 """
 
 from __future__ import annotations
@@ -27,17 +30,20 @@ import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from functools import cache
+from pathlib import Path, PurePath, PurePosixPath
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from mmrag.store.bucket import BulkBucket
 from mmrag.store.milvus import MilvusStore
 from mmrag.store.schema import Segment, StoreError
 
 # pymilvus's bulk writer logs every file and flush at INFO on stderr: noise in a progress bar
 logging.getLogger("pymilvus.bulk_writer").setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
 
 LITE_REFUSAL = (
     "--bulk: bulk import needs a Milvus server (Milvus Lite has no import); use a normal ingest"
@@ -71,18 +77,26 @@ class BulkImport:
         rows: int = DEFAULT_ROWS,
         timeout_s: float = 900.0,
         file_bytes: int = FILE_BYTES,
+        bucket: BulkBucket | None = None,
     ) -> None:
         if missing := bulk_writer_missing():
             raise StoreError(missing)
         self.store = store
         self.uri, self.token = uri, token  # the server's, for the import calls
-        self.folder = Path(folder)
+        self.folder = Path(folder)  # where files are written (staged, with a bucket)
+        self.bucket = bucket  # a server on MinIO/S3: files are uploaded there
         self.limit = rows
         self.timeout_s = timeout_s
         self.file_bytes = file_bytes
         self.rows = 0  # gathered since the last commit
-        self._writers: dict[str, Any] = {}  # collection -> LocalBulkWriter
-        self._written: list[Path] = []  # their folders, removed once imported
+        self._writers: dict[str, Any] = {}  # collection -> its bulk writer
+        self._written: list[Path] = []  # their local folders, removed once imported
+        self._uploaded: list[str] = []  # their folders in the bucket, removed once imported
+        if bucket is not None:
+            try:
+                bucket.check()
+            except OSError as exc:
+                raise StoreError(str(exc)) from None
         self._sweep()
 
     @classmethod
@@ -108,25 +122,31 @@ class BulkImport:
             row["vector"] = np.asarray(segment.vector, dtype=np.float32)
             writer.append_row(row)
         self.rows += len(segments)
+        self._raise_failed(collection, writer)  # a file written as the rows piled up
 
-    def write(self) -> dict[str, list[Path]]:
-        """Write what is gathered to Parquet files, per collection, and start gathering anew."""
-        files: dict[str, list[Path]] = {}
+    def write(self) -> dict[str, list[PurePath]]:
+        """Write what is gathered to Parquet files (uploaded, with a bucket), per collection,
+        and start gathering anew: each collection's files as the server is to read them (paths,
+        or keys in the bucket). StoreError if a file could not be written or uploaded."""
+        files: dict[str, list[PurePath]] = {}
         writers, self._writers, self.rows = self._writers, {}, 0
+        for writer in writers.values():
+            self._forget(writer)
         for collection, writer in writers.items():
             if writer.buffer_row_count:
                 writer.commit()
-            files[collection] = [Path(f) for batch in writer.batch_files for f in batch]
-            self._written.append(Path(writer.data_path))
+            self._raise_failed(collection, writer)
+            kind = PurePosixPath if self.bucket else Path
+            files[collection] = [kind(f) for batch in writer.batch_files for f in batch]
         return files
 
     def commit(self) -> int:
         """Import everything gathered and wait until it is searchable; the rows imported.
-        Raises StoreError (saying which collection and why) if an import fails or times out;
-        the files are removed either way."""
+        Raises StoreError (saying which collection and why) if writing the files or an import
+        fails, or an import times out; the files are removed either way."""
         rows = self.rows
-        files = self.write()
         try:
+            files = self.write()
             if any(files.values()):
                 self._import(files)
         finally:
@@ -135,16 +155,38 @@ class BulkImport:
 
     def discard(self) -> None:
         """Drop what is gathered (a run that failed before its import)."""
-        self._written += [Path(w.data_path) for w in self._writers.values()]
+        for writer in self._writers.values():
+            self._forget(writer)
         self._writers, self.rows = {}, 0
         self._remove_written()
+
+    def _forget(self, writer: Any) -> None:
+        """Note a writer's folders for removal: its local one and, with a bucket, its keys'."""
+        self._written.append(self.folder / writer.uuid)
+        if self.bucket is not None:
+            self._uploaded.append(str(writer.data_path))
+
+    def _raise_failed(self, collection: str, writer: Any) -> None:
+        """StoreError if the writer could not write or upload a file: pymilvus writes in a
+        thread of its own, where an error would only end that thread, and the import would
+        then take the other files as the whole batch."""
+        if (error := writer.error) is not None:
+            where = self.bucket.url if self.bucket else str(self.folder)
+            raise StoreError(
+                f"bulk files for {collection} could not be written to {where}: {error}"
+            )
 
     def _sweep(self) -> None:
         """Remove what killed runs left: writers' folders (`<folder>/<uuid>/`) older than an
         import may take, so none still being imported is touched."""
+        too_old = time.time() - max(self.timeout_s, 3600.0)
+        if self.bucket is not None:
+            try:
+                self.bucket.sweep(too_old)
+            except Exception as exc:  # keys that may not list: the files only take room
+                log.warning("bulk_bucket %s: could not remove old files: %s", self.bucket.url, exc)
         if not self.folder.is_dir():
             return
-        too_old = time.time() - max(self.timeout_s, 3600.0)
         for path in self.folder.iterdir():
             try:
                 uuid.UUID(path.name)
@@ -154,28 +196,45 @@ class BulkImport:
                 continue
 
     def _remove_written(self) -> None:
-        """Remove the writers' own folders (`<folder>/<uuid>/`), never the folder itself."""
+        """Remove the writers' own folders (`<folder>/<uuid>/`, and `<prefix>/<uuid>/` in the
+        bucket), never the folder itself. A bucket that fails here is left to a later sweep."""
         for path in self._written:
             shutil.rmtree(path, ignore_errors=True)
         self._written = []
+        for folder in self._uploaded:
+            try:
+                assert self.bucket is not None
+                self.bucket.remove(folder)
+            except Exception as exc:
+                log.warning("bulk_bucket %s: could not remove %s: %s", self.bucket, folder, exc)
+        self._uploaded = []
 
     # -- internals ---------------------------------------------------------------------------
 
     def _open(self, collection: str) -> Any:
         """A Parquet writer for the collection's schema, as the server describes it."""
         from pymilvus import CollectionSchema
-        from pymilvus.bulk_writer import BulkFileType, LocalBulkWriter
+        from pymilvus.bulk_writer import BulkFileType
 
         schema = CollectionSchema.construct_from_dict(
             self.store.client.describe_collection(collection)
         )
         self.folder.mkdir(parents=True, exist_ok=True)
-        writer = LocalBulkWriter(
-            schema=schema,
-            local_path=str(self.folder.absolute()),
-            chunk_size=self.file_bytes,
-            file_type=BulkFileType.PARQUET,
-        )
+        local, remote = _writer_classes()
+        common = {
+            "schema": schema,
+            "file_type": BulkFileType.PARQUET,
+            "chunk_size": self.file_bytes,
+        }
+        if self.bucket is None:
+            writer = local(local_path=str(self.folder.absolute()), **common)
+        else:
+            writer = remote(
+                remote_path=self.bucket.prefix,
+                connect_param=self.bucket.connect_param(),
+                local_path=str(self.folder.absolute()),
+                **common,
+            )
         self._writers[collection] = writer
         return writer
 
@@ -200,7 +259,7 @@ class BulkImport:
                     )
                 time.sleep(_POLL_S)
 
-    def _import(self, files: dict[str, list[Path]]) -> None:
+    def _import(self, files: dict[str, list[PurePath]]) -> None:
         """One import task per file (Milvus 2.3 takes one row-based file per task), all
         submitted before any is waited for (each has seconds of fixed cost: flush, index);
         then each collection loads its new segments, so a search sees them."""
@@ -217,9 +276,10 @@ class BulkImport:
                     if state.state == states.ImportCompleted:
                         del tasks[task]
                     elif state.state in states.failed:
+                        reason = state.failed_reason or state.state_name
                         raise StoreError(
-                            f"bulk import of {path} into {collection} failed: "
-                            f"{state.failed_reason or state.state_name}"
+                            f"bulk import of {path} into {collection} failed: {reason}"
+                            + self._missing_hint(reason)
                         )
                 if tasks and time.monotonic() > deadline:
                     left = sorted({c for c, _ in tasks.values()})
@@ -232,6 +292,20 @@ class BulkImport:
         for collection, paths in files.items():
             if paths:
                 self.store.client.refresh_load(collection)
+
+    def _missing_hint(self, reason: str) -> str:
+        """What to check when the server found no file where it was told to look."""
+        if "not exist" not in reason and "no such file" not in reason.lower():
+            return ""
+        if self.bucket is not None:
+            return (
+                f" (the files were uploaded to bulk_bucket {self.bucket.url}: it must be the "
+                "bucket the server stores its data in, minio.bucketName)"
+            )
+        return (
+            f" (the files were written to bulk_folder {self.folder}: a server on MinIO/S3 "
+            "reads its own bucket instead, so set bulk_bucket)"
+        )
 
     @contextmanager
     def _connection(self) -> Iterator[tuple[str, Any, Any]]:
@@ -260,3 +334,28 @@ class BulkImport:
                 yield alias, utility, states
             finally:
                 connections.disconnect(alias)
+
+
+@cache
+def _writer_classes() -> tuple[type, type]:
+    """pymilvus's local and remote bulk writers, each keeping the error its flush thread met
+    (`error`) instead of losing it with the thread. Made on first use: the bulk writer is an
+    optional extra, and store/bulk.py is imported by every ingest."""
+    from pymilvus.bulk_writer import LocalBulkWriter, RemoteBulkWriter
+
+    class Kept:
+        error: BaseException | None = None
+
+        def _flush(self, call_back: Any = None) -> None:
+            try:
+                super()._flush(call_back)  # type: ignore[misc]
+            except Exception as exc:  # pymilvus logs it and re-raises into the thread's end
+                self.error = self.error or exc
+
+    class Local(Kept, LocalBulkWriter):
+        """A LocalBulkWriter that keeps its flush error."""
+
+    class Remote(Kept, RemoteBulkWriter):
+        """A RemoteBulkWriter that keeps its flush or upload error."""
+
+    return Local, Remote

@@ -1,5 +1,7 @@
 """A real Milvus server for the tests in tests/server: MMRAG_TEST_MILVUS_URI, else a
-`milvus-server` (PyPI `milvus==2.3.5`) started for the session on free ports, else a skip."""
+`milvus-server` (PyPI `milvus==2.3.5`) started for the session on free ports, else a skip.
+The tests of a server on MinIO/S3 (`milvus_s3_server`) get one more: the given server with its
+bucket (MMRAG_TEST_BULK_BUCKET), else a `milvus-server` on moto's S3 server, else a skip."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,12 @@ TEST_URI_VAR = "MMRAG_TEST_MILVUS_URI"
 TEST_TOKEN_VAR = "MMRAG_TEST_MILVUS_TOKEN"
 _GIVEN_URI = os.environ.get(TEST_URI_VAR, "")
 _GIVEN_TOKEN = os.environ.get(TEST_TOKEN_VAR, "")
+TEST_BUCKET_VAR = "MMRAG_TEST_BULK_BUCKET"
+_GIVEN_BUCKET = os.environ.get(TEST_BUCKET_VAR, "")
+_GIVEN_BUCKET_KEYS = (
+    os.environ.get("MMRAG_TEST_BULK_ACCESS_KEY", ""),
+    os.environ.get("MMRAG_TEST_BULK_SECRET_KEY", ""),
+)
 START_TIMEOUT_S = 180.0
 
 # Every port `milvus-server --help` lets us set: each gets a free one, so two sessions (or a
@@ -130,20 +139,18 @@ def unavailable() -> str | None:
     )
 
 
-@pytest.fixture(scope="session")
-def milvus_server_uri() -> Iterator[str]:
-    """The uri of a real Milvus server for this session (see the module docstring)."""
-    if _GIVEN_URI:
-        yield _GIVEN_URI
-        return
-    if reason := unavailable():
-        pytest.skip(reason)
+@contextlib.contextmanager
+def _started_server(*extra_config: str) -> Iterator[str]:
+    """A `milvus-server` on free ports, its data in a temporary folder (`--extra-config
+    key=value` for each of `extra_config`); its uri while it runs."""
     data = Path(tempfile.mkdtemp(prefix="mmrag-milvus-server-"))
     ports = _free_ports(len(_PORT_FLAGS))
     args = [sys.executable, "-c", "import sys; from milvus import main; sys.exit(main())"]
     args += ["--data", str(data)]
     for flag, port in zip(_PORT_FLAGS, ports, strict=True):
         args += [flag, str(port)]
+    for item in extra_config:
+        args += ["--extra-config", item]
     log = data / "mmrag-server.log"
     env = {**os.environ, "ETCD_CONFIG_PATH": str(_embedded_etcd_config(data))}
     with log.open("wb") as out:
@@ -157,6 +164,86 @@ def milvus_server_uri() -> Iterator[str]:
     finally:
         _stop_group(proc)
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri() -> Iterator[str]:
+    """The uri of a real Milvus server for this session (see the module docstring)."""
+    if _GIVEN_URI:
+        yield _GIVEN_URI
+        return
+    if reason := unavailable():
+        pytest.skip(reason)
+    with _started_server() as uri:
+        yield uri
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A Milvus server that stores its data in a MinIO/S3 bucket, as docker-compose.yml's
+    does: `bucket` is that bucket's URL (mmrag's `bulk_bucket`), with its keys."""
+
+    uri: str
+    token: str
+    bucket: str
+    access_key: str
+    secret_key: str
+
+
+def s3_unavailable() -> str | None:
+    """Why no Milvus server on S3 can be had; None: one can."""
+    if _GIVEN_URI:
+        if _GIVEN_BUCKET:
+            return None
+        return (
+            f"{TEST_URI_VAR} is a server of your own: set {TEST_BUCKET_VAR} to its MinIO/S3 "
+            "bucket (http://host:9000/a-bucket) and MMRAG_TEST_BULK_ACCESS_KEY / "
+            "MMRAG_TEST_BULK_SECRET_KEY to its keys, for the tests of a server on S3"
+        )
+    missing = [m for m in ("milvus", "moto") if importlib.util.find_spec(m) is None]
+    if missing:
+        return (
+            f"no Milvus server on S3: `pip install milvus==2.3.5 'moto[server]'` (missing: "
+            f"{', '.join(missing)}) so the tests start one, or set {TEST_URI_VAR} and "
+            f"{TEST_BUCKET_VAR}"
+        )
+    return None
+
+
+@pytest.fixture(scope="session")
+def milvus_s3_server() -> Iterator[S3Server]:
+    """A Milvus server on S3: the given one (MMRAG_TEST_MILVUS_URI with
+    MMRAG_TEST_BULK_BUCKET), or a `milvus-server` started with `common.storageType: minio`
+    on moto's S3 server (an S3-protocol stand-in for MinIO, in this process) for the session."""
+    if reason := s3_unavailable():
+        pytest.skip(reason)
+    if _GIVEN_URI:
+        yield S3Server(_GIVEN_URI, _GIVEN_TOKEN, _GIVEN_BUCKET, *_GIVEN_BUCKET_KEYS)
+        return
+    import logging
+
+    from minio import Minio
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
+    port = _free_ports(1)[0]
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    s3.start()
+    keys = ("mmrag-test-access", "mmrag-test-secret")
+    try:
+        Minio(f"127.0.0.1:{port}", *keys, secure=False).make_bucket("a-bucket")
+        storage = (
+            "common.storageType=minio",
+            "minio.address=127.0.0.1",
+            f"minio.port={port}",
+            f"minio.accessKeyID={keys[0]}",
+            f"minio.secretAccessKey={keys[1]}",
+            "minio.bucketName=a-bucket",
+        )
+        with _started_server(*storage) as uri:
+            yield S3Server(uri, "", f"http://127.0.0.1:{port}/a-bucket", *keys)
+    finally:
+        s3.stop()
 
 
 @pytest.fixture(scope="session")

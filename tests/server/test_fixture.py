@@ -29,3 +29,21 @@ def test_without_a_server_the_skip_says_how_to_get_one(monkeypatch: pytest.Monke
     assert "pip install milvus==2.3.5" in reason
     monkeypatch.setattr(conftest, "_GIVEN_URI", "http://db:19530")
     assert conftest.unavailable() is None
+
+
+def test_without_an_s3_server_the_skip_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.server import conftest
+
+    monkeypatch.setattr(conftest, "_GIVEN_URI", "")
+    real = conftest.importlib.util.find_spec
+    monkeypatch.setattr(
+        conftest.importlib.util, "find_spec", lambda name: None if name == "moto" else real(name)
+    )
+    reason = conftest.s3_unavailable()
+    assert reason is not None and "(missing: moto)" in reason
+    assert "pip install milvus==2.3.5 'moto[server]'" in reason
+    monkeypatch.setattr(conftest, "_GIVEN_URI", "http://db:19530")
+    reason = conftest.s3_unavailable()
+    assert reason is not None and "MMRAG_TEST_BULK_BUCKET" in reason  # a server, no bucket
+    monkeypatch.setattr(conftest, "_GIVEN_BUCKET", "http://db:9000/a-bucket")
+    assert conftest.s3_unavailable() is None
