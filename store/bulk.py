@@ -201,13 +201,12 @@ class BulkImport:
         for path in self._written:
             shutil.rmtree(path, ignore_errors=True)
         self._written = []
-        for folder in self._uploaded:
+        uploaded, self._uploaded = self._uploaded, []
+        for folder in uploaded if self.bucket is not None else ():
             try:
-                assert self.bucket is not None
                 self.bucket.remove(folder)
-            except Exception as exc:
-                log.warning("bulk_bucket %s: could not remove %s: %s", self.bucket, folder, exc)
-        self._uploaded = []
+            except Exception as exc:  # any S3 or connection error: the sweep retries later
+                log.warning("bulk_bucket %s: could not remove %s: %s", self.bucket.url, folder, exc)
 
     # -- internals ---------------------------------------------------------------------------
 
