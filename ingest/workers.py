@@ -49,9 +49,9 @@ SLOT_BYTES = 8 << 20  # DEPTH photos' model inputs: 224-384 px squares, a few sp
 DEPTH = 2  # files a worker holds at once: the one it is on, and the next
 
 
-# auto: processes from this many cores. On 2 cores they measured no faster than threads (the
-# cores are full either way); on 16, reader threads stopped scaling at the GIL
-# (docs/benchmarks.md).
+# auto: processes from this many cores. On 2 cores they now measure about 10% faster on a
+# large photo library, but start in about 3 s, a quarter of a small library's ingest; on 16,
+# reader threads stopped scaling at the GIL (docs/benchmarks.md).
 PROCESSES_FROM_CORES = 4
 
 
