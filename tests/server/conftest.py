@@ -210,11 +210,12 @@ def s3_unavailable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def milvus_s3_server() -> Iterator[S3Server]:
     """A Milvus server on S3: the given one (MMRAG_TEST_MILVUS_URI with
     MMRAG_TEST_BULK_BUCKET), or a `milvus-server` started with `common.storageType: minio`
-    on moto's S3 server (an S3-protocol stand-in for MinIO, in this process) for the session."""
+    on moto's S3 server (an S3-protocol stand-in for MinIO, in this process), for the module
+    (its polling of the bucket would otherwise load the rest of the session)."""
     if reason := s3_unavailable():
         pytest.skip(reason)
     if _GIVEN_URI:

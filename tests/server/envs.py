@@ -3,6 +3,8 @@ test's own, for the tests in tests/server."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mmrag.pipelines.text.encoder import TextEncoder
@@ -58,3 +60,36 @@ def drop_prefixed(uri: str, token: str, prefix: str) -> None:
                 client.drop_collection(name)
     finally:
         client.close()
+
+
+@contextmanager
+def env_maker(
+    tmp_path: Path, minilm: TextEncoder, uri: str, token: str
+) -> Iterator[Callable[..., Env]]:
+    """`make(name, **settings)`: an Env with photos on (`with_images`) in `tmp_path/name`,
+    its catalog and thumbnails there, under a collection prefix of its own; every collection
+    it made is dropped afterwards."""
+    made: list[tuple[Env, str]] = []
+
+    def make(name: str, **more: object) -> Env:
+        prefix = new_prefix()
+        root = tmp_path / name
+        root.mkdir()
+        files = {"catalog": root / "catalog.sqlite", "thumbnails": root / "thumbs"}
+        env = prefixed_env(root, minilm, uri, token, prefix, **(files | more)).with_images()
+        made.append((env, prefix))
+        return env
+
+    try:
+        yield make
+    finally:
+        for env, prefix in made:
+            env.close()
+            drop_prefixed(uri, token, prefix)
+
+
+def collection_ids(env: Env) -> dict[str, list[str]]:
+    """Each of the env's collections' ids, keyed by the collection's name less its prefix."""
+    prefix = env.settings.collection_prefix
+    names = [c for c in env.store.client.list_collections() if c.startswith(prefix + "_")]
+    return {c[len(prefix) :]: sorted(env.store.ids(c)) for c in names}

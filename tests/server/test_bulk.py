@@ -26,7 +26,7 @@ from mmrag.pipelines.text.encoder import TextEncoder
 from mmrag.store.bulk import BulkImport
 from mmrag.store.schema import StoreError
 from tests.conftest import REPO, Env
-from tests.server.envs import cli_env, drop_prefixed, new_prefix, prefixed_env
+from tests.server.envs import cli_env, collection_ids, env_maker
 
 # Read before tests/conftest.py's _clean_env hides MMRAG_* variables from each test.
 _GIVEN_URI = os.environ.get("MMRAG_TEST_MILVUS_URI", "")
@@ -63,36 +63,8 @@ def make_server_env(
     milvus_server_token: str,
     bulk_folder: Path,
 ) -> Iterator:
-    made: list[tuple[Env, str]] = []
-
-    def make(name: str) -> Env:
-        prefix = new_prefix()
-        root = tmp_path / name
-        root.mkdir()
-        env = prefixed_env(
-            root,
-            minilm,
-            milvus_server_uri,
-            milvus_server_token,
-            prefix,
-            catalog=root / "catalog.sqlite",
-            thumbnails=root / "thumbs",
-            bulk_folder=bulk_folder,
-        ).with_images()
-        made.append((env, prefix))
-        return env
-
-    yield make
-    for env, prefix in made:
-        env.close()
-        drop_prefixed(milvus_server_uri, milvus_server_token, prefix)
-
-
-def _rows(env: Env) -> dict[str, list[str]]:
-    """Each collection's ids, keyed by the collection's name less the env's prefix."""
-    prefix = env.settings.collection_prefix
-    names = [c for c in env.store.client.list_collections() if c.startswith(prefix + "_")]
-    return {c[len(prefix) :]: sorted(env.store.ids(c)) for c in names}
+    with env_maker(tmp_path, minilm, milvus_server_uri, milvus_server_token) as make:
+        yield lambda name: make(name, bulk_folder=bulk_folder)
 
 
 def _counts(env: Env) -> dict[str, int]:
@@ -122,14 +94,14 @@ def test_bulk_ingest_writes_what_a_normal_ingest_writes(make_server_env, library
     normal = make_server_env("normal")
     report = normal.ingest(library)
     assert report.failed == [] and report.new == 8, report
-    expected = _rows(normal)
+    expected = collection_ids(normal)
     assert len(expected) == 2 and all(expected.values())
 
     bulk = make_server_env("bulk")
     summary = _bulk_cli(bulk, library)
     assert (summary["new"], summary["failed"]) == (8, [])
     assert summary["segments"] == sum(len(ids) for ids in expected.values())
-    assert _rows(bulk) == expected  # the same ids, one row each
+    assert collection_ids(bulk) == expected  # the same ids, one row each
     assert _counts(bulk) == _counts(normal)
     assert bulk.catalog.counts()["pending"] == 0
     assert not any(Path(bulk.settings.bulk_folder).iterdir())  # imported files are removed
@@ -275,6 +247,6 @@ def test_an_ingest_over_http_imports_in_bulk(make_server_env, library: Path) -> 
             time.sleep(0.2)
     assert state["state"] == "done", state
     assert (state["summary"]["new"], state["failures"]) == (8, [])
-    assert _rows(env) == _rows(normal)
+    assert collection_ids(env) == collection_ids(normal)
     assert env.catalog.counts()["pending"] == 0
     assert not any(Path(env.settings.bulk_folder).iterdir())  # imported files are removed

@@ -19,17 +19,18 @@ from mmrag.pipelines.text.encoder import TextEncoder
 from mmrag.store.bucket import DEFAULT_PREFIX, BulkBucket
 from tests.conftest import REPO, Env
 from tests.server.conftest import S3Server
-from tests.server.envs import cli_env, drop_prefixed, new_prefix, prefixed_env
+from tests.server.envs import cli_env, collection_ids, env_maker
 
 SAMPLES = REPO / "data" / "library"
 
 
 @pytest.fixture
 def library(tmp_path: Path) -> Path:
+    """A document and a photo: rows for both collections, text and image."""
     lib = tmp_path / "library"
-    shutil.copytree(SAMPLES / "docs" / "kitchen", lib / "kitchen")
-    (lib / "photos").mkdir()
-    shutil.copy(SAMPLES / "photos" / "coffee.jpg", lib / "photos" / "coffee.jpg")
+    for rel in ("docs/kitchen/sourdough.md", "photos/coffee.jpg"):
+        (lib / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLES / rel, lib / rel)
     return lib
 
 
@@ -39,39 +40,19 @@ def _files(library: Path) -> int:
 
 @pytest.fixture
 def make_s3_env(tmp_path: Path, minilm: TextEncoder, milvus_s3_server: S3Server) -> Iterator:
-    made: list[tuple[Env, str]] = []
     server = milvus_s3_server
+    with env_maker(tmp_path, minilm, server.uri, server.token) as make:
 
-    def make(name: str, bucket: str = server.bucket) -> Env:
-        prefix = new_prefix()
-        root = tmp_path / name
-        root.mkdir()
-        env = prefixed_env(
-            root,
-            minilm,
-            server.uri,
-            server.token,
-            prefix,
-            catalog=root / "catalog.sqlite",
-            thumbnails=root / "thumbs",
-            bulk_folder=root / "staging",
-            bulk_bucket=bucket,
-            bulk_access_key=server.access_key,
-            bulk_secret_key=server.secret_key,
-        ).with_images()
-        made.append((env, prefix))
-        return env
+        def make_s3(name: str, bucket: str = server.bucket) -> Env:
+            return make(
+                name,
+                bulk_folder=tmp_path / name / "staging",
+                bulk_bucket=bucket,
+                bulk_access_key=server.access_key,
+                bulk_secret_key=server.secret_key,
+            )
 
-    yield make
-    for env, prefix in made:
-        env.close()
-        drop_prefixed(server.uri, server.token, prefix)
-
-
-def _rows(env: Env) -> dict[str, list[str]]:
-    prefix = env.settings.collection_prefix
-    names = [c for c in env.store.client.list_collections() if c.startswith(prefix + "_")]
-    return {c[len(prefix) :]: sorted(env.store.ids(c)) for c in names}
+        yield make_s3
 
 
 def _cli(env: Env, *args: str) -> Any:
@@ -97,7 +78,7 @@ def test_bulk_ingest_through_the_servers_bucket(make_s3_env, library: Path) -> N
     normal = make_s3_env("normal")
     report = normal.ingest(library)
     assert report.failed == [] and report.new == _files(library), report
-    expected = _rows(normal)
+    expected = collection_ids(normal)
     assert len(expected) == 2 and all(expected.values())
 
     bulk = make_s3_env("bulk")
@@ -105,7 +86,7 @@ def test_bulk_ingest_through_the_servers_bucket(make_s3_env, library: Path) -> N
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["new"], summary["failed"]) == (_files(library), [])
-    assert _rows(bulk) == expected  # the same ids, one row each
+    assert collection_ids(bulk) == expected  # the same ids, one row each
     assert bulk.catalog.counts()["pending"] == 0
     target = bulk.settings.bulk_target()
     assert target is not None and _mmrag_keys(target) == []  # imported keys are removed
@@ -131,7 +112,8 @@ def test_a_bucket_that_is_not_the_servers_fails_the_import_and_the_next_run_fini
         assert result.exit_code == 2, result.output
         line = " ".join(result.output.split())
         assert "bulk import of " in line and f"{DEFAULT_PREFIX}/" in line
-        assert "failed:" in line and "not-the-servers" in line  # says which bucket to check
+        assert "The specified key does not exist" in line  # the server's own reason
+        assert f"uploaded to bulk_bucket {target.url}: it must be the bucket the server" in line
         counts = wrong.catalog.counts()
         assert (counts["media"], counts["pending"]) == (0, _files(library))
         assert _mmrag_keys(target) == []  # its uploads are removed all the same
