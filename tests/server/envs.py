@@ -41,6 +41,24 @@ def cli_env(env: Env) -> dict[str, str]:
     return more
 
 
+def bulk_cli_env(env: Env) -> dict[str, str]:
+    """`cli_env` plus the env's chunking and `ingest --bulk` settings (its bucket's, when it
+    has one), so a CLI run writes the rows the env's own ingest would."""
+    s = env.settings
+    more = {
+        "MMRAG_CHUNK_TOKENS": str(s.chunk_tokens),
+        "MMRAG_CHUNK_OVERLAP": str(s.chunk_overlap),
+        "MMRAG_BULK_FOLDER": str(s.bulk_folder),
+    }
+    if s.bulk_bucket:
+        more |= {
+            "MMRAG_BULK_BUCKET": s.bulk_bucket,
+            "MMRAG_BULK_ACCESS_KEY": s.bulk_access_key,
+            "MMRAG_BULK_SECRET_KEY": s.bulk_secret_key,
+        }
+    return cli_env(env) | more
+
+
 def new_prefix() -> str:
     """A collection prefix no other test (or session) uses: `t<10 hex>`; mmrag's collections
     under it are `t…_<space>_<model>`."""

@@ -26,7 +26,7 @@ from mmrag.pipelines.text.encoder import TextEncoder
 from mmrag.store.bulk import BulkImport
 from mmrag.store.schema import StoreError
 from tests.conftest import REPO, Env
-from tests.server.envs import cli_env, collection_ids, env_maker
+from tests.server.envs import bulk_cli_env, collection_ids, env_maker
 
 # Read before tests/conftest.py's _clean_env hides MMRAG_* variables from each test.
 _GIVEN_URI = os.environ.get("MMRAG_TEST_MILVUS_URI", "")
@@ -75,13 +75,7 @@ def _counts(env: Env) -> dict[str, int]:
 
 def _cli(env: Env, *args: str) -> Any:
     """The real `mmrag` on the env's store, settings as the env's (chunks, bulk folder)."""
-    s = env.settings
-    more = {
-        "MMRAG_CHUNK_TOKENS": str(s.chunk_tokens),
-        "MMRAG_CHUNK_OVERLAP": str(s.chunk_overlap),
-        "MMRAG_BULK_FOLDER": str(s.bulk_folder),
-    }
-    result = env.cli_with(cli_env(env) | more, *args, "--json")
+    result = env.cli_with(bulk_cli_env(env), *args, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 

@@ -19,7 +19,7 @@ from mmrag.pipelines.text.encoder import TextEncoder
 from mmrag.store.bucket import DEFAULT_PREFIX, BulkBucket
 from tests.conftest import REPO, Env
 from tests.server.conftest import S3Server
-from tests.server.envs import cli_env, collection_ids, env_maker
+from tests.server.envs import bulk_cli_env, collection_ids, env_maker
 
 SAMPLES = REPO / "data" / "library"
 
@@ -57,16 +57,7 @@ def make_s3_env(tmp_path: Path, minilm: TextEncoder, milvus_s3_server: S3Server)
 
 def _cli(env: Env, *args: str) -> Any:
     """The real `mmrag` with the env's settings, the bucket's included."""
-    s = env.settings
-    more = {
-        "MMRAG_CHUNK_TOKENS": str(s.chunk_tokens),
-        "MMRAG_CHUNK_OVERLAP": str(s.chunk_overlap),
-        "MMRAG_BULK_FOLDER": str(s.bulk_folder),
-        "MMRAG_BULK_BUCKET": s.bulk_bucket,
-        "MMRAG_BULK_ACCESS_KEY": s.bulk_access_key,
-        "MMRAG_BULK_SECRET_KEY": s.bulk_secret_key,
-    }
-    return env.cli_with(cli_env(env) | more, *args, "--json")
+    return env.cli_with(bulk_cli_env(env), *args, "--json")
 
 
 def _mmrag_keys(bucket: BulkBucket) -> list[str]:
