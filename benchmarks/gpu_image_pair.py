@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_image_pair.py [--device cuda] [--images 800] [--batch 128]
         [--workers 8] [--read-processes on|off] [--jpeg-decode auto|pillow|torchvision]
+        [--photo-thumbnails auto|ingest|shown]
 
 The command prepared for a machine with a GPU (issue 17), where the models are fast enough that
 everything else (decoding, thumbnails, batching, Milvus, the catalog) is what is left to see.
@@ -14,7 +15,9 @@ sample photos, resized and shifted per copy). The pipeline ingests it into a fre
 store through the real runner; the model-only side runs both models' forward passes on exactly
 the model inputs of those files (the same normalised batches). The two alternate `--repeat`
 times; each pipeline run's ratio to the model-only run right after it is printed with the best
-of each. `--device cpu --images 32 --batch 16 --repeat 1` is the smoke test this machine runs.
+of each. Thumbnails follow `photo_thumbnails` (auto: none at ingest on a GPU, where they would
+cost the CPU about 0.5 ms a photo; `--photo-thumbnails ingest` measures them).
+`--device cpu --images 32 --batch 16 --repeat 1` is the smoke test this machine runs.
 """
 
 from __future__ import annotations
@@ -100,6 +103,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--read-processes", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--jpeg-decode", choices=["auto", "pillow", "torchvision"], default="auto")
+    ap.add_argument(
+        "--photo-thumbnails",
+        choices=["auto", "ingest", "shown"],
+        default="auto",
+        help="the setting: auto makes none at ingest on a GPU (made when first shown)",
+    )
     ap.add_argument("--clip-model", help="a CLIP folder (default: ViT-B/32, random weights)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path)
@@ -132,6 +141,7 @@ def main() -> None:
             read_processes=args.read_processes,
             ocr=False,
             jpeg_decode=args.jpeg_decode,
+            photo_thumbnails=args.photo_thumbnails,
         )
         processes = reads_in_processes(args.read_processes, args.workers)
         models = Models.build(settings)

@@ -32,7 +32,10 @@ intra-op threads. Without --null-model, `--read-processes on|off` sets the pipel
 `--null-model --parts` splits that CPU by part instead: one reader thread, each step's thread
 CPU time (time.thread_time around the runner's and pipeline's own functions: plan, decode,
 cut, thumbnail, batch, writer, settle) and the Lite server's CPU while writing and while
-settling (flush + snapshot), per image, each of `--repeat` runs.
+settling (flush + snapshot), per image, each of `--repeat` runs. Its last row is the process's
+CPU as a GPU host spends it: without the batch's normalisation (the device does it there), with
+what the CPU does instead (stacking the uint8 pictures, timed alone). `--photo-thumbnails
+shown` is what `auto` does there.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def photo_settings(work: Path, args: argparse.Namespace, **more: Any) -> Any:
     return Settings(
         milvus_uri=server or str(work / "milvus.db"),
         collection_prefix=f"imgbench_{os.getpid()}" if server else "mmrag",
-        photo_thumbnails=getattr(args, "photo_thumbnails", "ingest"),
+        photo_thumbnails=getattr(args, "photo_thumbnails", "auto"),
         catalog=work / "catalog.sqlite",
         thumbnails=work / "thumbs",
         image_model=args.model,
@@ -457,6 +460,10 @@ def _timed(owner: Any, name: str, label: str, spent: dict[str, float]) -> None:
     setattr(owner, name, wrapper)
 
 
+NORMALISE = "of it: normalise (a GPU's own work there)"
+STACK = "uint8 stack + staging copy, alone (a GPU host's CPU part of the batch)"
+OUTSIDE = "process, outside decode and cut"
+OUTSIDE_ON_GPU = "process as on a GPU: outside decode, cut and normalise, + the stack"
 PARTS = [  # (module, owner, function, label): the steps --parts times, in pipeline order
     ("mmrag.ingest.runner", "IngestRunner", "_plan", "plan (head read, hash, detect, catalog)"),
     ("mmrag.pipelines.image.pipeline", None, "decode_image", "decode"),
@@ -464,10 +471,28 @@ PARTS = [  # (module, owner, function, label): the steps --parts times, in pipel
     ("mmrag.pipelines.image.pipeline", None, "thumbnail", "thumbnail encode"),
     ("mmrag.pipelines.image.pipeline", None, "ensure_thumbnail", "thumbnail encode + store"),
     ("mmrag.ingest.runner", "IngestRunner", "_flush", "batch (stack + normalise)"),
+    ("mmrag.pipelines.image.pixels", "PixelSpec", "normalise_rows", NORMALISE),
+    ("mmrag.pipelines.image.pixels", "PixelSpec", "normalise", NORMALISE),
     ("mmrag.ingest.runner", "IngestRunner", "_store_jobs", "writer (upserts, catalog)"),
     ("mmrag.store.milvus", "MilvusStore", "upsert", "of it: upsert (client side)"),
     ("mmrag.ingest.runner", "IngestRunner", "_settle", "settle (flush, snapshot; client)"),
 ]
+
+
+def stack_ms(side: int, batch: int) -> float:
+    """CPU ms per picture of what a GPU host's CPU does with a batch instead of normalising
+    it: stack the uint8 pictures and copy them once more (the staging copy a transfer from
+    pageable memory makes); best of 5."""
+    import torch
+
+    rows = [torch.randint(0, 255, (side, side, 3), dtype=torch.uint8) for _ in range(batch)]
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.thread_time()
+        for _ in range(20):
+            torch.stack(rows).clone()
+        best = min(best, (time.thread_time() - t0) * 1000 / (20 * batch))
+    return best
 
 
 def parts_main(args: argparse.Namespace) -> None:
@@ -526,6 +551,10 @@ def parts_main(args: argparse.Namespace) -> None:
             assert not report.failed and report.new == n, (report.failed, report.new)
             row = {k: round(v * 1000 / n, 3) for k, v in spent.items()}
             row["process total"] = round(cpu * 1000 / n, 3)
+            outside = cpu * 1000 / n - row.get("decode", 0) - row.get("cut (resize + crop)", 0)
+            row[OUTSIDE] = round(outside, 3)
+            row[STACK] = round(stack_ms(image.input_side, args.batch), 3)
+            row[OUTSIDE_ON_GPU] = round(outside - row.get(NORMALISE, 0) + row[STACK], 3)
             row["images/s"] = round(n / wall, 1)
             if None not in (s0, s1, server_at.get("settle")):
                 row["Lite server while writing"] = round((server_at["settle"] - s0) * 1000 / n, 3)
@@ -533,8 +562,10 @@ def parts_main(args: argparse.Namespace) -> None:
             runs.append(row)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    labels = [label for *_, label in PARTS] + [
-        "Lite server while writing", "Lite server while settling", "process total", "images/s"
+    labels = [
+        *dict.fromkeys(label for *_, label in PARTS),
+        "Lite server while writing", "Lite server while settling", "process total", OUTSIDE,
+        STACK, OUTSIDE_ON_GPU, "images/s",
     ]  # fmt: skip
     print(json.dumps({"images": n, "runs": runs, "machine": torch_machine()}, indent=2))
     print(f"\n{n} images, one reader thread, {args.model} replaced by a no-op; CPU ms per image")
@@ -591,9 +622,10 @@ def main() -> None:
     )
     ap.add_argument(
         "--photo-thumbnails",
-        choices=["ingest", "shown"],
-        default="ingest",
-        help="when photos' thumbnails are made (the setting photo_thumbnails)",
+        choices=["auto", "ingest", "shown"],
+        default="auto",
+        help="when photos' thumbnails are made (the setting photo_thumbnails; auto: at ingest on "
+        "the CPU, when shown on a GPU)",
     )
     ap.add_argument(
         "--parts",

@@ -151,9 +151,10 @@ class Service:
 
     def photo_thumbnail(self, media_id: str) -> Path | None:
         """A photo's thumbnail made now, where none was made at ingest (`photo_thumbnails =
-        "shown"`, or a store older than its thumbnail): only for a content the catalog knows as
-        a photo, from a file still inside its library folder and unchanged since it was
-        ingested (size and mtime), so a thumbnail is never stored under the wrong content."""
+        "shown"`, or `auto` with the models on a GPU, or a store older than its thumbnail):
+        only for a content the catalog knows as a photo, from a file still inside its library
+        folder and unchanged since it was ingested (size and mtime), so a thumbnail is never
+        stored under the wrong content."""
         from mmrag.pipelines.image.pipeline import shown_thumbnail
 
         if self.catalog.media_modality(media_id) != Modality.IMAGE:

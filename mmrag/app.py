@@ -295,7 +295,7 @@ class Models:
                     s.ocr_lang,
                     s.device,
                     s.jpeg_decode,
-                    thumbnails_at_ingest=s.photo_thumbnails == "ingest",
+                    thumbnails_at_ingest={"ingest": True, "shown": False}.get(s.photo_thumbnails),
                 ),
             )
             found.append(self.photos)

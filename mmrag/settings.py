@@ -182,11 +182,13 @@ class Settings(BaseSettings):
         None,  # type: ignore[arg-type]
         description="Thumbnail cache, one per content; default: the store's own (store_files)",
     )
-    photo_thumbnails: Literal["ingest", "shown"] = Field(
-        "ingest",
+    photo_thumbnails: Literal["auto", "ingest", "shown"] = Field(
+        "auto",
         description="When a photo's thumbnail is made: as it is ingested, or when the HTTP API "
-        "first shows it (a large library's ingest saves about 0.5 ms of CPU a photo; a hit "
-        "shown first costs a decode, and the CLI names no thumbnail until then)",
+        "first shows it (ingest saves about 0.5 ms of CPU a photo; a hit shown first costs a "
+        "decode, and the CLI names no thumbnail until then). auto: at ingest where the photo "
+        "models run on the CPU (they take 10-100 ms a photo there), when shown where they run "
+        "on a GPU (the CPU then keeps the GPU fed)",
     )
     max_image_mpx: int = Field(100, ge=1, description="Larger images are refused (bomb guard)")
     label_top_k: int = Field(5, ge=0, description="ImageNet labels kept per image, as text")

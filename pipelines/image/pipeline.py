@@ -38,7 +38,8 @@ class ImageConfig:
     ocr_lang: str = "eng"
     device: str = "auto"  # where JPEGs decode as tensors when jpeg_decode says so
     jpeg_decode: str = "auto"  # auto | pillow | torchvision
-    thumbnails_at_ingest: bool = True  # else made when first shown (mmrag.api)
+    # False: made when first shown (mmrag.api); None: at ingest unless the models run on a GPU
+    thumbnails_at_ingest: bool | None = None
 
 
 class ImagePipeline:
@@ -61,6 +62,7 @@ class ImagePipeline:
         self.primary = tuple(s.name for s in self.vision)
         self._ocr = self.config.ocr and tesseract_available()
         self._jpeg_device: str | None = ""  # "" = not decided yet
+        self._thumbnails_at_ingest: bool | None = None  # not decided yet
         # Runs read_photo elsewhere (the runner's reader processes, ingest/workers.py) while
         # set; None: in the calling thread.
         self.offload: Callable[..., ReadResult] | None = None
@@ -86,6 +88,17 @@ class ImagePipeline:
     def save_thumbnail(self, key: str, image: Any) -> None:
         """A picture's thumbnail in the cache, once per key (video keyframes use it too)."""
         ensure_thumbnail(self.config.thumbnails, key, lambda: thumbnail(image))
+
+    def thumbnails_at_ingest(self) -> bool:
+        """Whether reading a photo makes its thumbnail (config.thumbnails_at_ingest). Unset: yes
+        where the models run on the CPU, whose 10-100 ms a photo dwarf the encode's 0.3-0.5;
+        no on a GPU, which embeds thousands a second while the CPU feeds it."""
+        if self._thumbnails_at_ingest is None:
+            at_ingest = self.config.thumbnails_at_ingest
+            if at_ingest is None:
+                at_ingest = pick_device(self.config.device) == "cpu"
+            self._thumbnails_at_ingest = at_ingest
+        return self._thumbnails_at_ingest
 
     def jpeg_device(self) -> str | None:
         """Where JPEGs decode as tensors (config.jpeg_decode), or None for Pillow."""
@@ -136,7 +149,7 @@ class ImagePipeline:
         PixelSpec where the space has one: picklable, so a reader process can take them)."""
         steps = {s.name: getattr(s, "pixel_steps", None) or s for s in vision}
         return PhotoPlan(
-            thumbnails=self.config.thumbnails if self.config.thumbnails_at_ingest else None,
+            thumbnails=self.config.thumbnails if self.thumbnails_at_ingest() else None,
             max_pixels=self.config.max_image_mpx * 1_000_000,
             decode_side=self.decode_side(vision),
             steps=steps,
