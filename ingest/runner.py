@@ -752,7 +752,7 @@ class IngestRunner:
                     self.bulk.prepare(name)
                 self._ready.add(name)
             if stale := sorted(redo & per_media.keys()):
-                self.store.delete_media(name, stale)
+                self._delete_media(name, stale)
             kept = self._make_room(name, space, per_media, fills)
             segments = [s for segs in per_media.values() for s in segs]
             self._cpu_model.wait_open()  # Milvus's work too waits for a model on the CPU
@@ -793,6 +793,11 @@ class IngestRunner:
         backend answers from what its workers' models said, so the driver loads none."""
         return self.encoders[space].space
 
+    def _delete_media(self, collection: str, media_ids: list[str]) -> None:
+        if self.bulk:  # rows an import brought in are found by a query once loaded
+            self.bulk.before_delete(collection)
+        self.store.delete_media(collection, media_ids)
+
     def _make_room(
         self, name: str, space: str, per_media: dict[str, list], fills: dict[str, frozenset[str]]
     ) -> dict[str, list[str]]:
@@ -804,7 +809,7 @@ class IngestRunner:
         for media_id in per_media.keys() & fills.keys():
             spaces = fills[media_id]
             if space in spaces:
-                self.store.delete_media(name, [media_id])
+                self._delete_media(name, [media_id])
                 continue
             new = {s.id for s in per_media[media_id]}
             old = self.catalog.segment_ids(media_id, name)
@@ -840,7 +845,7 @@ class IngestRunner:
             here = {c for names in self.candidates.values() for c in names}
             names = set(self.catalog.collections_of(media_id)) | here
             for collection in names & existing:
-                self.store.delete_media(collection, [media_id])
+                self._delete_media(collection, [media_id])
             self.catalog.forget_media(media_id)
             n += 1
         return n

@@ -92,6 +92,8 @@ class BulkImport:
         self._writers: dict[str, Any] = {}  # collection -> its bulk writer
         self._written: list[Path] = []  # their local folders, removed once imported
         self._uploaded: list[str] = []  # their folders in the bucket, removed once imported
+        self._prepared: set[str] = set()  # collections whose earlier imports have ended
+        self._unseen: set[str] = set()  # of those, where imported rows may not be loaded yet
         if bucket is not None:
             try:
                 bucket.check()
@@ -239,17 +241,19 @@ class BulkImport:
 
     def prepare(self, collection: str) -> None:
         """Before a run writes to a collection: wait for imports into it that are still
-        running on the server. A killed run's import outlives its process; rows it brings in
-        after this run deleted that run's pending media would stand beside their rewrite. And
-        a completed import's rows reach a loaded collection only some seconds later (or on a
-        refresh), so the collection is refreshed first: a delete finds its rows by a query."""
+        running on the server (once per run). A killed run's import outlives its process; rows
+        it brings in after this run deleted that run's pending media would stand beside their
+        rewrite."""
+        if collection in self._prepared:
+            return
         with self._connection() as (alias, utility, states):
             deadline = time.monotonic() + self.timeout_s
             while True:
                 tasks = utility.list_bulk_insert_tasks(collection_name=collection, using=alias)
                 if not any(t.state in states.running for t in tasks):
-                    if tasks:
-                        self.store.client.refresh_load(collection)
+                    if any(t.state == states.ImportCompleted for t in tasks):
+                        self._unseen.add(collection)
+                    self._prepared.add(collection)
                     return
                 if time.monotonic() > deadline:
                     raise StoreError(
@@ -257,6 +261,16 @@ class BulkImport:
                         f"{self.timeout_s:g} s (bulk_timeout_s); run the ingest again later"
                     )
                 time.sleep(_POLL_S)
+
+    def before_delete(self, collection: str) -> None:
+        """Before rows are deleted by a query (a media's rows): an import's rows reach a loaded
+        collection only some seconds after it completed, or on a refresh, which takes seconds
+        on a server. So a collection an earlier import completed into is refreshed once, when
+        a run first deletes there, not whenever it writes there."""
+        self.prepare(collection)
+        if collection in self._unseen:
+            self.store.client.refresh_load(collection)
+            self._unseen.discard(collection)
 
     def _import(self, files: dict[str, list[PurePath]]) -> None:
         """One import task per file (Milvus 2.3 takes one row-based file per task), all
@@ -291,6 +305,7 @@ class BulkImport:
         for collection, paths in files.items():
             if paths:
                 self.store.client.refresh_load(collection)
+                self._unseen.discard(collection)
 
     def _missing_hint(self, reason: str) -> str:
         """What to check when the server found no file where it was told to look."""

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,44 @@ SAMPLES = REPO / "data" / "library"
 PHOTOS = ("coffee.jpg", "coins.jpg")
 
 
-@pytest.fixture
-def library(tmp_path: Path) -> Path:
-    lib = tmp_path / "library"
+def _library(root: Path) -> Path:
+    lib = root / "library"
     shutil.copytree(SAMPLES / "docs" / "kitchen", lib / "kitchen")
     (lib / "photos").mkdir()
     for name in PHOTOS:
         shutil.copy(SAMPLES / "photos" / name, lib / "photos" / name)
     return lib
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Path:
+    return _library(tmp_path)
+
+
+@dataclass(frozen=True)
+class Normal:
+    """What a normal ingest of the library wrote on the server: ids and rows per collection
+    (keyed less the prefix; ids follow the content, so any copy of the library has them)."""
+
+    ids: dict[str, list[str]]
+    counts: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def normal(
+    tmp_path_factory: pytest.TempPathFactory,
+    minilm: TextEncoder,
+    milvus_server_uri: str,
+    milvus_server_token: str,
+) -> Normal:
+    """A normal ingest of the library on the server, once for the tests that compare with it
+    (each new collection costs seconds on a server)."""
+    root = tmp_path_factory.mktemp("normal")
+    with env_maker(root, minilm, milvus_server_uri, milvus_server_token) as make:
+        env = make("normal")
+        report = env.ingest(_library(root))
+        assert report.failed == [] and report.new == 8, report
+        return Normal(collection_ids(env), _counts(env))
 
 
 @pytest.fixture
@@ -84,11 +115,10 @@ def _bulk_cli(env: Env, library: Path) -> dict:
     return _cli(env, "ingest", "--bulk", str(library))
 
 
-def test_bulk_ingest_writes_what_a_normal_ingest_writes(make_server_env, library: Path) -> None:
-    normal = make_server_env("normal")
-    report = normal.ingest(library)
-    assert report.failed == [] and report.new == 8, report
-    expected = collection_ids(normal)
+def test_bulk_ingest_writes_what_a_normal_ingest_writes(
+    make_server_env, library: Path, normal: Normal
+) -> None:
+    expected = normal.ids
     assert len(expected) == 2 and all(expected.values())
 
     bulk = make_server_env("bulk")
@@ -96,7 +126,7 @@ def test_bulk_ingest_writes_what_a_normal_ingest_writes(make_server_env, library
     assert (summary["new"], summary["failed"]) == (8, [])
     assert summary["segments"] == sum(len(ids) for ids in expected.values())
     assert collection_ids(bulk) == expected  # the same ids, one row each
-    assert _counts(bulk) == _counts(normal)
+    assert _counts(bulk) == normal.counts
     assert bulk.catalog.counts()["pending"] == 0
     assert not any(Path(bulk.settings.bulk_folder).iterdir())  # imported files are removed
 
@@ -107,7 +137,7 @@ def test_bulk_ingest_writes_what_a_normal_ingest_writes(make_server_env, library
 
     again = _bulk_cli(bulk, library)  # nothing to embed, nothing imported
     assert (again["new"], again["unchanged"], again["segments"]) == (0, 8, 0)
-    assert _counts(bulk) == _counts(normal)
+    assert _counts(bulk) == normal.counts
 
 
 class _LosesItsFiles(BulkImport):
@@ -141,7 +171,7 @@ def _run_with(env: Env, library: Path, kind: type[BulkImport]) -> None:
 
 
 def test_a_failed_or_cut_short_import_leaves_pending_media_the_next_run_finishes(
-    make_server_env, library: Path
+    make_server_env, library: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = make_server_env("bulk")
     with pytest.raises(StoreError, match=r"bulk import of .*\.parquet into .* failed: .+"):
@@ -150,8 +180,17 @@ def test_a_failed_or_cut_short_import_leaves_pending_media_the_next_run_finishes
     assert (counts["media"], counts["pending"], counts["paths"]) == (0, 8, 0)
     assert set(_counts(env).values()) == {0}  # nothing was imported
 
+    refreshed: list[str] = []  # a refresh takes seconds on a server: only where rows can hide
+    real = env.store.client.refresh_load
+    monkeypatch.setattr(
+        env.store.client, "refresh_load", lambda name, **kw: (refreshed.append(name), real(name))
+    )
     with pytest.raises(_Killed):
         _run_with(env, library, _CutShort)
+    # only failed imports before it: no row to hide, so each collection is refreshed once,
+    # after its own import
+    prefix = env.settings.collection_prefix
+    assert sorted(refreshed) == sorted(prefix + name for name in _counts(env))
     counts = env.catalog.counts()
     assert (counts["media"], counts["pending"]) == (0, 8)
     imported = _counts(env)
@@ -218,14 +257,14 @@ def test_a_killed_bulk_ingest_leaves_pending_media_the_next_run_finishes(
     assert sum(_counts(env).values()) == counts["segments"]  # no row twice
 
 
-def test_an_ingest_over_http_imports_in_bulk(make_server_env, library: Path) -> None:
+def test_an_ingest_over_http_imports_in_bulk(
+    make_server_env, library: Path, normal: Normal
+) -> None:
     """POST /api/ingest {"bulk": true}: the job imports Parquet files as `ingest --bulk` does,
     and its rows are a normal ingest's."""
     from mmrag.api import create_app
     from tests.integration.test_api import Served
 
-    normal = make_server_env("normal")
-    assert normal.ingest(library).new == 8
     env = make_server_env("http")
     env.settings.library = [library]
     with Served(create_app(env.settings, env.models)) as server:
@@ -241,6 +280,6 @@ def test_an_ingest_over_http_imports_in_bulk(make_server_env, library: Path) -> 
             time.sleep(0.2)
     assert state["state"] == "done", state
     assert (state["summary"]["new"], state["failures"]) == (8, [])
-    assert collection_ids(env) == collection_ids(normal)
+    assert collection_ids(env) == normal.ids
     assert env.catalog.counts()["pending"] == 0
     assert not any(Path(env.settings.bulk_folder).iterdir())  # imported files are removed
