@@ -14,6 +14,6 @@ stamp=".venv/.mmrag-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing mmrag[$extras] into .venv (first time: a few minutes, torch is large)" >&2
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -e ".[$extras]"
   echo "$want" > "$stamp"
 fi
