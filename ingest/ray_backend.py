@@ -208,6 +208,11 @@ def ray_session(address: str | None) -> Iterator[None]:
     # `info` to see them.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    if address is None:
+        # Ray Data's usage collector polls a Prometheus (localhost:9090) that this cluster,
+        # started without its dashboard, lacks, from a thread that outlives the session and
+        # then fails to log into its removed folder. Set it to 0 to collect anyway.
+        os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
     ray.init(
         address=address,
         runtime_env={"env_vars": env} if env else None,

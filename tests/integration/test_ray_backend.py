@@ -8,6 +8,7 @@ import json
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,9 @@ def ray_cluster() -> Iterator[Any]:
         with pytest.MonkeyPatch.context() as env:
             # the cluster's address file goes under RAY_TMPDIR, not the machine's /tmp/ray
             env.setenv("RAY_TMPDIR", temp)
+            # as for the cluster the backend starts (ray_session): no usage poller, which
+            # outlives the cluster and fails into a later test's warnings
+            env.setenv("RAY_DATA_USAGE_DISABLED", "1")
             head = {**node, "include_dashboard": False}
             cluster = Cluster(initialize_head=True, head_node_args=head)
             try:
@@ -149,6 +153,8 @@ def test_ray_backend_writes_what_the_local_runner_writes(
         # decoded and embedded on the cluster: the driver loaded no photo model of its own
         assert remote.models.spaces["image"].unavailable is None
         assert remote.models.spaces["image"]._encoder is None
+        # Ray Data's usage poller is off: its thread would outlive the cluster
+        assert "data-usage-metrics-poller" not in {t.name for t in threading.enumerate()}
 
         mine, theirs = rows(local), rows(remote)
         assert sorted(theirs) == sorted(mine)  # the same collections (text and the photo space)
