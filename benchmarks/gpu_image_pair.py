@@ -96,16 +96,18 @@ def register_random_resnet50(state_file: Path) -> None:
 
 
 def main() -> None:
+    from mmrag.settings import choices
+
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--images", type=int, default=800)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--read-processes", choices=["auto", "on", "off"], default="auto")
-    ap.add_argument("--jpeg-decode", choices=["auto", "pillow", "torchvision"], default="auto")
+    ap.add_argument("--jpeg-decode", choices=choices("jpeg_decode"), default="auto")
     ap.add_argument(
         "--photo-thumbnails",
-        choices=["auto", "ingest", "shown"],
+        choices=choices("photo_thumbnails"),
         default="auto",
         help="the setting: auto makes none at ingest on a GPU (made when first shown)",
     )

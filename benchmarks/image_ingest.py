@@ -578,6 +578,8 @@ def parts_main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    from mmrag.settings import choices
+
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--images", type=int, default=960)
     ap.add_argument("--model", default="efficientnet-lite0")
@@ -590,7 +592,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--jpeg-decode",
-        choices=["auto", "pillow", "torchvision"],
+        choices=choices("jpeg_decode"),
         default="auto",
         help="auto: nvJPEG on the GPU when the model runs there (the pipeline's default)",
     )
@@ -622,7 +624,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--photo-thumbnails",
-        choices=["auto", "ingest", "shown"],
+        choices=choices("photo_thumbnails"),
         default="auto",
         help="when photos' thumbnails are made (the setting photo_thumbnails; auto: at ingest on "
         "the CPU, when shown on a GPU)",

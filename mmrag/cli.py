@@ -27,7 +27,7 @@ from rich.text import Text
 
 from mmrag.client import find_server, llm_label
 from mmrag.kinds import IngestBackend, QueryKind
-from mmrag.settings import Settings, load_settings
+from mmrag.settings import Settings, choices, load_settings
 
 if TYPE_CHECKING:
     from mmrag.app import Models
@@ -576,7 +576,6 @@ def search(
     """Search by text, an example image or an audio clip; hits name the file and where in it.
     A running `mmrag serve` for the same store answers it, models already loaded."""
     import math
-    from typing import get_args
 
     from mmrag.kinds import Modality
     from mmrag.pipelines.base import MediaError
@@ -586,7 +585,7 @@ def search(
 
     _choose("--mode", mode, MODES)
     if fusion is not None:
-        _choose("--fusion", fusion, get_args(Settings.model_fields["hybrid_fusion"].annotation))
+        _choose("--fusion", fusion, choices("hybrid_fusion"))
     if modality is not None:
         _choose("--modality", modality, tuple(Modality))
     if not 1 <= limit <= MAX_LIMIT:

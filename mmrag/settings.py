@@ -6,7 +6,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -408,6 +408,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
         return (init_settings, env_settings, toml)
+
+
+def choices(field: str) -> tuple[str, ...]:
+    """The values a setting with a fixed vocabulary takes (its Literal), for flags that set it."""
+    return get_args(Settings.model_fields[field].annotation)
 
 
 def load_settings(**flags: object) -> Settings:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -61,8 +62,6 @@ class ImagePipeline:
         # Labels and OCR (text) are derived: a photo may have none, so done = in these spaces.
         self.primary = tuple(s.name for s in self.vision)
         self._ocr = self.config.ocr and tesseract_available()
-        self._jpeg_device: str | None = ""  # "" = not decided yet
-        self._thumbnails_at_ingest: bool | None = None  # not decided yet
         # Runs read_photo elsewhere (the runner's reader processes, ingest/workers.py) while
         # set; None: in the calling thread.
         self.offload: Callable[..., ReadResult] | None = None
@@ -89,25 +88,23 @@ class ImagePipeline:
         """A picture's thumbnail in the cache, once per key (video keyframes use it too)."""
         ensure_thumbnail(self.config.thumbnails, key, lambda: thumbnail(image))
 
+    @cached_property
+    def device(self) -> str:
+        """Where the photo models run (config.device, `auto` resolved once)."""
+        return pick_device(self.config.device)
+
     def thumbnails_at_ingest(self) -> bool:
         """Whether reading a photo makes its thumbnail (config.thumbnails_at_ingest). Unset: yes
         where the models run on the CPU, whose 10-100 ms a photo dwarf the encode's 0.3-0.5;
         no on a GPU, which embeds thousands a second while the CPU feeds it."""
-        if self._thumbnails_at_ingest is None:
-            at_ingest = self.config.thumbnails_at_ingest
-            if at_ingest is None:
-                at_ingest = pick_device(self.config.device) == "cpu"
-            self._thumbnails_at_ingest = at_ingest
-        return self._thumbnails_at_ingest
+        at_ingest = self.config.thumbnails_at_ingest
+        return self.device == "cpu" if at_ingest is None else at_ingest
 
     def jpeg_device(self) -> str | None:
         """Where JPEGs decode as tensors (config.jpeg_decode), or None for Pillow."""
-        if self._jpeg_device == "":
-            device = pick_device(self.config.device)
-            mode = self.config.jpeg_decode
-            use = mode == "torchvision" or (mode == "auto" and device.startswith("cuda"))
-            self._jpeg_device = device if use else None
-        return self._jpeg_device
+        mode = self.config.jpeg_decode
+        use = mode == "torchvision" or (mode == "auto" and self.device.startswith("cuda"))
+        return self.device if use else None
 
     def prepare(
         self, path: str, fmt: str, media_id: str = "", only: frozenset[str] | None = None

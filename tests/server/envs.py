@@ -106,8 +106,13 @@ def env_maker(
             drop_prefixed(uri, token, prefix)
 
 
+def collections(env: Env) -> list[str]:
+    """The server's collections under the env's prefix, by their full names."""
+    prefix = env.settings.collection_prefix
+    return [c for c in env.store.client.list_collections() if c.startswith(prefix + "_")]
+
+
 def collection_ids(env: Env) -> dict[str, list[str]]:
     """Each of the env's collections' ids, keyed by the collection's name less its prefix."""
     prefix = env.settings.collection_prefix
-    names = [c for c in env.store.client.list_collections() if c.startswith(prefix + "_")]
-    return {c[len(prefix) :]: sorted(env.store.ids(c)) for c in names}
+    return {c[len(prefix) :]: sorted(env.store.ids(c)) for c in collections(env)}

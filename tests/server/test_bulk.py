@@ -27,7 +27,7 @@ from mmrag.pipelines.text.encoder import TextEncoder
 from mmrag.store.bulk import BulkImport
 from mmrag.store.schema import StoreError
 from tests.conftest import REPO, Env
-from tests.server.envs import bulk_cli_env, collection_ids, env_maker
+from tests.server.envs import bulk_cli_env, collection_ids, collections, env_maker
 
 # Read before tests/conftest.py's _clean_env hides MMRAG_* variables from each test.
 _GIVEN_URI = os.environ.get("MMRAG_TEST_MILVUS_URI", "")
@@ -99,9 +99,9 @@ def make_server_env(
 
 
 def _counts(env: Env) -> dict[str, int]:
+    """Each of the env's collections' rows, keyed as `collection_ids` keys them."""
     prefix = env.settings.collection_prefix
-    names = [c for c in env.store.client.list_collections() if c.startswith(prefix + "_")]
-    return {c[len(prefix) :]: env.store.count(c) for c in names}
+    return {c[len(prefix) :]: env.store.count(c) for c in collections(env)}
 
 
 def _cli(env: Env, *args: str) -> Any:
@@ -183,14 +183,15 @@ def test_a_failed_or_cut_short_import_leaves_pending_media_the_next_run_finishes
     refreshed: list[str] = []  # a refresh takes seconds on a server: only where rows can hide
     real = env.store.client.refresh_load
     monkeypatch.setattr(
-        env.store.client, "refresh_load", lambda name, **kw: (refreshed.append(name), real(name))
+        env.store.client,
+        "refresh_load",
+        lambda name, **kw: (refreshed.append(name), real(name, **kw)),
     )
     with pytest.raises(_Killed):
         _run_with(env, library, _CutShort)
     # only failed imports before it: no row to hide, so each collection is refreshed once,
     # after its own import
-    prefix = env.settings.collection_prefix
-    assert sorted(refreshed) == sorted(prefix + name for name in _counts(env))
+    assert sorted(refreshed) == sorted(collections(env))
     counts = env.catalog.counts()
     assert (counts["media"], counts["pending"]) == (0, 8)
     imported = _counts(env)

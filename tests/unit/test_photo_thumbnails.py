@@ -33,13 +33,13 @@ class Toy:
 def test_a_photo_read_makes_its_thumbnail_where_the_setting_says(
     tmp_path: Path, device: str, at_ingest: bool | None, made: bool
 ) -> None:
-    config = ImageConfig(tmp_path / "thumbs", ocr=False, device=device, jpeg_decode="pillow")
-    photos = ImagePipeline(
-        [Toy("image")],  # type: ignore[list-item]
-        Toy("text"),  # type: ignore[arg-type]
-        ImageConfig(**{**config.__dict__, "thumbnails_at_ingest": at_ingest}),
+    config = ImageConfig(
+        tmp_path / "thumbs", ocr=False, device=device, thumbnails_at_ingest=at_ingest
     )
-    plan = photos._plan(photos.vision, "jpeg", ocr=False)
+    photos = ImagePipeline([Toy("image")], Toy("text"), config)  # type: ignore[list-item, arg-type]
+    assert photos.thumbnails_at_ingest() is made
+    # what reading a photo is told: where its thumbnail goes, or None (made when shown)
+    plan = photos._plan(photos.vision, "png", ocr=False)
     assert plan.thumbnails == (tmp_path / "thumbs" if made else None)
 
 
